@@ -1,0 +1,110 @@
+"""What every command shares: error reporting, exit codes, and standard-stream plumbing.
+
+Programs are filters: ``-`` (or no path) means a standard stream, diagnostics go to stderr,
+user errors print one line and exit 1, a closed downstream pipe exits quietly with 141
+(128 + SIGPIPE, what the shell reports for ``cat`` in the same place), Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from ..errors import InputFileError, ReconError
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "add_progress_option",
+    "open_input",
+    "open_output",
+    "run_command",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+_BUFFER = 1 << 20
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so interpreter shutdown does not complain."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def run_command(prog: str, body: Callable[[], int]) -> int:
+    """Run a command body, turning user errors into one stderr line and an exit code."""
+    try:
+        return body()
+    except ReconError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _is_std(path: str | None) -> bool:
+    return path is None or path == "-"
+
+
+@contextlib.contextmanager
+def open_input(path: str | None) -> Iterator[BinaryIO]:
+    """A buffered binary reader for ``path``, or stdin for None / ``-``."""
+    if _is_std(path):
+        yield os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=_BUFFER)
+        return
+    assert path is not None
+    try:
+        handle = open(path, "rb", buffering=_BUFFER)  # noqa: SIM115
+    except OSError as exc:
+        raise InputFileError(f"cannot open input {path!r}: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
+@contextlib.contextmanager
+def open_output(path: str | None) -> Iterator[BinaryIO]:
+    """A buffered binary writer for ``path``, or stdout for None / ``-``."""
+    if _is_std(path):
+        sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=_BUFFER)
+        try:
+            yield sink
+        finally:
+            try:
+                sink.close()
+            except BrokenPipeError:
+                _silence_stdout()
+                raise
+        return
+    assert path is not None
+    try:
+        handle = open(path, "wb", buffering=_BUFFER)  # noqa: SIM115
+    except OSError as exc:
+        raise InputFileError(f"cannot open output {path!r}: {exc.strerror}") from None
+    with handle:
+        yield handle
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """``--progress``: force progress lines on stderr even when it is not a terminal."""
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress on stderr even when it is not a terminal "
+        "(progress is automatic on a terminal)",
+    )

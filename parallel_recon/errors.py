@@ -1,0 +1,73 @@
+"""One small exception tree.
+
+Every error a user can cause ends as one line on stderr, so each exception's ``str()`` is a
+complete sentence: what was expected, what was found, and where.  Commands catch
+:class:`ReconError` at the top and print it; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "HeaderError",
+    "InputFileError",
+    "MissingCloseError",
+    "PipelineError",
+    "ProtocolError",
+    "ReconError",
+    "TruncatedStreamError",
+]
+
+
+class ReconError(Exception):
+    """Base of every error that is the input's or the user's fault, not the program's."""
+
+
+class ProtocolError(ReconError):
+    """The byte stream does not follow the MRD v1 protocol.
+
+    Parameters
+    ----------
+    problem:
+        What is wrong, phrased as "expected X, found Y".
+    offset:
+        Byte offset in the stream where the offending message starts (or the bad field).
+    index:
+        0-based index of the message in the stream.
+    """
+
+    def __init__(self, problem: str, offset: int | None = None, index: int | None = None):
+        self.problem = problem
+        self.offset = offset
+        self.index = index
+        where = []
+        if offset is not None:
+            where.append(f"byte offset {offset}")
+        if index is not None:
+            where.append(f"message index {index}")
+        text = problem if not where else f"{problem} (at {', '.join(where)})"
+        super().__init__(text)
+
+
+class TruncatedStreamError(ProtocolError):
+    """The stream ended inside a message."""
+
+
+class MissingCloseError(ProtocolError):
+    """The stream ended cleanly at a message boundary but never sent CLOSE."""
+
+
+class HeaderError(ReconError):
+    """The XML header is missing, malformed, or lacks what a reconstruction needs."""
+
+
+class InputFileError(ReconError):
+    """An input file cannot be opened or does not have the expected layout."""
+
+
+class ConfigurationError(ReconError):
+    """Options or resources do not allow the requested work (e.g. memory limit too small)."""
+
+
+class PipelineError(ReconError):
+    """A process of the reconstruction pipeline failed or was killed."""

@@ -1,0 +1,228 @@
+"""Writing MRD v1 messages: ``encode_message`` and the ``StreamWriter``.
+
+Each message type has one encoder in a table; an encoder returns the message as a list of
+buffers (id and header first, then payload arrays as zero-copy views) so that large payloads
+go to the sink without being joined into one bytes object first.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import BinaryIO
+
+import numpy as np
+
+from .layout import (
+    ACQUISITION_HEADER_DTYPE,
+    CONFIG_FILE_SIZE,
+    DTYPE_TO_DATA_TYPE,
+    IMAGE_HEADER_DTYPE,
+    WAVEFORM_HEADER_DTYPE,
+    MessageId,
+)
+from .messages import (
+    Acquisition,
+    Close,
+    ConfigFile,
+    ConfigText,
+    Header,
+    Image,
+    Message,
+    NDArray,
+    Text,
+    Waveform,
+)
+
+__all__ = ["StreamWriter", "encode_message", "message_id_bytes"]
+
+Buffers = list[bytes | memoryview]
+
+_ID_BYTES = {mid: struct.pack("<H", mid) for mid in MessageId}
+
+
+def message_id_bytes(message_id: MessageId) -> bytes:
+    """The 2-byte little-endian id that starts a message."""
+    return _ID_BYTES[message_id]
+
+
+def _record_bytes(record: np.void, dtype: np.dtype) -> bytes:
+    if record.dtype != dtype:
+        raise TypeError(f"expected a header record of dtype {dtype}, got {record.dtype}")
+    return record.tobytes()
+
+
+def _payload(array: np.ndarray, dtype: np.dtype) -> memoryview:
+    flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
+    return memoryview(flat.view(np.uint8))
+
+
+def _length_prefixed(message_id: MessageId, text: str) -> Buffers:
+    raw = text.encode("utf-8")
+    return [_ID_BYTES[message_id] + struct.pack("<I", len(raw)), raw]
+
+
+def _encode_config_file(msg: ConfigFile) -> Buffers:
+    raw = msg.name.encode("utf-8")
+    if len(raw) >= CONFIG_FILE_SIZE:
+        raise ValueError(
+            f"config name is {len(raw)} bytes; CONFIG_FILE holds at most {CONFIG_FILE_SIZE - 1}"
+        )
+    return [_ID_BYTES[MessageId.CONFIG_FILE] + raw.ljust(CONFIG_FILE_SIZE, b"\0")]
+
+
+def _encode_config_text(msg: ConfigText) -> Buffers:
+    return _length_prefixed(MessageId.CONFIG_TEXT, msg.text)
+
+
+def _encode_header(msg: Header) -> Buffers:
+    return _length_prefixed(MessageId.HEADER, msg.xml)
+
+
+def _encode_text(msg: Text) -> Buffers:
+    return _length_prefixed(MessageId.TEXT, msg.text)
+
+
+def _encode_close(msg: Close) -> Buffers:
+    return [_ID_BYTES[MessageId.CLOSE]]
+
+
+def _check_shape(what: str, actual: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    if tuple(actual) != tuple(expected):
+        raise ValueError(f"{what}: header says shape {tuple(expected)}, array has {actual}")
+
+
+def _encode_acquisition(msg: Acquisition) -> Buffers:
+    head = msg.head
+    samples = int(head["number_of_samples"])
+    _check_shape("acquisition data", msg.data.shape, (int(head["active_channels"]), samples))
+    _check_shape(
+        "acquisition trajectory", msg.traj.shape, (samples, int(head["trajectory_dimensions"]))
+    )
+    return [
+        _ID_BYTES[MessageId.ACQUISITION] + _record_bytes(head, ACQUISITION_HEADER_DTYPE),
+        _payload(msg.traj, np.dtype("<f4")),
+        _payload(msg.data, np.dtype("<c8")),
+    ]
+
+
+def _encode_image(msg: Image) -> Buffers:
+    head = msg.head.copy()
+    attributes = msg.attributes.encode("utf-8")
+    head["attribute_string_len"] = len(attributes)
+    dtype = msg.data.dtype.newbyteorder("<")
+    if DTYPE_TO_DATA_TYPE.get(dtype) != int(head["data_type"]):
+        raise ValueError(
+            f"image header data_type {int(head['data_type'])} does not match array dtype {dtype}"
+        )
+    x, y, z = (int(v) for v in head["matrix_size"])
+    _check_shape("image data", msg.data.shape, (int(head["channels"]), z, y, x))
+    return [
+        _ID_BYTES[MessageId.IMAGE]
+        + _record_bytes(head, IMAGE_HEADER_DTYPE)
+        + struct.pack("<Q", len(attributes))
+        + attributes,
+        _payload(msg.data, dtype),
+    ]
+
+
+def _encode_waveform(msg: Waveform) -> Buffers:
+    head = msg.head
+    _check_shape(
+        "waveform data",
+        msg.data.shape,
+        (int(head["channels"]), int(head["number_of_samples"])),
+    )
+    return [
+        _ID_BYTES[MessageId.WAVEFORM] + _record_bytes(head, WAVEFORM_HEADER_DTYPE),
+        _payload(msg.data, np.dtype("<u4")),
+    ]
+
+
+def _encode_ndarray(msg: NDArray) -> Buffers:
+    dtype = msg.array.dtype.newbyteorder("<")
+    if dtype not in DTYPE_TO_DATA_TYPE:
+        raise ValueError(f"NDArray dtype {dtype} is not one of the 8 ISMRMRD data types")
+    dims = msg.array.shape
+    prefix = struct.pack(f"<HHH{len(dims)}Q", DTYPE_TO_DATA_TYPE[dtype], msg.version, len(dims), *dims)
+    return [_ID_BYTES[MessageId.NDARRAY] + prefix, _payload(msg.array, dtype)]
+
+
+_ENCODERS: dict[type, Callable[..., Buffers]] = {
+    ConfigFile: _encode_config_file,
+    ConfigText: _encode_config_text,
+    Header: _encode_header,
+    Close: _encode_close,
+    Text: _encode_text,
+    Acquisition: _encode_acquisition,
+    Image: _encode_image,
+    Waveform: _encode_waveform,
+    NDArray: _encode_ndarray,
+}
+
+
+def encode_buffers(msg: Message) -> Buffers:
+    """The message as a list of buffers, in wire order (payloads are zero-copy views)."""
+    try:
+        encoder = _ENCODERS[type(msg)]
+    except KeyError:
+        raise TypeError(f"cannot encode {type(msg).__name__} as an MRD message") from None
+    return encoder(msg)
+
+
+def encode_message(msg: Message) -> bytes:
+    """The message's complete wire bytes."""
+    return b"".join(encode_buffers(msg))
+
+
+class StreamWriter:
+    """Writes messages to a binary sink; as a context manager it ends with CLOSE.
+
+    On an exception inside the ``with`` block no CLOSE is written, so a reader downstream
+    sees an incomplete stream rather than a falsely complete one.
+    """
+
+    def __init__(self, sink: BinaryIO):
+        self._sink = sink
+        self.bytes_written = 0
+        self.closed = False
+
+    def write(self, msg: Message) -> None:
+        """Write one message."""
+        self.write_buffers(encode_buffers(msg))
+
+    def write_all(self, messages: Iterable[Message]) -> None:
+        """Write every message of an iterable."""
+        for msg in messages:
+            self.write(msg)
+
+    def write_buffers(self, buffers: Iterable[bytes | memoryview]) -> None:
+        """Write pre-encoded message bytes (used by bulk converters)."""
+        write = self._sink.write
+        for buffer in buffers:
+            write(buffer)
+            self.bytes_written += len(buffer) if isinstance(buffer, bytes) else buffer.nbytes
+
+    def close(self) -> None:
+        """Write CLOSE (once) and flush."""
+        if not self.closed:
+            self.write_buffers([_ID_BYTES[MessageId.CLOSE]])
+            self.closed = True
+        self._sink.flush()
+
+    def flush(self) -> None:
+        """Flush the sink, so a peer sees what was written so far."""
+        self._sink.flush()
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()

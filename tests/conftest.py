@@ -1,0 +1,66 @@
+"""Shared fixtures: where the repository and the shared test data live, how to run a CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+BIN_DIR = Path(sys.executable).parent
+
+
+def shared_data_dir() -> Path:
+    """The real-world files beside the checkout; a missing folder is an error, not a skip."""
+    if not SHARED_DATA.is_dir():
+        raise FileNotFoundError(
+            f"test data folder {SHARED_DATA} is missing: clone the repository with shared/ "
+            "beside it (see README)"
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def golden(shared_data: Path) -> Path:
+    return shared_data / "golden"
+
+
+def script(name: str) -> str:
+    """Path of a console script installed in the running venv."""
+    path = BIN_DIR / name
+    if not path.exists():
+        raise FileNotFoundError(f"console script {name} not installed in {BIN_DIR}")
+    return str(path)
+
+
+def run_cli(
+    name: str,
+    *args: str,
+    input: bytes | None = None,
+    timeout: float = 120,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a console script as a user would, capturing stdout and stderr as bytes."""
+    proc = subprocess.run(
+        [script(name), *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{name} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')}"
+        )
+    return proc
