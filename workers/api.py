@@ -1,0 +1,140 @@
+"""The contract between the engine and a reconstruction kernel.
+
+A kernel is a plain function ``reconstruct(kspace, context) -> list[Image]`` living in a
+module (``workers/cartesian.py`` or a user's own file).  The engine calls it inside a worker
+process, once per closed k-space unit, with the unit's k-space as a view of shared memory.
+Everything a kernel needs besides the samples travels in the picklable ``ReconContext``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import numpy as np
+
+from parallel_recon.protocol import ACQUISITION_HEADER_DTYPE, Image
+
+__all__ = [
+    "EncodingSpace",
+    "Kernel",
+    "ReconContext",
+    "ReconPlan",
+    "UnitInfo",
+    "UnitKey",
+]
+
+
+class UnitKey(NamedTuple):
+    """Identity of one k-space unit: all acquisitions with these counters form one volume."""
+
+    encoding_space: int
+    slice: int
+    contrast: int
+    phase: int
+    set: int
+    repetition: int
+
+
+@dataclass(frozen=True)
+class EncodingSpace:
+    """One ``<encoding>`` of the XML header, reduced to what placement and recon need.
+
+    Matrices are ``(x, y, z)``: x is the readout (encoded x includes readout oversampling),
+    y is phase encoding (k1), z is partitions (k2; 1 for 2D).  Fields of view are in mm.
+    ``k1_center``/``k2_center`` are the encoding-limit centres: the encode step that belongs at
+    the middle of k-space, so partial Fourier and asymmetric sampling land in the right place.
+    """
+
+    encoded_matrix: tuple[int, int, int]
+    recon_matrix: tuple[int, int, int]
+    encoded_fov: tuple[float, float, float]
+    recon_fov: tuple[float, float, float]
+    k1_limits: tuple[int, int, int]
+    """(minimum, maximum, center) of kspace_encoding_step_1."""
+    k2_limits: tuple[int, int, int]
+    """(minimum, maximum, center) of kspace_encoding_step_2."""
+    trajectory: str = "cartesian"
+
+    @property
+    def k1_center(self) -> int:
+        return self.k1_limits[2]
+
+    @property
+    def k2_center(self) -> int:
+        return self.k2_limits[2]
+
+    @property
+    def kspace_shape(self) -> tuple[int, int, int]:
+        """``(k2, k1, k0)`` extent of a unit's k-space grid."""
+        x, y, z = self.encoded_matrix
+        return (z, y, x)
+
+
+@dataclass(frozen=True)
+class ReconPlan:
+    """Made once from the XML header and the command-line options, shared by all units."""
+
+    header_xml: str
+    spaces: tuple[EncodingSpace, ...]
+    output: str = "magnitude"
+    """'magnitude' (float32), 'complex' (complex64) or 'phase' (float32 radians)."""
+    series_index: int = 1
+    options: Mapping[str, str] = field(default_factory=dict)
+    """Free-form kernel options (``--recon-option key=value``)."""
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    """What the reader learned about one unit while filling it."""
+
+    key: UnitKey
+    sequence: int
+    """Order in which the unit closed in the input (0-based); the writer emits in this order."""
+    reference_head: bytes
+    """AcquisitionHeader (340 bytes) of a representative line: the one nearest the k-space
+    centre, else the first.  Its geometry, counters and time stamps go into image headers."""
+    coils: int
+    lines: int
+    """Number of imaging lines that landed in this unit (averages counted once each)."""
+
+
+@dataclass(frozen=True)
+class ReconContext:
+    """Everything a kernel gets besides the samples."""
+
+    plan: ReconPlan
+    unit: UnitInfo
+
+    @property
+    def space(self) -> EncodingSpace:
+        return self.plan.spaces[self.unit.key.encoding_space]
+
+    @property
+    def reference_head(self) -> np.void:
+        """The representative AcquisitionHeader as a numpy record."""
+        return np.frombuffer(self.unit.reference_head, dtype=ACQUISITION_HEADER_DTYPE)[0]
+
+
+class Kernel(Protocol):
+    """``reconstruct(kspace, context) -> images``.
+
+    Parameters
+    ----------
+    kspace:
+        complex64 ``[k2, k1, coils, k0]`` (k0 = encoded x samples, oversampling included),
+        lines placed by ``kspace_encode_step_1/2`` relative to the limit centres, zeros where
+        nothing was sampled, averages already averaged.  A view of shared memory that the
+        engine reuses after the call: do not keep references to it.
+    context:
+        The plan and the unit.
+
+    Returns
+    -------
+    list[Image]
+        Complete images; the writer sets ``image_index`` (running from 1 per series, in
+        output order) so that the bytes do not depend on which worker ran the unit.
+    """
+
+    def __call__(self, kspace: np.ndarray, context: ReconContext) -> list[Image]: ...
