@@ -1,4 +1,6 @@
 # The only commands a newcomer needs: make demo, make test.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -32,6 +34,7 @@ cpp: deps
 demo: venv
 	mkdir -p $(DEMO)
 	$(BIN)/mrd_phantom -m 128 -c 8 -s 3 -r 2 --seed 1 -o $(DEMO)/raw.h5
+	rm -f $(DEMO)/images.h5
 	$(BIN)/mrdhdf5_to_stream $(DEMO)/raw.h5 | $(BIN)/mrd_stream_recon | $(BIN)/stream_to_mrdhdf5 $(DEMO)/images.h5
 	$(BIN)/parallel-recon info $(DEMO)/images.h5
 	$(BIN)/parallel-recon view $(DEMO)/images.h5 -o $(DEMO)/images.png

@@ -60,7 +60,6 @@ def run_cli(
         check=False,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{name} {' '.join(args)} exited {proc.returncode}:\n{proc.stderr.decode(errors='replace')}"
-        )
+        stderr = proc.stderr.decode(errors="replace")
+        raise AssertionError(f"{name} {' '.join(args)} exited {proc.returncode}:\n{stderr}")
     return proc

@@ -1,3 +1,3 @@
-"""Command-line programs: one module per command, each with ``build_parser()`` and ``main(argv)``."""
+"""Command-line programs: one module per command, with ``build_parser()`` and ``main(argv)``."""
 
 __all__: list[str] = []

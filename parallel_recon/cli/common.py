@@ -66,7 +66,8 @@ def _is_std(path: str | None) -> bool:
 def open_input(path: str | None) -> Iterator[BinaryIO]:
     """A buffered binary reader for ``path``, or stdin for None / ``-``."""
     if _is_std(path):
-        yield os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=_BUFFER)
+        with os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=_BUFFER) as stdin:
+            yield stdin
         return
     assert path is not None
     try:
@@ -100,7 +101,7 @@ def open_output(path: str | None) -> Iterator[BinaryIO]:
         yield handle
 
 
-def add_progress_option(parser: argparse.ArgumentParser) -> None:
+def add_progress_option(parser: argparse._ActionsContainer) -> None:
     """``--progress``: force progress lines on stderr even when it is not a terminal."""
     parser.add_argument(
         "--progress",

@@ -8,6 +8,11 @@ names the message, what was expected, what was found, the byte offset and the me
 Besides iterating whole messages, the reader offers the pieces the reconstruction reader
 process needs to land samples straight in shared memory: :meth:`StreamReader.peek`,
 :meth:`StreamReader.read_record` and :meth:`StreamReader.readinto`.
+
+Speed comes from doing per chunk what would otherwise be done per message: small readouts
+are parsed out of a read-ahead buffer (:mod:`.buffer`), runs of equal-size readouts are
+decoded with one structured-array view, and many-coil readouts go from the pipe straight
+into their array (see ``perf/bench_codec.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import MissingCloseError, ProtocolError, TruncatedStreamError
+from .buffer import DIRECT_BYTES, NEXT_HEAD_BYTES, ReadBuffer
 from .layout import (
     ACQUISITION_HEADER_DTYPE,
     CONFIG_FILE_SIZE,
@@ -41,11 +47,20 @@ from .messages import (
     Text,
     Waveform,
 )
+from .runs import ACQ_HEAD_BYTES, ACQ_SIZES, decode_run
 
 __all__ = ["DEFAULT_LIMITS", "Limits", "StreamReader"]
 
-_CHUNK = 64 << 20  # payloads above this are read piecewise before being assembled
+_FIRST_PIECE = 8 << 20  # payloads above this are read in growing pieces, then assembled
+_MAX_PIECE = 256 << 20
 _KNOWN_IDS = ", ".join(f"{m.value} ({m.name})" for m in MessageId)
+_ID_BY_VALUE = {int(m): m for m in MessageId}
+_TYPE_NAMES = "uint16, int16, uint32, int32, float32, float64, complex64, complex128"
+
+
+_ACQ_HEAD = ACQ_HEAD_BYTES
+_F4 = np.dtype("<f4")
+_C8 = np.dtype("<c8")
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,7 @@ def _decode_text(raw: bytes | bytearray, what: str, offset: int, index: int) -> 
         return bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError(
-            f"{what} is not valid UTF-8 text: undecodable byte at position {exc.start}",
+            f"expected {what} as UTF-8 text, found an undecodable byte at position {exc.start}",
             offset,
             index,
         ) from None
@@ -83,12 +98,19 @@ class StreamReader:
     Parameters
     ----------
     source:
-        Any object with ``readinto`` (a file, ``sys.stdin.buffer``, a socket file).
+        Any object with ``readinto`` (a file, ``sys.stdin.buffer``, a socket file).  Until
+        the first acquisition the reader takes from the source exactly the bytes of the
+        messages it has read (so a caller may pass the source on after, say, the prelude
+        and header); from then on it reads ahead whatever the source has ready, if the
+        source has ``readinto1``.
     limits:
         Size limits checked before allocation.
     require_close:
         When True, a stream that ends at a message boundary without CLOSE raises
         :class:`MissingCloseError`; when False it simply ends.
+
+    Small arrays of decoded messages are views into the reader's chunks.  A chunk is reused
+    only once nothing refers to it, so such views stay valid while referenced.
     """
 
     def __init__(
@@ -99,6 +121,7 @@ class StreamReader:
         require_close: bool = True,
     ):
         self._source = source
+        self._buffer = ReadBuffer(source)
         self.limits = limits
         self.require_close = require_close
         self.offset = 0
@@ -110,6 +133,12 @@ class StreamReader:
         self.closed = False
         """True once CLOSE has been read."""
         self._peeked: MessageId | None = None
+        self._run: list[Acquisition] = []
+        """Acquisitions decoded ahead (last first) whose bytes are still unconsumed."""
+        self._run_stride = 0
+        self._in_acquisitions = False
+        self._ahead_most: int | None = None
+        """Set by the first acquisition: from then on message ids are read ahead too."""
         self._readers: dict[MessageId, Callable[[], Message]] = {
             MessageId.CONFIG_FILE: self._read_config_file,
             MessageId.CONFIG_TEXT: lambda: ConfigText(self._read_string("CONFIG_TEXT")),
@@ -139,65 +168,75 @@ class StreamReader:
     # ------------------------------------------------------------- raw reading
     def readinto(self, buffer: memoryview | bytearray | np.ndarray, what: str = "payload") -> None:
         """Fill ``buffer`` exactly from the stream, or raise TruncatedStreamError."""
-        view = memoryview(buffer).cast("B")
-        total = view.nbytes
+        view = memoryview(buffer).cast("B")  # type: ignore[arg-type]
+        got = self._buffer.readinto(view)
+        self.offset += got
+        if got < view.nbytes:
+            raise self._truncated(what, view.nbytes, got)
+
+    def _read_piecewise(self, nbytes: int, what: str) -> np.ndarray:
+        """``nbytes`` as a new uint8 array; a lying size costs only what actually arrives."""
+        if nbytes <= _FIRST_PIECE:
+            out, got = self._buffer.array(nbytes)
+            self.offset += got
+            if got < nbytes:
+                raise self._truncated(what, nbytes, got)
+            return out
+        pieces = []
         got = 0
-        readinto = self._source.readinto
-        while got < total:
-            n = readinto(view[got:])
-            if not n:
-                self.offset += got
-                raise self._truncated(what, total, got)
+        size = _FIRST_PIECE
+        while got < nbytes:
+            piece, n = self._buffer.array(min(size, nbytes - got))
             got += n
-        self.offset += total
+            self.offset += n
+            if n < piece.nbytes:
+                raise self._truncated(what, nbytes, got)
+            pieces.append(piece)
+            size = min(2 * size, _MAX_PIECE)
+        return np.concatenate(pieces)
 
     def read_bytes(self, nbytes: int, what: str = "payload") -> bytearray:
-        """Read exactly ``nbytes``; sizes above 64 MiB are read in chunks first."""
-        if nbytes <= _CHUNK:
-            buffer = bytearray(nbytes)
-            self.readinto(buffer, what)
-            return buffer
-        chunks = []
-        remaining = nbytes
-        start = self.offset
-        try:
-            while remaining:
-                chunk = bytearray(min(remaining, _CHUNK))
-                self.readinto(chunk, what)
-                chunks.append(chunk)
-                remaining -= len(chunk)
-        except TruncatedStreamError:
-            raise self._truncated(what, nbytes, self.offset - start) from None
-        return bytearray().join(chunks)
+        """Read exactly ``nbytes``; large sizes are read in growing pieces first."""
+        if nbytes <= _FIRST_PIECE:
+            out = bytearray(nbytes)
+            self.readinto(out, what)
+            return out
+        return bytearray(self._read_piecewise(nbytes, what))
 
     def skip(self, nbytes: int, what: str = "payload") -> None:
         """Consume ``nbytes`` without keeping them."""
-        scratch = bytearray(min(nbytes, 1 << 20))
-        remaining = nbytes
-        start = self.offset
-        try:
-            while remaining:
-                view = memoryview(scratch)[: min(remaining, len(scratch))]
-                self.readinto(view, what)
-                remaining -= len(view)
-        except TruncatedStreamError:
-            raise self._truncated(what, nbytes, self.offset - start) from None
+        got = self._buffer.skip(nbytes)
+        self.offset += got
+        if got < nbytes:
+            raise self._truncated(what, nbytes, got)
+
+    def _available(self, nbytes: int, what: str) -> int:
+        """Make ``nbytes`` available in the read-ahead chunk; returns their start."""
+        buffer = self._buffer
+        if buffer.end - buffer.pos < nbytes:
+            have = buffer.fill(nbytes)
+            if have < nbytes:
+                buffer.pos += have
+                self.offset += have
+                raise self._truncated(what, nbytes, have)
+        self.offset += nbytes
+        return buffer.take(nbytes)
 
     def read_record(self, dtype: np.dtype, what: str) -> np.void:
         """Read one packed header record of ``dtype`` as a writable numpy record."""
-        buffer = bytearray(dtype.itemsize)
-        self.readinto(buffer, what)
-        return np.frombuffer(buffer, dtype=dtype)[0]
+        start = self._available(dtype.itemsize, what)
+        return np.frombuffer(self._buffer.chunk, dtype, 1, start)[0]
 
     def _read_u32(self, what: str) -> int:
-        return int(struct.unpack("<I", self.read_bytes(4, what))[0])
+        start = self._available(4, what)
+        return int.from_bytes(self._buffer.chunk[start : start + 4], "little")
 
     def _read_string(self, name: str) -> str:
         length = self._read_u32(f"{name} length")
         if length > self.limits.max_string_bytes:
             raise self.error(
-                f"{name} length prefix says {length} bytes; expected at most "
-                f"{self.limits.max_string_bytes} (corrupt stream?)"
+                f"expected a {name} of at most {self.limits.max_string_bytes} bytes, found a "
+                f"length prefix of {length} bytes (corrupt stream?)"
             )
         raw = self.read_bytes(length, f"{name} text")
         return _decode_text(raw, name, self.message_offset, self.index)
@@ -205,47 +244,52 @@ class StreamReader:
     def _check_payload(self, what: str, nbytes: int) -> None:
         if nbytes > self.limits.max_payload_bytes:
             raise self.error(
-                f"{what} would be {nbytes} bytes; expected at most "
-                f"{self.limits.max_payload_bytes} (corrupt header?)"
+                f"expected {what} of at most {self.limits.max_payload_bytes} bytes, found a "
+                f"header claiming {nbytes} bytes (corrupt header?)"
             )
 
     def read_array(self, dtype: np.dtype, shape: tuple[int, ...], what: str) -> np.ndarray:
         """Read a payload array of ``shape`` after checking its size against the limits."""
-        nbytes = math.prod(shape) * dtype.itemsize
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        if nbytes < DIRECT_BYTES:
+            start = self._available(nbytes, what)
+            return np.frombuffer(self._buffer.chunk, dtype, count, start).reshape(shape)
         self._check_payload(what, nbytes)
-        return np.frombuffer(self.read_bytes(nbytes, what), dtype=dtype).reshape(shape)
+        return self._read_piecewise(nbytes, what).view(dtype).reshape(shape)
 
     # ------------------------------------------------------------ message ids
     def peek(self) -> MessageId | None:
         """The id of the next message without consuming its payload; None at a clean end."""
         if self._peeked is not None:
             return self._peeked
+        self._run.clear()  # raw reading from here on: decode again from the buffer
         self.message_offset = self.offset
-        raw = bytearray(2)
-        view = memoryview(raw)
-        got = 0
-        while got < 2:
-            n = self._source.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        self.offset += got
-        if got == 0:
-            return None
-        if got == 1:
-            raise TruncatedStreamError(
-                "truncated message id: expected 2 bytes, found 1 before the end of the stream",
-                self.message_offset,
-                self.index,
-            )
-        value = raw[0] | (raw[1] << 8)
-        try:
-            self._peeked = MessageId(value)
-        except ValueError:
+        buffer = self._buffer
+        if buffer.end - buffer.pos < 2:
+            have = buffer.fill(2, self._in_acquisitions, self._ahead_most)
+            if have == 0:
+                return None
+            if have == 1:
+                buffer.pos += 1
+                self.offset += 1
+                raise TruncatedStreamError(
+                    "truncated message id: expected 2 bytes, found 1 before the end of the stream",
+                    self.message_offset,
+                    self.index,
+                )
+        chunk, pos = buffer.chunk, buffer.pos
+        value = chunk[pos] | (chunk[pos + 1] << 8)
+        mid = _ID_BY_VALUE.get(value)
+        if mid is None:
             raise self.error(
-                f"unknown message id {value}: expected one of {_KNOWN_IDS}"
-            ) from None
-        return self._peeked
+                f"unknown message id: expected one of {_KNOWN_IDS}, found {value} "
+                f"(bytes 0x{chunk[pos]:02x} 0x{chunk[pos + 1]:02x})"
+            )
+        buffer.pos = pos + 2
+        self.offset += 2
+        self._peeked = mid
+        return mid
 
     def consume_peeked(self) -> MessageId:
         """Mark the peeked message as being read; the caller reads its payload."""
@@ -264,45 +308,153 @@ class StreamReader:
     # --------------------------------------------------------------- messages
     def read_message(self) -> Message | None:
         """The next whole message, or None at a clean end of stream (without CLOSE)."""
-        mid = self.peek()
+        if self._run and self._peeked is None:
+            stride = self._run_stride
+            self.message_offset = self.offset
+            self.offset += stride
+            self._buffer.pos += stride
+            self.index += 1
+            return self._run.pop()
+        mid = self._peeked or self.peek()
         if mid is None:
             return None
         msg = self._readers[mid]()
-        self.finish_message()
+        if mid is MessageId.CLOSE:
+            self.closed = True
+        self._peeked = None
+        self.index += 1
         return msg
 
     def __iter__(self) -> Iterator[Message]:
         """Yield messages up to, not including, CLOSE."""
+        read_message = self.read_message
         while True:
-            msg = self.read_message()
+            msg = read_message()
             if msg is None:
                 if self.require_close:
                     raise MissingCloseError(
-                        f"stream ended after {self.index} messages without a CLOSE message "
-                        "(the sender stopped early or the connection dropped)",
+                        "expected a CLOSE message, found the end of the stream after "
+                        f"{self.index} messages (the sender stopped early or the connection "
+                        "dropped)",
                         self.offset,
                         self.index,
                     )
                 return
-            if isinstance(msg, Close):
+            if type(msg) is Close:
                 return
             yield msg
+            # hand out the rest of a decoded run without a call per message; peek() (the
+            # entry to every raw read) empties this same list, so raw reads between yields
+            # end the loop
+            run = self._run
+            if run and self._peeked is None:
+                buffer, stride, pop = self._buffer, self._run_stride, run.pop
+                while run:
+                    self.message_offset = self.offset
+                    self.offset += stride
+                    buffer.pos += stride
+                    self.index += 1
+                    yield pop()
+            elif self._ahead_most is not None and self._peeked is None:
+                yield from self._iter_large()
+
+    def _iter_large(self) -> Iterator[Acquisition]:
+        """Many-coil readouts one after another, with as little Python per message as
+        possible: each one's 100+ kB pass through the CPU caches in between, so every
+        interpreter step here runs cold.  Anything unusual returns to the general path."""
+        buffer = self._buffer
+        while self._peeked is None:
+            chunk, pos = buffer.chunk, buffer.pos
+            if buffer.end - pos < NEXT_HEAD_BYTES or chunk[pos] | chunk[pos + 1] << 8 != 1008:
+                return
+            samples, channels, dims = ACQ_SIZES.unpack_from(chunk, pos + 2)
+            nbytes = 8 * channels * samples
+            if dims or not DIRECT_BYTES <= nbytes <= _FIRST_PIECE:
+                return
+            self.message_offset = self.offset
+            buffer.pos = pos + NEXT_HEAD_BYTES
+            head = np.frombuffer(chunk, ACQUISITION_HEADER_DTYPE, 1, pos + 2)[0]
+            out, got = buffer.array(nbytes, True)
+            self.offset += NEXT_HEAD_BYTES + got
+            if got < nbytes:
+                self._peeked = MessageId.ACQUISITION
+                raise self._truncated("acquisition samples", nbytes, got)
+            self.index += 1
+            yield Acquisition(
+                head, np.empty((samples, 0), dtype=_F4), out.view(_C8).reshape(channels, samples)
+            )
 
     def _read_config_file(self) -> ConfigFile:
-        raw = self.read_bytes(CONFIG_FILE_SIZE, "CONFIG_FILE name")
-        name = bytes(raw).split(b"\0", 1)[0]
+        start = self._available(CONFIG_FILE_SIZE, "CONFIG_FILE name")
+        raw = bytes(self._buffer.chunk[start : start + CONFIG_FILE_SIZE])
+        name = raw.split(b"\0", 1)[0]
         return ConfigFile(_decode_text(name, "CONFIG_FILE", self.message_offset, self.index))
 
     def _read_acquisition(self) -> Acquisition:
-        head = self.read_record(ACQUISITION_HEADER_DTYPE, "AcquisitionHeader")
-        samples = int(head["number_of_samples"])
-        traj = self.read_array(
-            np.dtype("<f4"), (samples, int(head["trajectory_dimensions"])), "trajectory"
+        buffer = self._buffer
+        self._in_acquisitions = True
+        if (
+            buffer.end - buffer.pos < _ACQ_HEAD
+            and buffer.fill(_ACQ_HEAD, True, self._ahead_most) < _ACQ_HEAD
+        ):
+            self._available(_ACQ_HEAD, "AcquisitionHeader")  # raises: the header is cut
+        samples, channels, dims = ACQ_SIZES.unpack_from(buffer.chunk, buffer.pos)
+        traj_bytes = 4 * samples * dims
+        total = _ACQ_HEAD + traj_bytes + 8 * channels * samples
+        # after a large readout, read ahead no further than the next header: its samples
+        # are better read straight into their array than copied through the chunk
+        self._ahead_most = NEXT_HEAD_BYTES if total >= DIRECT_BYTES else None
+        if total >= DIRECT_BYTES and not traj_bytes and total <= _FIRST_PIECE:
+            return self._read_large_acquisition(samples, channels)
+        if total >= DIRECT_BYTES or buffer.fill(total, True) < total:
+            # large payload (straight into its own arrays) or a cut one (precise error)
+            head = self.read_record(ACQUISITION_HEADER_DTYPE, "AcquisitionHeader")
+            traj = self.read_array(_F4, (samples, dims), "trajectory")
+            data = self.read_array(_C8, (channels, samples), "acquisition samples")
+            return Acquisition(head, traj, data)
+        chunk, start = buffer.chunk, buffer.pos
+        if buffer.end - start >= 2 * (total + 2):
+            return self._decode_run(samples, channels, dims, total)
+        buffer.pos = start + total
+        self.offset += total
+        start += _ACQ_HEAD
+        return Acquisition(
+            np.frombuffer(chunk, ACQUISITION_HEADER_DTYPE, 1, start - _ACQ_HEAD)[0],
+            np.frombuffer(chunk, _F4, samples * dims, start).reshape(samples, dims),
+            np.frombuffer(chunk, _C8, channels * samples, start + traj_bytes).reshape(
+                channels, samples
+            ),
         )
-        data = self.read_array(
-            np.dtype("<c8"), (int(head["active_channels"]), samples), "acquisition samples"
-        )
-        return Acquisition(head=head, traj=traj, data=data)
+
+    def _read_large_acquisition(self, samples: int, channels: int) -> Acquisition:
+        """A many-coil readout: samples read from the source straight into their array,
+        together with the next message's header when it is already there."""
+        buffer = self._buffer
+        start = buffer.take(_ACQ_HEAD)
+        self.offset += _ACQ_HEAD
+        head = np.frombuffer(buffer.chunk, ACQUISITION_HEADER_DTYPE, 1, start)[0]
+        nbytes = 8 * channels * samples
+        out, got = buffer.array(nbytes, True)
+        self.offset += got
+        if got < nbytes:
+            raise self._truncated("acquisition samples", nbytes, got)
+        data = out.view(_C8).reshape(channels, samples)
+        return Acquisition(head, np.empty((samples, 0), dtype=_F4), data)
+
+    def _decode_run(self, samples: int, channels: int, dims: int, total: int) -> Acquisition:
+        """Decode the current acquisition and the following ones of the same size at once
+        (see :mod:`.runs`).  Only the current one is consumed; the others wait in ``_run``
+        until they are handed out."""
+        buffer = self._buffer
+        start = buffer.pos
+        decoded = decode_run(buffer.chunk, start, buffer.end, samples, channels, dims)
+        decoded.reverse()
+        first = decoded.pop()
+        self._run = decoded
+        self._run_stride = total + 2
+        buffer.pos = start + total
+        self.offset += total
+        return first
 
     def read_image_head(self) -> np.void:
         """Read and validate an ImageHeader (data type checked before any payload is read)."""
@@ -310,18 +462,18 @@ class StreamReader:
         data_type = int(head["data_type"])
         if data_type not in DATA_TYPE_TO_DTYPE:
             raise self.error(
-                f"image data_type {data_type} is invalid: expected 1..8 "
-                "(uint16, int16, uint32, int32, float32, float64, complex64, complex128)"
+                f"invalid image data_type: expected 1..8 ({_TYPE_NAMES}), found {data_type}"
             )
         return head
 
     def _read_image(self) -> Image:
         head = self.read_image_head()
-        attr_len = int(struct.unpack("<Q", self.read_bytes(8, "attribute length"))[0])
+        start = self._available(8, "attribute length")
+        attr_len = int.from_bytes(self._buffer.chunk[start : start + 8], "little")
         if attr_len > self.limits.max_attribute_bytes:
             raise self.error(
-                f"image attribute length says {attr_len} bytes; expected at most "
-                f"{self.limits.max_attribute_bytes} (corrupt stream?)"
+                f"expected image attributes of at most {self.limits.max_attribute_bytes} "
+                f"bytes, found a length of {attr_len} bytes (corrupt stream?)"
             )
         attributes = _decode_text(
             self.read_bytes(attr_len, "image attributes"),
@@ -347,13 +499,18 @@ class StreamReader:
         return Waveform(head=head, data=data)
 
     def _read_ndarray(self) -> NDArray:
-        data_type, version, ndim = struct.unpack("<HHH", self.read_bytes(6, "NDArray header"))
+        start = self._available(6, "NDArray header")
+        data_type, version, ndim = struct.unpack_from("<HHH", self._buffer.chunk, start)
         if data_type not in DATA_TYPE_TO_DTYPE:
-            raise self.error(f"NDArray data type {data_type} is invalid: expected 1..8")
+            raise self.error(
+                f"invalid NDArray data type: expected 1..8 ({_TYPE_NAMES}), found {data_type}"
+            )
         if ndim > self.limits.max_ndarray_dims:
             raise self.error(
-                f"NDArray has {ndim} dimensions; expected at most {self.limits.max_ndarray_dims}"
+                f"expected an NDArray of at most {self.limits.max_ndarray_dims} dimensions, "
+                f"found {ndim} dimensions"
             )
-        dims = struct.unpack(f"<{ndim}Q", self.read_bytes(8 * ndim, "NDArray dims"))
+        start = self._available(8 * ndim, "NDArray dims")
+        dims = struct.unpack_from(f"<{ndim}Q", self._buffer.chunk, start)
         array = self.read_array(DATA_TYPE_TO_DTYPE[data_type], tuple(dims), "NDArray data")
         return NDArray(array=array, version=version)

@@ -33,13 +33,22 @@ from .messages import (
     NDArray,
     Text,
     Waveform,
+    copy_record,
 )
+from .runs import ACQ_SIZES
 
 __all__ = ["StreamWriter", "encode_message", "message_id_bytes"]
 
 Buffers = list[bytes | memoryview]
 
 _ID_BYTES = {mid: struct.pack("<H", mid) for mid in MessageId}
+_ACQ_ID = _ID_BYTES[MessageId.ACQUISITION]
+_F4 = np.dtype("<f4")
+_C8 = np.dtype("<c8")
+_VIEW_BYTES = 16 << 10
+"""Payloads at least this large are passed on as zero-copy views."""
+_JOIN_BYTES = 64 << 10
+"""Messages up to this size go to the sink in one write."""
 
 
 def message_id_bytes(message_id: MessageId) -> bytes:
@@ -48,14 +57,19 @@ def message_id_bytes(message_id: MessageId) -> bytes:
 
 
 def _record_bytes(record: np.void, dtype: np.dtype) -> bytes:
-    if record.dtype != dtype:
+    if record.dtype is not dtype and record.dtype != dtype:
         raise TypeError(f"expected a header record of dtype {dtype}, got {record.dtype}")
     return record.tobytes()
 
 
-def _payload(array: np.ndarray, dtype: np.dtype) -> memoryview:
-    flat = np.ascontiguousarray(array, dtype=dtype).reshape(-1)
-    return memoryview(flat.view(np.uint8))
+def _payload(array: np.ndarray, dtype: np.dtype) -> bytes | memoryview:
+    """The array's bytes as ``dtype`` in C order: small ones copied (cheaper than a view),
+    large ones as a zero-copy view when the array already has that layout."""
+    if array.dtype != dtype:
+        array = np.ascontiguousarray(array, dtype=dtype)
+    if array.nbytes < _VIEW_BYTES or not array.flags.c_contiguous:
+        return array.tobytes()
+    return memoryview(array).cast("B")  # type: ignore[arg-type]
 
 
 def _length_prefixed(message_id: MessageId, text: str) -> Buffers:
@@ -94,21 +108,35 @@ def _check_shape(what: str, actual: tuple[int, ...], expected: tuple[int, ...]) 
 
 
 def _encode_acquisition(msg: Acquisition) -> Buffers:
-    head = msg.head
-    samples = int(head["number_of_samples"])
-    _check_shape("acquisition data", msg.data.shape, (int(head["active_channels"]), samples))
-    _check_shape(
-        "acquisition trajectory", msg.traj.shape, (samples, int(head["trajectory_dimensions"]))
-    )
-    return [
-        _ID_BYTES[MessageId.ACQUISITION] + _record_bytes(head, ACQUISITION_HEADER_DTYPE),
-        _payload(msg.traj, np.dtype("<f4")),
-        _payload(msg.data, np.dtype("<c8")),
-    ]
+    raw = _record_bytes(msg.head, ACQUISITION_HEADER_DTYPE)
+    samples, channels, dims = ACQ_SIZES.unpack_from(raw)
+    if msg.data.shape != (channels, samples):
+        _check_shape("acquisition data", msg.data.shape, (channels, samples))
+    if msg.traj.shape != (samples, dims):
+        _check_shape("acquisition trajectory", msg.traj.shape, (samples, dims))
+    return [_ACQ_ID + raw, _payload(msg.traj, _F4), _payload(msg.data, _C8)]
+
+
+def _small_acquisition(msg: Acquisition) -> bytes | None:
+    """Fast path for the bulk of a raw-data stream: a small acquisition whose arrays already
+    have the wire layout, as one bytes object.  None when the general encoder must decide."""
+    head, traj, data = msg.head, msg.traj, msg.data
+    if head.dtype is not ACQUISITION_HEADER_DTYPE or traj.dtype is not _F4 or data.dtype is not _C8:
+        return None
+    raw = head.tobytes()
+    samples, channels, dims = ACQ_SIZES.unpack_from(raw)
+    if data.shape != (channels, samples) or traj.shape != (samples, dims):
+        return None
+    if data.nbytes >= _VIEW_BYTES:
+        return None
+    try:  # arrays join as buffers when C-contiguous, which is almost always
+        return b"".join((_ACQ_ID, raw, traj, data))  # type: ignore[arg-type]
+    except (BufferError, TypeError, ValueError):
+        return None
 
 
 def _encode_image(msg: Image) -> Buffers:
-    head = msg.head.copy()
+    head = copy_record(msg.head)
     attributes = msg.attributes.encode("utf-8")
     head["attribute_string_len"] = len(attributes)
     dtype = msg.data.dtype.newbyteorder("<")
@@ -145,7 +173,9 @@ def _encode_ndarray(msg: NDArray) -> Buffers:
     if dtype not in DTYPE_TO_DATA_TYPE:
         raise ValueError(f"NDArray dtype {dtype} is not one of the 8 ISMRMRD data types")
     dims = msg.array.shape
-    prefix = struct.pack(f"<HHH{len(dims)}Q", DTYPE_TO_DATA_TYPE[dtype], msg.version, len(dims), *dims)
+    prefix = struct.pack(
+        f"<HHH{len(dims)}Q", DTYPE_TO_DATA_TYPE[dtype], msg.version, len(dims), *dims
+    )
     return [_ID_BYTES[MessageId.NDARRAY] + prefix, _payload(msg.array, dtype)]
 
 
@@ -190,19 +220,36 @@ class StreamWriter:
 
     def write(self, msg: Message) -> None:
         """Write one message."""
-        self.write_buffers(encode_buffers(msg))
+        if type(msg) is Acquisition:
+            blob = _small_acquisition(msg)
+            if blob is not None:
+                self._sink.write(blob)
+                self.bytes_written += len(blob)
+                return
+        self._write_list(encode_buffers(msg))
 
     def write_all(self, messages: Iterable[Message]) -> None:
         """Write every message of an iterable."""
+        write = self._write_list
         for msg in messages:
-            self.write(msg)
+            write(encode_buffers(msg))
 
     def write_buffers(self, buffers: Iterable[bytes | memoryview]) -> None:
-        """Write pre-encoded message bytes (used by bulk converters)."""
-        write = self._sink.write
-        for buffer in buffers:
-            write(buffer)
-            self.bytes_written += len(buffer) if isinstance(buffer, bytes) else buffer.nbytes
+        """Write pre-encoded message bytes (used by bulk converters).
+
+        Buffers must be bytes or 1-D byte views (as :func:`encode_buffers` returns).
+        """
+        self._write_list(list(buffers))
+
+    def _write_list(self, buffers: Buffers) -> None:
+        total = sum(map(len, buffers))
+        if total <= _JOIN_BYTES:
+            self._sink.write(b"".join(buffers))
+        else:
+            write = self._sink.write
+            for buffer in buffers:
+                write(buffer)
+        self.bytes_written += total
 
     def close(self) -> None:
         """Write CLOSE (once) and flush."""

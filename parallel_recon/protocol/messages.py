@@ -8,7 +8,6 @@ Two messages are equal when they encode to the same bytes: the wire format is th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -31,6 +30,7 @@ __all__ = [
     "NDArray",
     "Text",
     "Waveform",
+    "copy_record",
     "new_acquisition_head",
     "new_image_head",
     "new_waveform_head",
@@ -41,6 +41,15 @@ def _new_record(dtype: np.dtype) -> np.void:
     record = np.zeros(1, dtype=dtype)[0]
     record["version"] = 1
     return record
+
+
+def copy_record(record: np.void) -> np.void:
+    """A writable copy of a header record, padding bytes included.
+
+    ``np.void.copy()`` leaves the padding of an aligned dtype (the waveform header) unset,
+    which would put stray bytes on the wire; copying the raw bytes keeps them exactly.
+    """
+    return np.frombuffer(bytearray(record.tobytes()), dtype=record.dtype)[0]
 
 
 def new_acquisition_head() -> np.void:
@@ -141,7 +150,7 @@ class Acquisition(_ComparedByBytes):
         if traj is None:
             traj = np.zeros((data.shape[1], 0), dtype=np.float32)
         acq = cls(
-            head=new_acquisition_head() if head is None else head.copy(),
+            head=new_acquisition_head() if head is None else copy_record(head),
             traj=np.ascontiguousarray(traj, dtype=np.float32),
             data=data,
         )
@@ -183,7 +192,7 @@ class Image(_ComparedByBytes):
         while data.ndim < 4:
             data = data[np.newaxis]
         image = cls(
-            head=new_image_head() if head is None else head.copy(),
+            head=new_image_head() if head is None else copy_record(head),
             attributes=attributes,
             data=np.ascontiguousarray(data),
         )
@@ -212,7 +221,7 @@ class Waveform(_ComparedByBytes):
     def from_array(cls, data: np.ndarray, head: np.void | None = None) -> Waveform:
         """Build a waveform whose header sizes follow ``data``."""
         waveform = cls(
-            head=new_waveform_head() if head is None else head.copy(),
+            head=new_waveform_head() if head is None else copy_record(head),
             data=np.ascontiguousarray(data, dtype=np.uint32),
         )
         waveform.head["channels"], waveform.head["number_of_samples"] = waveform.data.shape
@@ -233,6 +242,4 @@ class NDArray(_ComparedByBytes):
     message_id = MessageId.NDARRAY
 
 
-Message = Union[
-    ConfigFile, ConfigText, Header, Close, Text, Acquisition, Image, Waveform, NDArray
-]
+Message = ConfigFile | ConfigText | Header | Close | Text | Acquisition | Image | Waveform | NDArray

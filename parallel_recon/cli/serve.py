@@ -1,0 +1,157 @@
+"""``parallel-recon serve``: reconstruct MRD streams sent over TCP.
+
+Each connection gets its own full reconstruction (the ``mrd_stream_recon`` pipeline) and
+its images back on the same socket.  The server binds loopback unless told otherwise,
+logs one line per connection on stderr, and on SIGTERM or Ctrl-C stops accepting, lets
+running connections finish (up to ``--drain-timeout``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+from ..errors import ConfigurationError
+from ..server import ReconServer, ServerConfig
+from .common import run_command
+
+__all__ = ["build_parser", "main"]
+
+PROG = "parallel-recon serve"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text}")
+    return value
+
+
+def _mapping(text: str) -> tuple[str, str]:
+    name, sep, kernel = text.partition("=")
+    if not sep or not name or not kernel:
+        raise argparse.ArgumentTypeError(f"expected NAME=KERNEL, found {text!r}")
+    return name, kernel
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="TCP reconstruction server: each connection sends an MRD stream and "
+        "receives the reconstructed image stream on the same socket.",
+        epilog="Config names: a client's CONFIG_FILE name chooses the kernel when it is "
+        "listed with --config-map or is a kernel name of --recon (e.g. 'cartesian'); "
+        "any other name ('default', 'default.xml') uses --recon.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    parser.add_argument(
+        "--port", type=int, default=9222, help="TCP port (default 9222; 0 picks a free one)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="worker processes per connection (default: the recon's)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=8,
+        metavar="M",
+        help="connections reconstructed at once; more wait in the queue (default 8)",
+    )
+    parser.add_argument(
+        "--recon",
+        default="cartesian",
+        metavar="NAME|PATH",
+        help="default kernel: a name or a module path (default: cartesian)",
+    )
+    parser.add_argument(
+        "--config-map",
+        type=_mapping,
+        action="append",
+        default=[],
+        metavar="NAME=KERNEL",
+        help="use KERNEL when a client's CONFIG_FILE name is NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--command",
+        metavar="CMD",
+        help="run this stdin->stdout filter per connection instead of the Python recon "
+        "(e.g. mrd_stream_recon_cpp); config names are then ignored",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds SIGTERM waits for running connections (default 60); "
+        "a second signal stops them at once",
+    )
+    return parser
+
+
+def _config(args: argparse.Namespace) -> ServerConfig:
+    command = shlex.split(args.command) if args.command else None
+    if args.command is not None and not command:
+        raise ConfigurationError("--command is empty: expected a program and its arguments")
+    if command and shutil.which(command[0]) is None:
+        raise ConfigurationError(
+            f"--command {command[0]!r}: expected an executable program, found none "
+            "(give a path or put it on PATH)"
+        )
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_connections=args.max_connections,
+        recon=args.recon,
+        config_map=dict(args.config_map),
+        command=command,
+        drain_timeout=args.drain_timeout,
+    )
+
+
+def _install_stop(server: ReconServer) -> dict[int, Callable[..., object] | int | None]:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.request_stop()
+
+    previous: dict[int, Callable[..., object] | int | None] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, stop)
+    return previous
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM / Ctrl-C."""
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        config = _config(args)
+        try:
+            server = ReconServer(config)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            ) from None
+        previous = _install_stop(server)
+        host, port = server.address
+        server.say(f"listening on {host}:{port}")
+        try:
+            server.serve_forever()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        server.say("stopped")
+        return 0
+
+    return run_command(PROG, body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Client side of remote reconstruction: send a stream, receive the reply.
+
+The socat replacement.  The request goes out from a thread while the reply is read, so a
+server that streams images back while input is still arriving never deadlocks against a
+full socket buffer.  After the last input byte the client half-closes (``SHUT_WR``) and
+keeps reading until the server closes: no fixed timeout.  The reply is parsed on the way
+through, so a reply without CLOSE (a dropped connection or a failed reconstruction) is an
+error rather than a silently short file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO, Protocol, TextIO, cast
+
+from .errors import ProtocolError, ReconError
+from .progress import Progress
+from .protocol import Close, StreamReader, Text
+
+__all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stream"]
+
+_CHUNK = 1 << 20
+
+
+class _Readable(Protocol):
+    """What a binary file, pipe or socket file offers."""
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+
+class TeeReader:
+    """A ``readinto`` source that copies every byte it delivers to ``sink``.
+
+    Lets a :class:`StreamReader` parse a reply while the raw bytes are forwarded unchanged;
+    call :meth:`flush` at message boundaries so a peer sees each message as soon as it is
+    complete.
+    """
+
+    def __init__(self, source: IO[bytes], sink: IO[bytes] | socket.socket):
+        self._readinto = cast(_Readable, source).readinto
+        self._send = sink.sendall if isinstance(sink, socket.socket) else sink.write
+        self._flush_sink = getattr(sink, "flush", None)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.forwarded = 0
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:
+        n = self._readinto(buffer)
+        if n:
+            self._pending.append(bytes(memoryview(buffer)[:n]))
+            self._pending_bytes += n
+            if self._pending_bytes >= _CHUNK:
+                self.flush()
+        return n or 0
+
+    def flush(self) -> None:
+        """Forward what was read so far."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._send(data)
+            self.forwarded += len(data)
+        if self._flush_sink is not None:
+            self._flush_sink()
+
+
+class RemoteError(ReconError):
+    """The server could not be reached, or the connection or the reply broke."""
+
+
+@dataclass
+class SendReport:
+    """What one exchange moved."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages: int = 0
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RemoteError(f"expected HOST:PORT (e.g. 127.0.0.1:9222), found {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except ConnectionRefusedError:
+        raise RemoteError(
+            f"cannot connect to {host}:{port}: connection refused (is the server running?)"
+        ) from None
+    except TimeoutError:
+        raise RemoteError(
+            f"cannot connect to {host}:{port}: timed out after {timeout:g} s"
+        ) from None
+    except OSError as exc:
+        raise RemoteError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+    sock.settimeout(None)
+    return sock
+
+
+class _Sender(threading.Thread):
+    """Copies the request to the socket, then half-closes it."""
+
+    def __init__(self, source: BinaryIO, sock: socket.socket, report: SendReport):
+        super().__init__(daemon=True)
+        self.source = source
+        self.sock = sock
+        self.report = report
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        read = getattr(self.source, "read1", self.source.read)
+        try:
+            while chunk := read(_CHUNK):
+                self.sock.sendall(chunk)
+                self.report.bytes_sent += len(chunk)
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:  # the server closed early; the reply says why
+            self.error = exc
+
+
+def send_stream(
+    address: str,
+    source: BinaryIO,
+    sink: BinaryIO,
+    *,
+    log: TextIO | None = None,
+    connect_timeout: float = 30.0,
+    progress: Progress | None = None,
+) -> SendReport:
+    """Send ``source`` to the server at ``address`` and write its reply to ``sink``.
+
+    TEXT messages in the reply are also echoed to ``log`` (stderr by default), since servers
+    use them for status and error messages; ``progress`` counts reply messages and bytes.
+    Raises :class:`RemoteError` on refusal, a
+    dropped connection, or a reply that ends without CLOSE.
+    """
+    log = log if log is not None else sys.stderr
+    host, port = parse_address(address)
+    report = SendReport()
+    sock = _connect(host, port, connect_timeout)
+    where = f"{host}:{port}"
+    with contextlib.closing(sock):
+        sender = _Sender(source, sock, report)
+        sender.start()
+        tee = TeeReader(cast(BinaryIO, sock.makefile("rb", buffering=_CHUNK)), sink)
+        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        closed = False
+        last_text = ""
+        try:
+            while (msg := reader.read_message()) is not None:
+                tee.flush()
+                report.messages += 1
+                if progress is not None:
+                    progress.update(1, nbytes=reader.offset - report.bytes_received)
+                    report.bytes_received = reader.offset
+                if last_text:  # an earlier TEXT was not the server's last word: show it
+                    print(f"server {where}: {last_text}", file=log, flush=True)
+                    last_text = ""
+                if isinstance(msg, Text):
+                    last_text = msg.text
+                elif isinstance(msg, Close):
+                    closed = True
+        except ProtocolError as exc:
+            tee.flush()
+            report.bytes_received = tee.forwarded
+            raise RemoteError(f"reply from {where} is broken: {exc}") from None
+        except (ConnectionResetError, ConnectionAbortedError):
+            tee.flush()
+            report.bytes_received = tee.forwarded
+            raise RemoteError(
+                f"connection to {where} dropped (reset by the server) after "
+                f"{report.bytes_received} bytes received"
+            ) from None
+        report.bytes_received = tee.forwarded
+        if progress is not None:
+            progress.finish()
+        if closed and last_text:
+            print(f"server {where}: {last_text}", file=log, flush=True)
+        if not closed:
+            why = f" (server said: {last_text})" if last_text else ""
+            raise RemoteError(
+                f"server {where} closed the connection after {report.bytes_received} bytes "
+                f"without sending CLOSE{why}"
+            )
+    return report

@@ -1,0 +1,332 @@
+"""Multi-coil Cartesian Shepp-Logan raw data, as the MRD messages a scanner would send.
+
+The generator works one slice of one repetition at a time (k-space of a slice is computed
+once and reused across repetitions when it is small), so arbitrarily long scans stream in
+bounded memory.  Scanner order per repetition: slices interleaved (even slices, then odd), and
+within a slice partition by partition, ky line by ky line, each line ``averages`` times, all
+contrasts (echoes) of a line back to back.
+
+The spec, header, object and coil maps live in :mod:`.phantom_spec`, :mod:`.phantom_header`,
+:mod:`.shepp_logan` and :mod:`.coils`; this module re-exports their public names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import scipy.fft
+
+from .coils import coil_sensitivities
+from .phantom_header import PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM, header_xml
+from .phantom_header import repetition_time_ms as _tr_ms
+from .phantom_spec import PhantomSpec, acquired_lines
+from .protocol.encode import StreamWriter
+from .protocol.layout import AcquisitionFlag
+from .protocol.messages import Acquisition, Header, Message, new_acquisition_head
+from .shepp_logan import phantom_object, shepp_logan
+
+__all__ = [
+    "PhantomSpec",
+    "coil_sensitivities",
+    "ground_truth",
+    "header_xml",
+    "iter_messages",
+    "noise_std",
+    "object_volume",
+    "shepp_logan",
+    "slice_order",
+    "write_hdf5",
+    "write_stream",
+]
+
+_CACHE_BYTES = 256 << 20  # keep clean k-space of all slices when it fits in this
+_TICK_MS = 2.5  # ISMRMRD time stamps count 2.5 ms ticks
+_SAMPLE_TIME_US = 5.0
+_MEASUREMENT_UID = 1
+
+
+def _bit(flag: AcquisitionFlag) -> int:
+    return 1 << (int(flag) - 1)
+
+
+def slice_order(slices: int) -> list[int]:
+    """Interleaved slice order of one repetition: 0, 2, 4, ..., then 1, 3, 5, ..."""
+    return [*range(0, slices, 2), *range(1, slices, 2)]
+
+
+def _depth(spec: PhantomSpec, slice: int, partition: int) -> float:
+    total = spec.slices * spec.partitions
+    if total == 1:
+        return 0.0
+    return (slice * spec.partitions + partition + 0.5) / total - 0.5
+
+
+def object_volume(spec: PhantomSpec, slice: int = 0, contrast: int = 0) -> np.ndarray:
+    """The real object of one slice and contrast, float32 ``[partitions, matrix, matrix]``."""
+    return np.stack(
+        [
+            phantom_object(spec.matrix, _depth(spec, slice, p), contrast)
+            for p in range(spec.partitions)
+        ]
+    )
+
+
+def ground_truth(
+    spec: PhantomSpec, slice: int = 0, contrast: int = 0, repetition: int = 0
+) -> np.ndarray:
+    """The image a plain recon of fully sampled, noise-free data gives.
+
+    Relation: k-space of coil ``c`` is ``F(pad_x(object * S_c))`` with ``F`` the centered
+    orthonormal DFT over (z, y, x) (z only in 3D), ``pad_x`` zero-padding x from ``matrix``
+    to ``matrix * oversampling`` samples (the object centred, ``(readout - matrix) // 2``
+    zeros before it), and ``S_c`` the :func:`coil_sensitivities`.  The centered orthonormal
+    inverse DFT, cropping x back to ``matrix`` around the centre and RSS over coils then give
+    ``|object|`` exactly, because ``sum_c |S_c|**2 == 1``.  Noise: complex Gaussian of
+    ``noise_level`` standard deviation (``E|n|**2``) is added to the *unnormalised* DFT, as a
+    scanner's signal sums over all voxels; in the orthonormal scaling of the data that is
+    ``noise_level / sqrt(readout * matrix * partitions)`` per sample, so SNR does not depend
+    on how the FFT is normalised.  The object does not change with ``repetition``.
+
+    Returns
+    -------
+    float32 ``[partitions, matrix, matrix]`` (rows y, columns x).
+    """
+    del repetition
+    return np.abs(object_volume(spec, slice, contrast)).astype(np.float32)
+
+
+def noise_std(spec: PhantomSpec) -> float:
+    """Standard deviation (``E|n|**2``) of the complex noise on each stored sample."""
+    return spec.noise_level / float(np.sqrt(spec.readout * spec.matrix * spec.partitions))
+
+
+def _clean_kspace(spec: PhantomSpec, slice: int, maps: np.ndarray) -> np.ndarray:
+    """Noise-free k-space of one slice, complex64 ``[contrasts, partitions, ky, coils, kx]``."""
+    out = np.empty(
+        (spec.contrasts, spec.partitions, spec.matrix, spec.coils, spec.readout), np.complex64
+    )
+    start = (spec.readout - spec.matrix) // 2
+    axes = (1, 2, 3)
+    for contrast in range(spec.contrasts):
+        padded = np.zeros((spec.coils, spec.partitions, spec.matrix, spec.readout), np.complex64)
+        volume = object_volume(spec, slice, contrast)
+        padded[..., start : start + spec.matrix] = volume[np.newaxis] * maps[:, np.newaxis]
+        kspace = scipy.fft.fftshift(
+            scipy.fft.fftn(scipy.fft.ifftshift(padded, axes=axes), axes=axes, norm="ortho"),
+            axes=axes,
+        )
+        out[contrast] = kspace.transpose(1, 2, 0, 3)
+    return out
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
+    """Complex64 Gaussian noise with ``E|n|**2 == std**2``."""
+    if std == 0.0:
+        return np.zeros(shape, np.complex64)
+    pairs = rng.standard_normal((*shape, 2), dtype=np.float32)
+    pairs *= np.float32(std / np.sqrt(2.0))
+    return pairs.view(np.complex64)[..., 0]
+
+
+class _Scan:
+    """Mutable acquisition state: counters and time stamps that run across the whole scan."""
+
+    def __init__(self, spec: PhantomSpec):
+        self.spec = spec
+        self.scan_counter = 0
+        self.head = new_acquisition_head()
+        head = self.head
+        head["measurement_uid"] = _MEASUREMENT_UID
+        head["available_channels"] = spec.coils
+        head["active_channels"] = spec.coils
+        head["number_of_samples"] = spec.readout
+        head["center_sample"] = spec.readout // 2
+        head["sample_time_us"] = _SAMPLE_TIME_US
+        mask = np.zeros(16, np.uint64)
+        for c in range(spec.coils):
+            mask[c // 64] |= np.uint64(1) << np.uint64(c % 64)
+        head["channel_mask"] = mask
+        head["read_dir"] = (1.0, 0.0, 0.0)
+        head["phase_dir"] = (0.0, 1.0, 0.0)
+        head["slice_dir"] = (0.0, 0.0, 1.0)
+        self.ticks_per_shot = max(int(np.ceil(_tr_ms(spec) / _TICK_MS)), spec.contrasts)
+        self.traj_x = (np.arange(spec.readout) - spec.readout // 2) / spec.readout
+        self.traj_dims = (3 if spec.is_3d else 2) if spec.kspace_coordinates else 0
+        head["trajectory_dimensions"] = self.traj_dims
+
+    def acquisition(
+        self, data: np.ndarray, flags: int, stamp: int, traj: np.ndarray | None = None
+    ) -> Acquisition:
+        """A new acquisition with the scan-wide header fields and the next scan counter."""
+        self.scan_counter += 1
+        head = self.head.copy()
+        head["flags"] = flags
+        head["scan_counter"] = self.scan_counter
+        head["acquisition_time_stamp"] = stamp
+        return Acquisition.from_arrays(data, traj, head)
+
+    def trajectory(self, ky: int, kz: int) -> np.ndarray:
+        spec = self.spec
+        traj = np.empty((spec.readout, self.traj_dims), np.float32)
+        traj[:, 0] = self.traj_x
+        traj[:, 1] = (ky - spec.matrix // 2) / spec.matrix
+        if self.traj_dims == 3:
+            traj[:, 2] = (kz - spec.partitions // 2) / spec.partitions
+        return traj
+
+
+def _noise_scan(spec: PhantomSpec, scan: _Scan) -> Acquisition:
+    rng = np.random.default_rng([spec.seed, 0xC0FFEE])
+    data = _noise(rng, (spec.coils, spec.readout), noise_std(spec))
+    acq = scan.acquisition(data, _bit(AcquisitionFlag.IS_NOISE_MEASUREMENT), 0)
+    acq.head["position"] = (0.0, 0.0, 0.0)
+    return acq
+
+
+def _line_flags(in_pattern: bool, in_calibration: bool) -> int:
+    if not in_calibration:
+        return 0
+    if in_pattern:
+        return _bit(AcquisitionFlag.IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    return _bit(AcquisitionFlag.IS_PARALLEL_CALIBRATION)
+
+
+def _slice_position(spec: PhantomSpec, slice: int) -> tuple[float, float, float]:
+    """Slices are spaced one thickness apart along slice_dir, centred on the isocentre."""
+    thickness = spec.partitions * PARTITION_THICKNESS_MM if spec.is_3d else SLICE_THICKNESS_MM
+    return (0.0, 0.0, (slice - (spec.slices - 1) / 2) * thickness)
+
+
+def _slice_heads(
+    spec: PhantomSpec, scan: _Scan, slice: int, repetition: int, stamp: int
+) -> np.ndarray:
+    """Headers of every acquisition of one slice of one repetition, in scanner order.
+
+    Built as one structured array (no per-acquisition Python work): order is partition,
+    ky line, average, contrast, the last varying fastest.
+    """
+    lines = acquired_lines(spec)
+    grid = np.meshgrid(
+        np.arange(spec.partitions),
+        np.arange(len(lines)),
+        np.arange(spec.averages),
+        np.arange(spec.contrasts),
+        indexing="ij",
+    )
+    kz, n, average, contrast = (axis.ravel() for axis in grid)
+    ky = np.array([line[0] for line in lines])[n]
+    line_flags = np.array([_line_flags(p, c) for _, p, c in lines], dtype=np.uint64)
+    flags = line_flags[n]
+    conditions = {
+        AcquisitionFlag.FIRST_IN_ENCODE_STEP1: n == 0,
+        AcquisitionFlag.LAST_IN_ENCODE_STEP1: n == len(lines) - 1,
+        AcquisitionFlag.FIRST_IN_ENCODE_STEP2: (kz == 0) & spec.is_3d,
+        AcquisitionFlag.LAST_IN_ENCODE_STEP2: (kz == spec.partitions - 1) & spec.is_3d,
+        AcquisitionFlag.FIRST_IN_SLICE: (kz == 0) & (n == 0) & (average == 0),
+        AcquisitionFlag.LAST_IN_SLICE: (kz == spec.partitions - 1)
+        & (n == len(lines) - 1)
+        & (average == spec.averages - 1),
+    }
+    for flag, where in conditions.items():
+        flags[where] |= np.uint64(_bit(flag))
+    heads = np.empty(kz.size, dtype=scan.head.dtype)
+    heads[:] = scan.head
+    heads["flags"] = flags
+    heads["scan_counter"] = scan.scan_counter + 1 + np.arange(kz.size)
+    scan.scan_counter += kz.size
+    shot = (kz * len(lines) + n) * spec.averages + average
+    heads["acquisition_time_stamp"] = stamp + shot * scan.ticks_per_shot + contrast
+    heads["position"] = _slice_position(spec, slice)
+    counters = heads["idx"]
+    counters["kspace_encode_step_1"] = ky
+    counters["kspace_encode_step_2"] = kz
+    counters["average"] = average
+    counters["slice"] = slice
+    counters["contrast"] = contrast
+    counters["repetition"] = repetition
+    return heads
+
+
+def _slice_messages(
+    spec: PhantomSpec, scan: _Scan, kspace: np.ndarray, slice: int, repetition: int, stamp: int
+) -> Iterator[Acquisition]:
+    """Every acquisition of one slice of one repetition, in scanner order (flags partly set)."""
+    heads = _slice_heads(spec, scan, slice, repetition, stamp)
+    lines = len(acquired_lines(spec))
+    per_partition = lines * spec.averages * spec.contrasts
+    rng = np.random.default_rng([spec.seed, repetition, slice])
+    std = noise_std(spec)
+    no_traj = np.zeros((spec.readout, 0), np.float32)
+    for kz in range(spec.partitions):
+        noise = _noise(rng, (per_partition, spec.coils, spec.readout), std)
+        for i in range(per_partition):
+            head = heads[kz * per_partition + i]
+            idx = head["idx"]
+            ky, contrast = int(idx["kspace_encode_step_1"]), int(idx["contrast"])
+            traj = scan.trajectory(ky, kz) if scan.traj_dims else no_traj
+            data = noise[i]
+            data += kspace[contrast, kz, ky]
+            yield Acquisition(head=head, traj=traj, data=data)
+
+
+def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
+    """Imaging acquisitions of the whole scan; repetition and measurement flags set here."""
+    scan = _Scan(spec)
+    if spec.noise_calibration:
+        yield _noise_scan(spec, scan)
+    maps = coil_sensitivities(spec.matrix, spec.coils)
+    volume_bytes = spec.contrasts * spec.partitions * spec.matrix * spec.coils * spec.readout * 8
+    cache: dict[int, np.ndarray] | None = (
+        {} if volume_bytes * spec.slices <= _CACHE_BYTES and spec.repetitions > 1 else None
+    )
+    shots_per_slice = spec.partitions * len(acquired_lines(spec)) * spec.averages
+    stamp = scan.ticks_per_shot
+    pending: Acquisition | None = None
+    for repetition in range(spec.repetitions):
+        first_of_repetition = True
+        for slice in slice_order(spec.slices):
+            if cache is not None and slice in cache:
+                kspace = cache[slice]
+            else:
+                kspace = _clean_kspace(spec, slice, maps)
+                if cache is not None:
+                    cache[slice] = kspace
+            for acq in _slice_messages(spec, scan, kspace, slice, repetition, stamp):
+                if first_of_repetition:
+                    acq.head["flags"] |= _bit(AcquisitionFlag.FIRST_IN_REPETITION)
+                    first_of_repetition = False
+                if pending is not None:
+                    yield pending
+                pending = acq
+            stamp += shots_per_slice * scan.ticks_per_shot
+            del kspace
+        assert pending is not None
+        pending.head["flags"] |= _bit(AcquisitionFlag.LAST_IN_REPETITION)
+    assert pending is not None
+    pending.head["flags"] |= _bit(AcquisitionFlag.LAST_IN_MEASUREMENT)
+    yield pending
+
+
+def iter_messages(spec: PhantomSpec) -> Iterator[Message]:
+    """Header, the noise scan (if asked for), then every acquisition in scanner order; no CLOSE."""
+    yield Header(header_xml(spec))
+    yield from _acquisitions(spec)
+
+
+def write_stream(spec: PhantomSpec, sink: BinaryIO) -> None:
+    """Write the scan as an MRD v1 stream, ending with CLOSE."""
+    with StreamWriter(sink) as writer:
+        for msg in iter_messages(spec):
+            writer.write(msg)
+
+
+def write_hdf5(spec: PhantomSpec, path: str | Path, group: str = "dataset") -> None:
+    """Append the scan to ``group`` of an ISMRMRD HDF5 file (created when missing)."""
+    from .hdf5 import MrdHdf5Writer
+
+    with MrdHdf5Writer(path, group) as writer:
+        for msg in iter_messages(spec):
+            writer.write(msg)

@@ -1,0 +1,153 @@
+"""What a simulated scan looks like: the phantom generator's parameters and their limits.
+
+The spec is checked once, when it is made, so that every later stage (header, k-space,
+acquisition loop) can trust it and a user gets one clear line naming the bad option.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import ConfigurationError
+
+__all__ = ["PhantomSpec", "acquired_lines", "calibration_range", "first_line"]
+
+_MAX_COUNTER = 65535
+_MAX_COILS = 1024  # the acquisition header's channel mask has 1024 bits
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """Parameters of a simulated Cartesian multi-coil Shepp-Logan scan.
+
+    ``matrix`` is the recon-space size in x and y; the readout has ``matrix * oversampling``
+    samples.  ``partitions > 1`` makes it a 3D scan (encode step 2).  ``acceleration`` keeps
+    every R-th ky line (those with ``(ky - matrix // 2) % R == 0``) plus ``calibration_width``
+    lines around the centre; ``partial_fourier`` is the fraction of ky lines acquired (the
+    first ones are skipped).  ``noise_level`` is explained in :func:`.phantom.ground_truth`.
+    """
+
+    matrix: int = 256
+    coils: int = 8
+    oversampling: int = 2
+    repetitions: int = 1
+    acceleration: int = 1
+    calibration_width: int = 0
+    noise_level: float = 0.05
+    noise_calibration: bool = False
+    kspace_coordinates: bool = False
+    slices: int = 1
+    contrasts: int = 1
+    partitions: int = 1
+    averages: int = 1
+    partial_fourier: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for check in _CHECKS:
+            problem = check(self)
+            if problem:
+                raise ConfigurationError(problem)
+
+    @property
+    def readout(self) -> int:
+        """Samples per readout (``matrix * oversampling``)."""
+        return self.matrix * self.oversampling
+
+    @property
+    def is_3d(self) -> bool:
+        return self.partitions > 1
+
+
+def _count(name: str, low: int, high: int) -> Callable[[PhantomSpec], str | None]:
+    def check(spec: PhantomSpec) -> str | None:
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return f"{name} must be an integer in [{low}, {high}], got {value!r}"
+        return None
+
+    return check
+
+
+def _matrix_even(spec: PhantomSpec) -> str | None:
+    if spec.matrix % 2:
+        return f"matrix must be even, got {spec.matrix}"
+    return None
+
+
+def _readout_fits(spec: PhantomSpec) -> str | None:
+    if spec.readout > _MAX_COUNTER:
+        return (
+            f"matrix * oversampling must be <= {_MAX_COUNTER} samples "
+            f"(the header's number_of_samples), got {spec.readout}"
+        )
+    return None
+
+
+def _acceleration(spec: PhantomSpec) -> str | None:
+    if spec.acceleration > spec.matrix // 2:
+        return f"acceleration must be <= matrix / 2 = {spec.matrix // 2}, got {spec.acceleration}"
+    return None
+
+
+def _noise(spec: PhantomSpec) -> str | None:
+    if not math.isfinite(spec.noise_level) or spec.noise_level < 0:
+        return f"noise_level must be a finite number >= 0, got {spec.noise_level!r}"
+    return None
+
+
+def _partial_fourier(spec: PhantomSpec) -> str | None:
+    if not 0.5 <= spec.partial_fourier <= 1.0:
+        return f"partial_fourier must be in [0.5, 1], got {spec.partial_fourier!r}"
+    return None
+
+
+_CHECKS: tuple[Callable[[PhantomSpec], str | None], ...] = (
+    _count("matrix", 8, 16384),
+    _matrix_even,
+    _count("coils", 1, _MAX_COILS),
+    _count("oversampling", 1, 8),
+    _readout_fits,
+    _count("repetitions", 1, _MAX_COUNTER + 1),
+    _count("acceleration", 1, _MAX_COUNTER),
+    _acceleration,
+    _count("calibration_width", 0, 16384),
+    _noise,
+    _count("slices", 1, _MAX_COUNTER + 1),
+    _count("contrasts", 1, 64),
+    _count("partitions", 1, 4096),
+    _count("averages", 1, _MAX_COUNTER + 1),
+    _partial_fourier,
+    _count("seed", 0, 2**63 - 1),
+)
+
+
+def first_line(spec: PhantomSpec) -> int:
+    """The first ky line acquired: partial Fourier skips ``(1 - partial_fourier) * matrix``."""
+    return round((1.0 - spec.partial_fourier) * spec.matrix)
+
+
+def calibration_range(spec: PhantomSpec) -> range:
+    """ky lines of the fully sampled calibration region (empty when the width is 0)."""
+    start = spec.matrix // 2 - spec.calibration_width // 2
+    start = max(start, 0)
+    return range(start, min(start + spec.calibration_width, spec.matrix))
+
+
+def acquired_lines(spec: PhantomSpec) -> list[tuple[int, bool, bool]]:
+    """Every acquired ky line in order, as ``(ky, in_pattern, in_calibration)``.
+
+    ``in_pattern``: part of the R-fold undersampled imaging pattern; ``in_calibration``: part
+    of the calibration region.  A line is acquired when either holds.
+    """
+    centre = spec.matrix // 2
+    calibration = calibration_range(spec)
+    lines = []
+    for ky in range(first_line(spec), spec.matrix):
+        in_pattern = (ky - centre) % spec.acceleration == 0
+        in_calibration = ky in calibration
+        if in_pattern or in_calibration:
+            lines.append((ky, in_pattern, in_calibration))
+    return lines

@@ -1,0 +1,381 @@
+"""The supervisor: sizes the rings, starts the reader, workers and writer, watches them all.
+
+Start-up happens in the supervisor so that every child inherits what it needs by ``fork``:
+it reads the stream up to the first acquisition's header (the XML header and the coil count
+size the slots), loads the kernel, creates the shared-memory rings (unlinking their names at
+once, so nothing can stay in /dev/shm whatever happens next) and starts the children.
+
+Then it waits on the children's sentinels and a status pipe.  Any failure (bad input, a
+kernel error, a child killed by a signal, a closed downstream pipe, SIGINT, SIGTERM) kills
+every child, and the command ends with one line on stderr and the matching exit code.
+Children die with the supervisor (``PR_SET_PDEATHSIG``), so none can be orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from workers.api import ReconPlan, UnitKey
+
+from .errors import PipelineError, ReconError
+from .kernels import kernel_label, load_kernel
+from .pool import WorkerLoop, describe_unit
+from .profiling import (
+    TreeSampler,
+    build_profile,
+    cpu_seconds,
+    format_profile,
+    write_profile_json,
+)
+from .progress import Progress
+from .protocol import Header as HeaderMessage
+from .protocol import MessageId, StreamReader, encode_message, message_id_bytes
+from .reader import Prelude, StreamIngest, read_prelude
+from .ring import RingLayout, Shared, SharedRing, choose_slot_count, default_memory_limit
+
+__all__ = ["EXIT_TERMINATED", "PipelineOptions", "run_pipeline"]
+
+EXIT_TERMINATED = 143
+_MAX_SLOTS = 1024
+_STOP_GRACE_S = 2.0
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the supervisor."""
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What the command line decides."""
+
+    workers: int = 1
+    recon: str = "cartesian"
+    output: str = "magnitude"
+    series_index: int = 1
+    options: Mapping[str, str] = field(default_factory=dict)
+    memory_limit: int | None = None
+    profile: bool = False
+    profile_json: str | None = None
+    progress: bool = False
+    verbose: bool = False
+    prog: str = "mrd_stream_recon"
+
+
+# ------------------------------------------------------------------- children
+def _die_with_parent(parent: int, role: str) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (exit if it already has), and
+    name it ``pr-reader``, ``pr-worker-N`` or ``pr-writer`` for ps, top and the tests."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        libc.prctl(15, ctypes.c_char_p(f"pr-{role}".replace(" ", "-").encode()[:15]))
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _child(role: str, shared: Shared, parent: int, body: Callable[[], dict[str, Any]]) -> None:
+    """Common frame of every child: signals, error reporting, a hard exit."""
+    _die_with_parent(parent, role)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's business
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    code = 0
+    try:
+        shared.report("stats", role, body())
+    except ReconError as exc:
+        shared.report("error", role, str(exc))
+        code = 1
+    except BrokenPipeError:
+        shared.report("broken_pipe", role)
+    except Exception as exc:
+        if os.environ.get("PARALLEL_RECON_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        shared.report("error", role, f"internal error in the {role}: {type(exc).__name__}: {exc}")
+        code = 1
+    os._exit(code)
+
+
+# ----------------------------------------------------------------- start-up
+def _layout(plan: ReconPlan, coils: int) -> RingLayout:
+    shapes = [space.kspace_shape for space in plan.spaces]
+    return RingLayout(
+        k2=max(s[0] for s in shapes),
+        k1=max(s[1] for s in shapes),
+        coils=coils,
+        k0=max(s[2] for s in shapes),
+    )
+
+
+def _image_slot_bytes(plan: ReconPlan, coils: int) -> int:
+    """Room for one unit's images: the recon matrix, per channel when the output is complex."""
+    per_pixel = 8 * coils if plan.output == "complex" else 8
+    largest = 0
+    for space in plan.spaces:
+        x, y, z = space.recon_matrix
+        partitions = max(z, space.encoded_matrix[2])
+        largest = max(largest, x * y * partitions * per_pixel + (16 << 10) * partitions)
+    return largest + (64 << 10)
+
+
+def _write_without_data(sink: BinaryIO, prelude: Prelude) -> None:
+    """A stream with a header but no acquisitions: echo the header and texts, then CLOSE."""
+    sink.write(encode_message(HeaderMessage(prelude.header_xml)))
+    for text in prelude.texts:
+        sink.write(text)
+    sink.write(message_id_bytes(MessageId.CLOSE))
+    sink.flush()
+
+
+class _Supervisor:
+    """One run: owns the rings and the children from start to teardown."""
+
+    def __init__(self, opts: PipelineOptions):
+        self.opts = opts
+        self.ctx = multiprocessing.get_context("fork")
+        self.procs: dict[str, Any] = {}
+        self.rings: list[SharedRing] = []
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.failure: str | None = None
+        self.broken_pipe = False
+        self.sampler = TreeSampler()
+
+    def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
+        """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
+        from .header import plan_from_header, receiver_channels, units_per_repetition
+
+        opts = self.opts
+        kernel = load_kernel(opts.recon)
+        stream = StreamReader(source)
+        prelude = read_prelude(stream)
+        self.prelude = prelude
+        xml = prelude.header_xml
+        plan = plan_from_header(
+            xml,
+            output=opts.output,
+            series_index=opts.series_index,
+            options=dict(opts.options),
+        )
+        if prelude.first_head is None:
+            _write_without_data(sink, prelude)
+            return False
+        # room for the first line's channels, or the header's, whichever is larger (a
+        # noise scan may come first with fewer channels than the imaging lines)
+        coils = max(int(prelude.first_head["active_channels"]), receiver_channels(xml) or 0)
+        layout = _layout(plan, coils)
+        units = units_per_repetition(xml)
+        image_bytes = _image_slot_bytes(plan, coils)
+        image_slots = 2 * opts.workers + 2
+        limit = opts.memory_limit if opts.memory_limit is not None else default_memory_limit()
+        slots = choose_slot_count(
+            slot_bytes=layout.slot_bytes,
+            units_per_repetition=units,
+            workers=opts.workers,
+            memory_limit=limit,
+            reserved_bytes=image_slots * image_bytes,
+            describe=f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)",
+        )
+        slots = min(slots, _MAX_SLOTS)
+        kspace = SharedRing("k", layout.slot_bytes, slots)
+        self.rings.append(kspace)
+        images = SharedRing("img", image_bytes, image_slots)
+        self.rings.append(images)
+        self.memory = {
+            "memory_limit_bytes": limit,
+            "units_per_repetition": units,
+            "kspace_slots": slots,
+            "kspace_slot_bytes": kspace.slot_bytes,
+            "image_slots": image_slots,
+            "image_slot_bytes": images.slot_bytes,
+            "shared_bytes": kspace.nbytes + images.nbytes,
+        }
+        shared, self.status = Shared.create(self.ctx, kspace, images, layout, opts.workers)
+        self.shared = shared
+        for slot in range(slots):
+            shared.free_slots.put(slot)
+        parent = os.getpid()
+        ingest = StreamIngest(
+            stream,
+            plan,
+            shared,
+            first_head=prelude.first_head,
+            slot_count=slots,
+            workers=opts.workers,
+        )
+        bodies: dict[str, Callable[[], dict[str, Any]]] = {"reader": ingest.run}
+        name = kernel_label(opts.recon)
+        for number in range(1, opts.workers + 1):
+            loop = WorkerLoop(number, kernel, name, plan, shared)
+            bodies[f"worker {number}"] = loop.run
+        bodies["writer"] = _writer_body(sink, prelude, shared)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for role, body in bodies.items():
+                proc = self.ctx.Process(
+                    target=_child, args=(role, shared, parent, body), name=role, daemon=False
+                )
+                proc.start()
+                self.procs[role] = proc
+        finally:
+            self.unlink()
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        source.close()
+        sink.close()
+        return True
+
+    def unlink(self) -> None:
+        for ring in self.rings:
+            ring.unlink()
+
+    # ----------------------------------------------------------------- watch
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind, role = message[0], message[1]
+        if kind == "stats":
+            self.stats[role] = message[2]
+        elif kind == "broken_pipe":
+            self.broken_pipe = True
+        elif self.failure is None:
+            self.failure = message[2]
+
+    def _drain(self) -> None:
+        with contextlib.suppress(EOFError, OSError):
+            while self.status.poll():
+                self._handle(self.status.recv())
+
+    def _death(self, role: str, proc: Any) -> str:
+        code = proc.exitcode
+        if code < 0:
+            try:
+                how = f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with status {code}"
+        text = f"{role} (pid {proc.pid}) {how}"
+        if role.startswith("worker "):
+            base = (int(role.split()[1]) - 1) * Shared.CURRENT_FIELDS
+            current = list(self.shared.current[base : base + Shared.CURRENT_FIELDS])
+            if current[0] >= 0:
+                text += f" while reconstructing {describe_unit(UnitKey(*current[1:]), current[0])}"
+        return text
+
+    def watch(self, progress: Progress | None) -> None:
+        """Wait until every child has finished or one has failed."""
+        live = dict(self.procs)
+        interval = 0.05 if self.opts.profile or self.opts.profile_json else 0.25
+        while live:
+            waitables = [*(p.sentinel for p in live.values()), self.status]
+            multiprocessing.connection.wait(waitables, interval)
+            self._drain()
+            for role, proc in list(live.items()):
+                if proc.exitcode is None:
+                    continue
+                del live[role]
+                if proc.exitcode != 0 and self.failure is None:
+                    self._drain()
+                    if self.failure is None:
+                        self.failure = self._death(role, proc)
+            if self.failure is not None or self.broken_pipe:
+                return
+            self.sampler.sample()
+            if progress is not None:
+                progress.label = f"{self.opts.prog}: {self.shared.images_out.value} images out"
+                progress.update(self.shared.acquisitions_in.value - progress.count)
+        self._drain()
+
+    def stop(self) -> None:
+        """Kill every child that is still running and reap them all."""
+        for proc in self.procs.values():
+            if proc.exitcode is None:
+                with contextlib.suppress(Exception):
+                    proc.kill()
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+        self.unlink()
+
+
+def _writer_body(sink: BinaryIO, prelude: Prelude, shared: Shared) -> Callable[[], dict[str, Any]]:
+    from .writer import OrderedWriter
+
+    writer = OrderedWriter(sink, prelude.header_xml, prelude.texts, shared)
+    return writer.run
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int:
+    """Reconstruct ``source`` into ``sink``; returns the exit code.
+
+    User errors raise :class:`ReconError` (one line, exit 1), a closed downstream pipe raises
+    BrokenPipeError (quiet, 141), Ctrl-C raises KeyboardInterrupt (130); SIGTERM returns 143.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    supervisor = _Supervisor(opts)
+    started = time.monotonic()
+    cpu_start = cpu_seconds()
+    progress = Progress(opts.prog, enabled=opts.progress, unit="acquisitions in")
+    try:
+        if not supervisor.start(source, sink):
+            return 0
+        supervisor.watch(progress if opts.progress else None)
+        progress.finish()
+    except _Terminated:
+        supervisor.stop()
+        progress.finish()
+        print(f"{opts.prog}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+    except BaseException:
+        supervisor.stop()
+        progress.finish()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        with contextlib.suppress(Exception):
+            source.close()
+    if supervisor.failure is not None or supervisor.broken_pipe:
+        supervisor.stop()
+        if supervisor.failure is not None and not supervisor.broken_pipe:
+            raise PipelineError(supervisor.failure)
+        raise BrokenPipeError()
+    supervisor.stop()
+    _report(supervisor, opts, time.monotonic() - started, cpu_start)
+    return 0
+
+
+def _report(supervisor: _Supervisor, opts: PipelineOptions, wall: float, cpu_start: float) -> None:
+    stats = supervisor.stats
+    prelude = supervisor.prelude
+    workers = [stats[r] for r in sorted(stats) if r.startswith("worker ")]
+    profile = build_profile(
+        wall_s=wall,
+        cpu_start_s=cpu_start,
+        reader=stats.get("reader", {}),
+        workers=workers,
+        writer=stats.get("writer", {}),
+        memory=supervisor.memory,
+        sampler=supervisor.sampler,
+        prelude={"configs": prelude.configs, "texts": len(prelude.texts), "others": prelude.others},
+    )
+    if opts.verbose:
+        for config in profile["input"]["config_messages"]:
+            print(
+                f"{opts.prog}: received {config} (not used by this reconstruction)", file=sys.stderr
+            )
+    if opts.profile:
+        print(format_profile(profile, opts.prog), file=sys.stderr)
+    if opts.profile_json:
+        write_profile_json(profile, opts.profile_json)

@@ -1,0 +1,184 @@
+"""Worker processes: closed k-space slot in, encoded images out.
+
+Each worker takes ``(UnitInfo, slot)`` from the work queue, divides averaged lines by their
+count, runs the kernel on a view of the slot, encodes the images into an image slot (or,
+when they do not fit or the writer is waiting for exactly this unit and no image slot is
+free, sends the bytes over the queue), zeroes the slot and returns it to the free list.
+One FFT thread per worker: the pool, not the FFT, provides the parallelism.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import scipy.fft
+
+from workers.api import ReconContext, ReconPlan, UnitInfo
+
+from .errors import PipelineError
+from .kernels import KernelFunction
+from .protocol import Image, encode_buffers
+from .ring import Shared
+
+__all__ = ["WorkerLoop", "describe_unit"]
+
+
+def describe_unit(info_key: Any, sequence: int) -> str:
+    """``unit #5 (slice 3, repetition 1)``, naming only the counters that vary in practice."""
+    key = info_key
+    parts = [f"slice {key.slice}"]
+    for name in ("contrast", "phase", "set"):
+        value = getattr(key, name)
+        if value:
+            parts.append(f"{name} {value}")
+    parts.append(f"repetition {key.repetition}")
+    if key.encoding_space:
+        parts.insert(0, f"encoding space {key.encoding_space}")
+    return f"unit #{sequence} ({', '.join(parts)})"
+
+
+def _average(kspace: np.ndarray, counts: np.ndarray) -> None:
+    """Divide lines that were acquired more than once by their count (in place)."""
+    repeated = counts > 1
+    if repeated.any():
+        k2, k1 = np.nonzero(repeated)
+        kspace[k2, k1] /= counts[k2, k1][:, None, None]
+
+
+class WorkerLoop:
+    """The body of one worker process.
+
+    Parameters
+    ----------
+    number:
+        1-based worker number (for messages and the ``current`` table).
+    kernel, kernel_name:
+        The ``reconstruct`` function and how to name it in errors.
+    plan:
+        Shared by all units.
+    shared:
+        Rings and queues.
+    """
+
+    def __init__(
+        self, number: int, kernel: KernelFunction, kernel_name: str, plan: ReconPlan, shared: Shared
+    ):
+        self.number = number
+        self.kernel = kernel
+        self.kernel_name = kernel_name
+        self.plan = plan
+        self.shared = shared
+        self.busy_s = 0.0
+        self.units = 0
+        self.images = 0
+        self.fallbacks = 0
+
+    def run(self) -> dict[str, Any]:
+        """Reconstruct units until the stop marker; returns this worker's statistics."""
+        start, cpu = time.monotonic(), time.process_time()
+        with scipy.fft.set_workers(1):
+            while True:
+                item = self.shared.work.get()
+                if item is None:
+                    break
+                info, slot = item
+                began = time.monotonic()
+                self._mark(info)
+                self._unit(info, slot)
+                self._mark(None)
+                self.busy_s += time.monotonic() - began
+        wall = time.monotonic() - start
+        return {
+            "worker": self.number,
+            "wall_s": wall,
+            "cpu_s": time.process_time() - cpu,
+            "busy_s": self.busy_s,
+            "busy_fraction": self.busy_s / wall if wall > 0 else 0.0,
+            "units": self.units,
+            "images": self.images,
+            "image_queue_fallbacks": self.fallbacks,
+        }
+
+    def _mark(self, info: UnitInfo | None) -> None:
+        base = (self.number - 1) * Shared.CURRENT_FIELDS
+        values = [-1] * Shared.CURRENT_FIELDS if info is None else [info.sequence, *info.key]
+        self.shared.current[base : base + Shared.CURRENT_FIELDS] = values
+
+    def _unit(self, info: UnitInfo, slot: int) -> None:
+        shared = self.shared
+        k2, k1, k0 = self.plan.spaces[info.key.encoding_space].kspace_shape
+        kspace = shared.kspace.kspace(slot, (k2, k1, info.coils, k0))
+        counts = shared.kspace.counts(slot, shared.layout, (k2, k1))
+        _average(kspace, counts)
+        context = ReconContext(plan=self.plan, unit=info)
+        try:
+            images = self.kernel(kspace, context)
+            buffers, spans = self._encode(images, info)
+        except PipelineError:
+            raise
+        except Exception as exc:
+            raise PipelineError(
+                f"kernel {self.kernel_name!r} failed on {describe_unit(info.key, info.sequence)}:"
+                f" {type(exc).__name__}: {exc}"
+            ) from None
+        self._deliver(info.sequence, buffers, spans)
+        kspace.fill(0)
+        counts.fill(0)
+        del kspace, counts
+        shared.free_slots.put(slot)
+        self.units += 1
+        self.images += len(spans)
+
+    def _encode(
+        self, images: Any, info: UnitInfo
+    ) -> tuple[list[bytes | memoryview], list[tuple[int, int]]]:
+        if not isinstance(images, (list, tuple)) or not all(isinstance(i, Image) for i in images):
+            raise PipelineError(
+                f"kernel {self.kernel_name!r} returned {type(images).__name__} for "
+                f"{describe_unit(info.key, info.sequence)}; expected a list of Image"
+            )
+        buffers: list[bytes | memoryview] = []
+        spans: list[tuple[int, int]] = []
+        offset = 0
+        for image in images:
+            parts = encode_buffers(image)
+            size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+            spans.append((offset, size))
+            offset += size
+            buffers.extend(parts)
+        return buffers, spans
+
+    def _claim_image_slot(self, sequence: int, nbytes: int) -> int | None:
+        shared = self.shared
+        if nbytes > shared.images.slot_bytes:
+            return None
+        with shared.image_cond:
+            while True:
+                for index in range(len(shared.image_busy)):
+                    if not shared.image_busy[index]:
+                        shared.image_busy[index] = 1
+                        return index
+                if shared.writer_next.value >= sequence:
+                    return None  # the writer waits for this very unit: never block it
+                shared.image_cond.wait(0.5)
+
+    def _deliver(
+        self, sequence: int, buffers: list[bytes | memoryview], spans: list[tuple[int, int]]
+    ) -> None:
+        total = spans[-1][0] + spans[-1][1] if spans else 0
+        slot = self._claim_image_slot(sequence, total) if total else None
+        if slot is None:
+            if total:
+                self.fallbacks += 1
+            self.shared.results.put(("unit", sequence, -1, b"".join(buffers), spans))
+            return
+        target = self.shared.images.slot(slot)
+        offset = 0
+        for part in buffers:
+            size = len(part) if isinstance(part, bytes) else part.nbytes
+            target[offset : offset + size] = part
+            offset += size
+        del target
+        self.shared.results.put(("unit", sequence, slot, None, spans))

@@ -1,0 +1,398 @@
+"""The reader process: stream in, samples straight into shared-memory k-space slots.
+
+The supervisor reads everything up to the first acquisition's header (it needs the XML
+header and the coil count to size the slots) and hands the open :class:`StreamReader` over;
+this process goes on from there.  Each imaging line is ``readinto`` its slot at
+``[k2, k1, :, :]`` with no intermediate copy when it fills the whole readout, arrives first
+and is not reversed; averages, reversed and short readouts go through one scratch buffer.
+A unit closes on LAST_IN_SLICE (and LAST_IN_REPETITION / LAST_IN_MEASUREMENT close what
+is open), gets the next sequence number and goes to the workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from workers.api import ReconPlan, UnitInfo, UnitKey
+
+from .errors import ConfigurationError, MissingCloseError
+from .placement import Placer, flag_mask, skip_reason
+from .profiling import NoiseStats
+from .protocol import (
+    ACQUISITION_HEADER_DTYPE,
+    AcquisitionFlag,
+    MessageId,
+    StreamReader,
+    Text,
+    encode_message,
+)
+from .ring import Shared
+
+__all__ = ["Prelude", "StreamIngest", "read_prelude"]
+
+_REVERSE = flag_mask(AcquisitionFlag.IS_REVERSE)
+_LAST_IN_SLICE = flag_mask(AcquisitionFlag.LAST_IN_SLICE)
+_LAST_IN_REPETITION = flag_mask(AcquisitionFlag.LAST_IN_REPETITION)
+_LAST_IN_MEASUREMENT = flag_mask(AcquisitionFlag.LAST_IN_MEASUREMENT)
+_BEFORE_HEADER = (MessageId.HEADER, MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT)
+
+
+@dataclass
+class Prelude:
+    """What precedes the first acquisition: config and text messages, the header."""
+
+    header_xml: str = ""
+    texts: list[bytes] = field(default_factory=list)
+    """Encoded TEXT messages, passed through to the output after the header."""
+    configs: list[str] = field(default_factory=list)
+    others: dict[str, int] = field(default_factory=dict)
+    first_head: np.void | None = None
+    """Header of the first acquisition (its payload is still unread), None if there is none."""
+
+
+def read_prelude(stream: StreamReader) -> Prelude:
+    """Read up to and including the first acquisition's header.
+
+    Accepts CONFIG_FILE, CONFIG_TEXT and TEXT before HEADER, as the ISMRMRD tools and
+    python-ismrmrd-server clients send them.
+    """
+    prelude = Prelude()
+    while True:
+        mid = stream.peek()
+        if mid is None:
+            raise MissingCloseError(
+                "expected an MRD stream with a HEADER and acquisitions, found the end of the "
+                f"stream after {stream.index} messages without a CLOSE message",
+                stream.offset,
+                stream.index,
+            )
+        if mid is MessageId.ACQUISITION:
+            if not prelude.header_xml:
+                raise stream.error("expected a HEADER message before the first ACQUISITION")
+            stream.consume_peeked()
+            prelude.first_head = stream.read_record(ACQUISITION_HEADER_DTYPE, "AcquisitionHeader")
+            return prelude
+        if mid is MessageId.HEADER and prelude.header_xml:
+            raise stream.error("expected one HEADER message, found a second one")
+        if mid is MessageId.CLOSE:
+            if not prelude.header_xml:
+                raise stream.error("expected a HEADER message, found CLOSE")
+            stream.read_message()
+            return prelude
+        if not prelude.header_xml and mid not in _BEFORE_HEADER:
+            raise stream.error(
+                f"expected a HEADER message before raw data, found {mid.name} "
+                "(mrd_stream_recon reconstructs acquisitions)"
+            )
+        msg = stream.read_message()
+        _PRELUDE_ACTIONS.get(mid, _count_other)(prelude, msg, mid)
+
+
+def _keep_header(prelude: Prelude, msg: Any, mid: MessageId) -> None:
+    prelude.header_xml = msg.xml
+
+
+def _keep_text(prelude: Prelude, msg: Any, mid: MessageId) -> None:
+    prelude.texts.append(encode_message(msg))
+
+
+def _keep_config(prelude: Prelude, msg: Any, mid: MessageId) -> None:
+    name = msg.name if mid is MessageId.CONFIG_FILE else f"<{len(msg.text)} characters of text>"
+    prelude.configs.append(f"{mid.name} {name}")
+
+
+def _count_other(prelude: Prelude, msg: Any, mid: MessageId) -> None:
+    prelude.others[mid.name] = prelude.others.get(mid.name, 0) + 1
+
+
+_PRELUDE_ACTIONS: dict[MessageId, Callable[[Prelude, Any, MessageId], None]] = {
+    MessageId.HEADER: _keep_header,
+    MessageId.TEXT: _keep_text,
+    MessageId.CONFIG_FILE: _keep_config,
+    MessageId.CONFIG_TEXT: _keep_config,
+}
+
+
+@dataclass
+class _OpenUnit:
+    key: UnitKey
+    slot: int
+    kspace: np.ndarray
+    counts: np.ndarray
+    lines: int = 0
+    reference: bytes = b""
+    distance: int = 1 << 30
+
+
+class StreamIngest:
+    """The reader process body: fills slots and closes units until CLOSE.
+
+    Parameters
+    ----------
+    stream:
+        The StreamReader the supervisor used for the prelude (positioned after the first
+        acquisition's header when ``first_head`` is given).
+    plan:
+        The reconstruction plan (encoding spaces).
+    shared:
+        Rings and queues.
+    slot_count:
+        Number of k-space slots (to detect a dataset that keeps more units open than fit).
+    workers:
+        Number of workers (each gets a stop marker at the end).
+    """
+
+    def __init__(
+        self,
+        stream: StreamReader,
+        plan: ReconPlan,
+        shared: Shared,
+        *,
+        first_head: np.void | None,
+        slot_count: int,
+        workers: int,
+    ):
+        self.stream = stream
+        self.plan = plan
+        self.shared = shared
+        self.first_head = first_head
+        self.slot_count = slot_count
+        self.workers = workers
+        self.coils = 0
+        """Channels of the imaging lines, set by the first one (at most the slot layout's)."""
+        self.placers = [Placer(space, i) for i, space in enumerate(plan.spaces)]
+        self.open: dict[UnitKey, _OpenUnit] = {}
+        self.closed = 0
+        self.noise = NoiseStats()
+        self.counts: dict[str, int] = {"acquisitions": 0, "imaging_lines": 0}
+        self.skipped: dict[str, int] = {}
+        self.configs: list[str] = []
+        self.wait_free_s = 0.0
+        self._head_buffer = bytearray(ACQUISITION_HEADER_DTYPE.itemsize)
+        self._head = np.frombuffer(self._head_buffer, dtype=ACQUISITION_HEADER_DTYPE)[0]
+        self._scratch = np.empty(0, np.complex64)
+        self._handlers: dict[MessageId, Callable[[], None]] = {
+            MessageId.ACQUISITION: self._next_acquisition,
+            MessageId.TEXT: self._text,
+            MessageId.CONFIG_FILE: self._config,
+            MessageId.CONFIG_TEXT: self._config,
+            MessageId.HEADER: self._second_header,
+        }
+
+    # ----------------------------------------------------------------- driver
+    def run(self) -> dict[str, Any]:
+        """Read to CLOSE; returns the reader's statistics."""
+        start, cpu = time.monotonic(), time.process_time()
+        if self.first_head is not None:
+            self._acquisition(self.first_head)
+            self.stream.finish_message()
+        while True:
+            mid = self.stream.peek()
+            if mid is None:
+                raise MissingCloseError(
+                    f"stream ended after {self.stream.index} messages without a CLOSE message "
+                    "(the sender stopped early or the connection dropped)",
+                    self.stream.offset,
+                    self.stream.index,
+                )
+            if mid is MessageId.CLOSE:
+                self.stream.read_message()
+                break
+            self._handlers.get(mid, self._other)()
+        for key in list(self.open):
+            self._close(key)
+        for _ in range(self.workers):
+            self.shared.work.put(None)
+        self.shared.results.put(("end", self.closed))
+        return {
+            "wall_s": time.monotonic() - start,
+            "cpu_s": time.process_time() - cpu,
+            "bytes": self.stream.offset,
+            "messages": self.stream.index,
+            **self.counts,
+            "units": self.closed,
+            "skipped": self.skipped,
+            "configs": self.configs,
+            "noise": self.noise.summary(),
+            "wait_free_slot_s": self.wait_free_s,
+        }
+
+    # --------------------------------------------------------------- messages
+    def _count(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def _text(self) -> None:
+        msg = self.stream.read_message()
+        assert isinstance(msg, Text)
+        self._count("text_messages")
+        self.shared.results.put(("text", self.closed, encode_message(msg)))
+
+    def _config(self) -> None:
+        mid = self.stream.peek()
+        msg: Any = self.stream.read_message()
+        self._count("config_messages")
+        name = msg.name if mid is MessageId.CONFIG_FILE else f"<{len(msg.text)} characters>"
+        self.configs.append(f"{mid.name if mid else ''} {name}")
+
+    def _second_header(self) -> None:
+        raise self.stream.error("expected one HEADER message, found a second one")
+
+    def _other(self) -> None:
+        mid = self.stream.peek()
+        self.stream.read_message()
+        self._count(f"{mid.name.lower() if mid else 'other'}_messages")
+
+    def _next_acquisition(self) -> None:
+        self.stream.consume_peeked()
+        self.stream.readinto(self._head_buffer, "AcquisitionHeader")
+        self._acquisition(self._head)
+        self.stream.finish_message()
+
+    # ----------------------------------------------------------- acquisitions
+    def _acquisition(self, head: np.void) -> None:
+        stream = self.stream
+        self.counts["acquisitions"] += 1
+        self.shared.acquisitions_in.value += 1
+        flags = int(head["flags"])
+        samples = int(head["number_of_samples"])
+        channels = int(head["active_channels"])
+        traj_bytes = samples * int(head["trajectory_dimensions"]) * 4
+        if traj_bytes:
+            stream.skip(traj_bytes, "trajectory")
+        reason = skip_reason(flags)
+        if reason == "noise":
+            self.noise.add(self._read_scratch(channels, samples))
+            self.skipped["noise"] = self.skipped.get("noise", 0) + 1
+            return
+        if reason is not None:
+            stream.skip(channels * samples * 8, "acquisition samples")
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        else:
+            self._land(head, flags, samples, channels)
+        self._apply_close_flags(head, flags)
+
+    def _read_scratch(self, channels: int, samples: int) -> np.ndarray:
+        n = channels * samples
+        if self._scratch.size < n:
+            self._scratch = np.empty(n, np.complex64)
+        block = self._scratch[:n].reshape(channels, samples)
+        self.stream.readinto(block, "acquisition samples")
+        return block
+
+    def _key(self, head: np.void) -> UnitKey:
+        idx = head["idx"]
+        return UnitKey(
+            int(head["encoding_space_ref"]),
+            int(idx["slice"]),
+            int(idx["contrast"]),
+            int(idx["phase"]),
+            int(idx["set"]),
+            int(idx["repetition"]),
+        )
+
+    def _land(self, head: np.void, flags: int, samples: int, channels: int) -> None:
+        key = self._key(head)
+        if key.encoding_space >= len(self.placers):
+            raise self.stream.error(
+                f"acquisition refers to encoding space {key.encoding_space}; expected 0.."
+                f"{len(self.placers) - 1} (the header has {len(self.placers)})"
+            )
+        if channels != self.coils:
+            self._check_channels(channels)
+        placer = self.placers[key.encoding_space]
+        idx = head["idx"]
+        step1, step2 = int(idx["kspace_encode_step_1"]), int(idx["kspace_encode_step_2"])
+        try:
+            where = placer.place(step1, step2, samples, int(head["center_sample"]))
+        except ValueError as exc:
+            raise self.stream.error(
+                f"acquisition {self.counts['acquisitions'] - 1}: {exc}"
+            ) from None
+        unit = self.open.get(key) or self._open_unit(key)
+        line = unit.kspace[where.k2, where.k1]
+        first = unit.counts[where.k2, where.k1] == 0
+        if where.full and first and not flags & _REVERSE:
+            self.stream.readinto(line, "acquisition samples")
+        else:
+            block = self._read_scratch(channels, samples)
+            if flags & _REVERSE:
+                block = block[:, ::-1]
+            target = line[:, where.k0_start : where.k0_stop]
+            if first:
+                target[...] = block
+            else:
+                target += block
+        unit.counts[where.k2, where.k1] += 1
+        unit.lines += 1
+        self.counts["imaging_lines"] += 1
+        distance = placer.centre_distance(step1, step2)
+        if distance < unit.distance:
+            unit.distance = distance
+            unit.reference = head.tobytes()
+
+    def _check_channels(self, channels: int) -> None:
+        room = self.shared.layout.coils
+        if self.coils:
+            raise self.stream.error(
+                f"acquisition has {channels} active channels; expected {self.coils} like the "
+                "first imaging acquisition (the coil count may not change within a stream)"
+            )
+        if channels > room or channels < 1:
+            raise self.stream.error(
+                f"imaging acquisition has {channels} active channels; expected 1..{room} "
+                "(the first acquisition and the header's receiverChannels)"
+            )
+        self.coils = channels
+
+    def _open_unit(self, key: UnitKey) -> _OpenUnit:
+        if len(self.open) >= self.slot_count:
+            raise ConfigurationError(
+                f"all {self.slot_count} k-space slots are held by units that are still open "
+                f"(opening slice {key.slice}, contrast {key.contrast}, repetition "
+                f"{key.repetition} at message {self.stream.index}): the data keeps more units "
+                "open at once than its header's encoding limits say; raise --memory-limit"
+            )
+        waited = time.monotonic()
+        slot = int(self.shared.free_slots.get())
+        self.wait_free_s += time.monotonic() - waited
+        k2, k1, k0 = self.plan.spaces[key.encoding_space].kspace_shape
+        ring = self.shared.kspace
+        unit = _OpenUnit(
+            key=key,
+            slot=slot,
+            kspace=ring.kspace(slot, (k2, k1, self.coils, k0)),
+            counts=ring.counts(slot, self.shared.layout, (k2, k1)),
+        )
+        self.open[key] = unit
+        return unit
+
+    def _apply_close_flags(self, head: np.void, flags: int) -> None:
+        if flags & _LAST_IN_SLICE:
+            key = self._key(head)
+            if key in self.open:
+                self._close(key)
+        if flags & _LAST_IN_MEASUREMENT:
+            for key in list(self.open):
+                self._close(key)
+        elif flags & _LAST_IN_REPETITION:
+            repetition = int(head["idx"]["repetition"])
+            for key in [k for k in self.open if k.repetition == repetition]:
+                self._close(key)
+
+    def _close(self, key: UnitKey) -> None:
+        unit = self.open.pop(key)
+        info = UnitInfo(
+            key=key,
+            sequence=self.closed,
+            reference_head=unit.reference,
+            coils=self.coils,
+            lines=unit.lines,
+        )
+        self.closed += 1
+        del unit.kspace, unit.counts
+        self.shared.work.put((info, unit.slot))

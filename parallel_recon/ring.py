@@ -1,0 +1,293 @@
+"""Shared-memory slots: one segment per ring, fixed-size slots, allocated once.
+
+A ring is a single ``multiprocessing.shared_memory`` segment cut into page-aligned slots.
+The supervisor creates it before forking and unlinks its name at once: the mapping stays
+valid and every forked child inherits it, so nothing can be left in ``/dev/shm`` even if
+the supervisor is killed a microsecond later.  Python 3.11's resource tracker is kept out
+of it (it would start a helper process and warn about "leaked" segments that are already
+gone), because ownership here is explicit.
+
+Sizing lives here too: how many k-space slots a header needs, how many a memory budget
+allows, and the clear error when even the minimum does not fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "PAGE",
+    "RingLayout",
+    "Shared",
+    "SharedRing",
+    "choose_slot_count",
+    "default_memory_limit",
+    "parse_memory_size",
+]
+
+PAGE = 4096
+SEGMENT_PREFIX = "pr_"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _round_up(nbytes: int, to: int = PAGE) -> int:
+    return max(to, -(-nbytes // to) * to)
+
+
+@contextlib.contextmanager
+def _untracked() -> Iterator[None]:
+    """Keep ``resource_tracker`` from registering segments whose lifetime we own."""
+    register, unregister = resource_tracker.register, resource_tracker.unregister
+
+    def _noop(name: object, rtype: str) -> None:
+        return None
+
+    resource_tracker.register = _noop
+    resource_tracker.unregister = _noop
+    try:
+        yield
+    finally:
+        resource_tracker.register = register
+        resource_tracker.unregister = unregister
+
+
+@dataclass(frozen=True)
+class RingLayout:
+    """Geometry of a k-space slot: ``[k2, k1, coils, k0]`` complex64 plus ``[k2, k1]`` counts."""
+
+    k2: int
+    k1: int
+    coils: int
+    k0: int
+
+    @property
+    def kspace_bytes(self) -> int:
+        return self.k2 * self.k1 * self.coils * self.k0 * 8
+
+    @property
+    def counts_bytes(self) -> int:
+        return self.k2 * self.k1 * 4
+
+    @property
+    def slot_bytes(self) -> int:
+        return _round_up(self.kspace_bytes + self.counts_bytes)
+
+
+class SharedRing:
+    """``count`` slots of ``slot_bytes`` each in one shared-memory segment.
+
+    Parameters
+    ----------
+    tag:
+        Short name part (``"k"`` for k-space, ``"img"`` for images); the segment is named
+        ``pr_<pid>_<random>_<tag>``.
+    slot_bytes:
+        Size of one slot (rounded up to a page).
+    count:
+        Number of slots.
+    """
+
+    def __init__(self, tag: str, slot_bytes: int, count: int):
+        self.slot_bytes = _round_up(slot_bytes)
+        self.count = count
+        name = f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
+        with _untracked():
+            self._shm = shared_memory.SharedMemory(
+                name=name, create=True, size=self.slot_bytes * count
+            )
+        self.name = name
+        self._unlinked = False
+        self.unlink()  # children inherit the mapping by fork; nobody needs the name
+
+    @property
+    def nbytes(self) -> int:
+        return self.slot_bytes * self.count
+
+    def slot(self, index: int) -> memoryview:
+        """Writable bytes of slot ``index``."""
+        start = index * self.slot_bytes
+        buf = self._shm.buf
+        assert buf is not None
+        return buf[start : start + self.slot_bytes]
+
+    def kspace(self, index: int, shape: tuple[int, int, int, int]) -> np.ndarray:
+        """complex64 ``[k2, k1, coils, k0]`` view at the start of slot ``index``."""
+        n = math.prod(shape)
+        return np.frombuffer(self.slot(index), dtype=np.complex64, count=n).reshape(shape)
+
+    def counts(self, index: int, layout: RingLayout, shape: tuple[int, int]) -> np.ndarray:
+        """float32 ``[k2, k1]`` per-line average counts, after the largest k-space block."""
+        return np.frombuffer(
+            self.slot(index),
+            dtype=np.float32,
+            count=shape[0] * shape[1],
+            offset=layout.kspace_bytes,
+        ).reshape(shape)
+
+    def unlink(self) -> None:
+        """Remove the name from /dev/shm; mappings stay valid until the processes exit."""
+        if self._unlinked:
+            return
+        self._unlinked = True
+        with _untracked(), contextlib.suppress(FileNotFoundError):
+            self._shm.unlink()
+
+
+def parse_memory_size(text: str, total: int | None = None) -> int:
+    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"1000000"`` or ``"25%"`` (of ``total``)."""
+    text = text.strip()
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            percent = -1.0
+        if not 0 < percent <= 100:
+            raise ConfigurationError(f"memory size {text!r}: expected a percentage in (0, 100]")
+        return int((total if total is not None else _total_memory()) * percent / 100)
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigurationError(
+            f"memory size {text!r}: expected a number with an optional unit, e.g. 512M, 2G, 25%"
+        )
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _total_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def default_memory_limit() -> int:
+    """25% of RAM, but never more than what /dev/shm can still hold."""
+    limit = _total_memory() // 4
+    with contextlib.suppress(OSError):
+        st = os.statvfs("/dev/shm")
+        limit = min(limit, st.f_bavail * st.f_frsize)
+    return limit
+
+
+def _mb(nbytes: float) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
+
+
+def choose_slot_count(
+    *,
+    slot_bytes: int,
+    units_per_repetition: int,
+    workers: int,
+    memory_limit: int,
+    reserved_bytes: int = 0,
+    describe: str = "",
+) -> int:
+    """How many k-space slots to allocate.
+
+    Wanted: every unit one repetition can keep open, plus two per worker so that reading
+    continues while workers reconstruct, plus a little headroom.  The memory budget caps it;
+    below ``units_per_repetition + 1`` the data cannot stream at all, which is an error that
+    says how much memory is needed and which option raises it.
+    """
+    wanted = units_per_repetition + 2 * workers + 2
+    minimum = units_per_repetition + 1
+    affordable = max(0, (memory_limit - reserved_bytes) // slot_bytes)
+    if affordable < minimum:
+        needed = minimum * slot_bytes + reserved_bytes
+        raise ConfigurationError(
+            f"not enough memory for this dataset: one k-space unit{describe} needs "
+            f"{_mb(slot_bytes)} and the header allows {units_per_repetition} units open at "
+            f"once, so at least {minimum} slots ({_mb(needed)} with the image buffers) are "
+            f"needed, but the memory limit is {_mb(memory_limit)}: raise --memory-limit to at "
+            f"least {math.ceil(needed / (1 << 20))}M"
+        )
+    return int(min(wanted, affordable))
+
+
+@dataclass
+class Shared:
+    """Everything the pipeline's processes share, created by the supervisor before forking.
+
+    Attributes
+    ----------
+    kspace, images:
+        The k-space ring and the image ring.
+    layout:
+        Geometry of the largest k-space unit (the slot layout).
+    free_slots:
+        k-space slot ids ready to be filled (reader takes, workers return): the back-pressure.
+    work:
+        ``(UnitInfo, slot)`` for workers; ``None`` tells a worker to stop.
+    results:
+        To the writer: ``("unit", seq, image_slot, payload, spans)``, ``("text", after, bytes)``
+        and ``("end", units)``.
+    image_cond, image_busy, writer_next:
+        Image-slot claims.  A worker that finds every image slot busy waits, unless the
+        writer is waiting for exactly its unit: then it sends the bytes over the queue, so the
+        writer can never wait for a worker that waits for the writer.
+    current:
+        Per worker: ``[sequence, *UnitKey]`` of the unit being reconstructed, -1 when idle;
+        lets the supervisor say which unit a killed worker was working on.
+    acquisitions_in, images_out:
+        Progress counters (one writer each).
+    """
+
+    kspace: SharedRing
+    images: SharedRing
+    layout: RingLayout
+    free_slots: Any
+    work: Any
+    results: Any
+    status: Any
+    status_lock: Any
+    image_cond: Any
+    image_busy: Any
+    writer_next: Any
+    current: Any
+    acquisitions_in: Any
+    images_out: Any
+
+    CURRENT_FIELDS = 7
+
+    @classmethod
+    def create(
+        cls, ctx: Any, kspace: SharedRing, images: SharedRing, layout: RingLayout, workers: int
+    ) -> tuple[Shared, Any]:
+        """Queues, locks and counters for one run; returns it and the supervisor's status end."""
+        status_recv, status_send = ctx.Pipe(duplex=False)
+        current = ctx.RawArray("q", workers * cls.CURRENT_FIELDS)
+        for i in range(len(current)):
+            current[i] = -1
+        shared = cls(
+            kspace=kspace,
+            images=images,
+            layout=layout,
+            free_slots=ctx.SimpleQueue(),
+            work=ctx.SimpleQueue(),
+            results=ctx.SimpleQueue(),
+            status=status_send,
+            status_lock=ctx.Lock(),
+            image_cond=ctx.Condition(),
+            image_busy=ctx.RawArray("b", images.count),
+            writer_next=ctx.RawValue("q", 0),
+            current=current,
+            acquisitions_in=ctx.RawValue("q", 0),
+            images_out=ctx.RawValue("q", 0),
+        )
+        return shared, status_recv
+
+    def report(self, *message: Any) -> None:
+        """Send a status tuple to the supervisor (children only)."""
+        with self.status_lock:
+            self.status.send(message)

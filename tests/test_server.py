@@ -1,0 +1,437 @@
+"""``parallel-recon serve`` on 127.0.0.1: same bytes as the local pipe, isolation, draining.
+
+Every server runs as a real process on port 0 (it prints the port it got) and is always
+stopped by the fixture; socat processes are killed in ``finally`` blocks.  Counts and data
+are small: the golden 128x128 8-coil phantom, ``--workers 1`` per connection.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import BIN_DIR, run_cli, script
+
+from parallel_recon.protocol import (
+    Acquisition,
+    Close,
+    ConfigFile,
+    Header,
+    Image,
+    MessageId,
+    StreamReader,
+    StreamWriter,
+    Text,
+    encode_message,
+)
+from parallel_recon.ring import SEGMENT_PREFIX
+from parallel_recon.server import ServerConfig, choose_kernel
+
+STARTUP_S = 30
+SHM = Path("/dev/shm")
+
+
+class ServerProcess:
+    """``parallel-recon serve --port 0 ...`` with its stderr collected line by line."""
+
+    def __init__(
+        self, *args: str, argv: list[str] | None = None, env: dict[str, str] | None = None
+    ):
+        self.proc = subprocess.Popen(
+            argv or [script("parallel-recon"), "serve", "--port", "0", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._listening = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._listening.wait(STARTUP_S):
+            self.stop()
+            raise AssertionError(f"server did not start: {self.lines}")
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.lines[0])
+        assert match, self.lines
+        self.port = int(match.group(1))
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if "listening on" in line:
+                self._listening.set()
+
+    def connection_lines(self) -> list[str]:
+        return [line for line in self.lines if " in=" in line]
+
+    def wait_for_connections(self, count: int, timeout: float = 60) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.connection_lines()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.connection_lines()
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                for child in self.children():
+                    child.kill()
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ServerProcess]]:
+    servers: list[ServerProcess] = []
+
+    def start(*args: str) -> ServerProcess:
+        server = ServerProcess(*args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stream(golden: Path) -> bytes:
+    return (golden / "phantom_m128_c8_noise.stream").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def local_output(stream: bytes) -> bytes:
+    """``mrd_stream_recon --workers 1 < stream``: what every remote path must reproduce."""
+    return run_cli("mrd_stream_recon", "--workers", "1", input=stream).stdout
+
+
+def send(address: str, data: bytes, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    return run_cli("parallel-recon", "send", address, input=data, timeout=120, check=check)
+
+
+def images(data: bytes) -> list[Image]:
+    return [m for m in StreamReader(io.BytesIO(data)) if isinstance(m, Image)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _raw_exchange(port: int, data: bytes, half_close: bool = True) -> bytes:
+    """Send all data, optionally half-close, and read until the server closes.
+
+    python-ismrmrd-server's client does not half-close: it sends CLOSE and waits.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -------------------------------------------------------------- same bytes as a pipe
+def test_our_client_to_our_server(serve, stream: bytes, local_output: bytes) -> None:
+    server = serve("--workers", "1")
+    assert send(server.address, stream).stdout == local_output
+    (line,) = server.wait_for_connections(1)
+    assert f"in={len(stream)} B out={len(local_output)} B images=1" in line
+    assert line.endswith(": ok") and "kernel=cartesian" in line
+
+
+def test_socat_client_to_our_server(serve, stream: bytes, local_output: bytes) -> None:
+    server = serve("--workers", "1")
+    proc = subprocess.run(
+        ["socat", "-t30", "-", f"TCP4:127.0.0.1:{server.port}"],
+        input=stream,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert proc.stdout == local_output
+
+
+def _listening(pid: int, port: int) -> bool:
+    return any(
+        conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+        for conn in psutil.Process(pid).net_connections(kind="tcp")
+    )
+
+
+def _wait_listening(pid: int, port: int, timeout: float = STARTUP_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _listening(pid, port):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"socat did not listen on port {port}")
+
+
+def test_our_client_to_socat_exec_server(stream: bytes, local_output: bytes) -> None:
+    port = _free_port()
+    env = {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
+    socat = subprocess.Popen(
+        ["socat", f"TCP4-LISTEN:{port},bind=127.0.0.1,reuseaddr", "EXEC:mrd_stream_recon"],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_listening(socat.pid, port)
+        assert send(f"127.0.0.1:{port}", stream).stdout == local_output
+        assert socat.wait(timeout=30) == 0
+    finally:
+        if socat.poll() is None:
+            socat.kill()
+        socat.wait()
+        assert socat.stderr is not None
+        socat.stderr.close()
+
+
+def test_server_runs_another_filter(serve, stream: bytes, tmp_path: Path) -> None:
+    """--command: the C++ recon behind the same server; bytes equal its local pipe."""
+    from test_cpp_recon import build_cpp
+
+    binary = build_cpp()
+    expected = subprocess.run([str(binary)], input=stream, capture_output=True, check=True).stdout
+    server = serve("--command", str(binary))
+    assert send(server.address, stream).stdout == expected
+
+
+# ------------------------------------------------------ python-ismrmrd-server clients
+def _config_then_nul_header(stream: bytes, name: str) -> bytes:
+    """CONFIG_FILE, then the HEADER with a trailing NUL counted in its length."""
+    reader = StreamReader(io.BytesIO(stream))
+    header = reader.read_message()
+    assert isinstance(header, Header)
+    xml = header.xml.encode() + b"\0"
+    head = struct.pack("<HI", MessageId.HEADER, len(xml)) + xml
+    return encode_message(ConfigFile(name)) + head + stream[reader.offset :]
+
+
+@pytest.mark.parametrize("name", ["default", "cartesian"])
+def test_config_file_and_nul_terminated_header(
+    serve, stream: bytes, local_output: bytes, name: str
+) -> None:
+    server = serve("--workers", "1")
+    reply = _raw_exchange(server.port, _config_then_nul_header(stream, name), half_close=False)
+    assert reply == local_output
+    (line,) = server.wait_for_connections(1)
+    assert "kernel=cartesian" in line and line.endswith(": ok")
+
+
+def test_config_map_chooses_the_kernel(serve, stream: bytes) -> None:
+    kernel = str(Path(__file__).resolve().parent.parent / "workers" / "example_user_kernel.py")
+    server = serve("--workers", "1", "--config-map", f"hann={kernel}")
+    filtered = _raw_exchange(server.port, _config_then_nul_header(stream, "hann"))
+    plain = _raw_exchange(server.port, _config_then_nul_header(stream, "default"))
+    lines = server.wait_for_connections(2)
+    assert any(f"kernel={kernel}" in line and line.endswith(": ok") for line in lines)
+    a, b = images(filtered), images(plain)
+    assert len(a) == len(b) == 1 and not np.array_equal(a[0].data, b[0].data)
+
+
+def test_choose_kernel_rules() -> None:
+    config = ServerConfig(recon="mine.py", config_map={"special": "other.py"})
+    assert choose_kernel([ConfigFile("special")], config) == "other.py"
+    assert choose_kernel([Text("hi"), ConfigFile("cartesian")], config) == "cartesian"
+    assert choose_kernel([ConfigFile("default.xml")], config) == "mine.py"
+    assert choose_kernel([], config) == "mine.py"
+
+
+# -------------------------------------------------------------------- concurrency
+def _scaled_stream(stream: bytes, scale: float) -> bytes:
+    """The same acquisitions with samples times ``scale`` (a power of two: exact)."""
+    sink = io.BytesIO()
+    with StreamWriter(sink) as writer:
+        for msg in StreamReader(io.BytesIO(stream)):
+            if isinstance(msg, Acquisition):
+                msg = Acquisition(msg.head, msg.traj, msg.data * np.complex64(scale))
+            writer.write(msg)
+    return sink.getvalue()
+
+
+def _segments_of(pids: list[int]) -> set[str]:
+    """Shared-memory segments in /dev/shm made by these recon processes (named by pid)."""
+    names = set(os.listdir(SHM)) if SHM.is_dir() else set()
+    return {n for n in names for pid in pids if n.startswith(f"{SEGMENT_PREFIX}{pid}_")}
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def _vanishing_client(port: int, data: bytes, ports: list[int]) -> None:
+    """Send part of a stream, then reset the connection; its local port goes to ``ports``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        ports.append(sock.getsockname()[1])
+        sock.sendall(data[: len(data) // 2])
+        time.sleep(0.3)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_eight_clients_at_once_with_a_garbage_and_a_vanishing_one(
+    serve, stream: bytes, local_output: bytes, tmp_path: Path
+) -> None:
+    server = serve("--workers", "1", "--max-connections", "11")
+    assert server.children() == []
+    base = images(local_output)[0]
+    inputs = []
+    for i in range(8):
+        path = tmp_path / f"in{i}.stream"
+        path.write_bytes(_scaled_stream(stream, 2.0**i))
+        inputs.append(path)
+    garbage_after_header = stream[: len(stream) // 3] + os.urandom(4096)
+    clients = []
+    for path in inputs:
+        with path.open("rb") as source:
+            clients.append(
+                subprocess.Popen(
+                    [script("parallel-recon"), "send", server.address],
+                    stdin=source,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            )
+    vanished: list[int] = []
+    troublemakers = [
+        threading.Thread(target=_raw_exchange, args=(server.port, b"\x99\x99" + os.urandom(999))),
+        threading.Thread(target=_raw_exchange, args=(server.port, garbage_after_header)),
+        threading.Thread(target=_vanishing_client, args=(server.port, stream, vanished)),
+    ]
+    for thread in troublemakers:
+        thread.start()
+    outputs = [client.communicate(timeout=180) for client in clients]
+    for thread in troublemakers:
+        thread.join(timeout=60)
+    for i, (client, (out, err)) in enumerate(zip(clients, outputs, strict=True)):
+        assert client.returncode == 0, err
+        (image,) = images(out)
+        np.testing.assert_array_equal(image.data, base.data * np.float32(2.0**i))
+        assert out.endswith(encode_message(Close()))
+    lines = server.wait_for_connections(11)
+    assert len(lines) == 11
+    assert sum(line.endswith(": ok") for line in lines) == 8
+    assert sum("unknown message id" in line for line in lines) >= 1
+    failed = [line for line in lines if not line.endswith(": ok")]
+    assert len(failed) == 3 and all("error" in line or "client" in line for line in failed)
+    (gone,) = [line for line in failed if line.startswith(f"serve: 127.0.0.1:{vanished[0]} ")]
+    # A reset seen by the server reads "client disconnected" (or "dropped before the
+    # header"); one that only looks like an early end of input is the recon's "truncated".
+    assert any(word in gone for word in ("client disconnected", "client dropped", "truncated"))
+    assert _wait_until(lambda: server.children() == [], 30), server.children()
+    pids = [int(m.group(1)) for line in lines if (m := re.search(r" pid=(\d+) ", line))]
+    # Every connection but the garbage one started a recon (the vanishing one may, on a slow
+    # machine, reset before the server read its header).
+    assert 9 <= len(pids) <= 10
+    assert _wait_until(lambda: not _segments_of(pids), 30), _segments_of(pids)
+    assert server.proc.poll() is None  # still serving
+    assert send(server.address, stream).stdout == local_output
+
+
+# -------------------------------------------------------------------- shutdown
+def test_sigterm_drains_a_running_connection(serve, stream: bytes, local_output: bytes) -> None:
+    server = serve("--workers", "1")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as sock:
+        sock.sendall(stream[: len(stream) // 2])
+        assert _wait_until(lambda: len(server.children()) > 0, 30)
+        server.proc.send_signal(signal.SIGTERM)
+        assert _wait_until(lambda: not _listening(server.proc.pid, server.port), 30)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        sock.sendall(stream[len(stream) // 2 :])
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(1 << 16):
+            chunks.append(chunk)
+    assert b"".join(chunks) == local_output
+    assert server.proc.wait(timeout=30) == 0
+    assert server.lines[-1] == "serve: stopped"
+    assert any(line.endswith(": ok") for line in server.connection_lines())
+
+
+@pytest.mark.parametrize(
+    ("options", "signals"),
+    [(["--drain-timeout", "1"], 1), ([], 2)],
+    ids=["after-drain-timeout", "second-signal"],
+)
+def test_sigterm_stops_a_stalled_connection(
+    serve, stream: bytes, options: list[str], signals: int
+) -> None:
+    server = serve("--workers", "1", *options)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(stream[: len(stream) // 2])
+        assert _wait_until(lambda: len(server.children()) > 0, 30)
+        children = server.children()
+        start = time.monotonic()
+        for _ in range(signals):
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+        assert server.proc.wait(timeout=30) == 0
+        assert time.monotonic() - start < 20
+        reply = b""
+        while chunk := sock.recv(1 << 16):
+            reply += chunk
+    assert not any(child.is_running() for child in children)
+    assert b"stopped by server shutdown" in reply
+    assert any("stopped by server shutdown" in line for line in server.connection_lines())
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        proc = run_cli("parallel-recon", "serve", "--port", str(port), check=False, timeout=30)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_missing_command_is_one_clear_line() -> None:
+    proc = run_cli("parallel-recon", "serve", "--command", "no_such_recon_program", check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1
+    assert "'no_such_recon_program': expected an executable program" in err
+
+
+def test_recon_failure_reaches_the_client_as_one_line(serve, stream: bytes) -> None:
+    server = serve("--workers", "1", "--recon", "no_such_kernel")
+    proc = send(server.address, stream, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert "without sending CLOSE" in err and "no_such_kernel" in err
+    (line,) = server.wait_for_connections(1)
+    assert "reconstruction exited with status 1" in line and "no_such_kernel" in line

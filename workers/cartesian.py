@@ -1,0 +1,217 @@
+"""The default kernel: Cartesian 2D/3D reconstruction by inverse FFT and coil combination.
+
+The steps are small public functions so that user kernels (see
+``workers/example_user_kernel.py``) can reuse them and change only the step they care about:
+
+1. :func:`to_image_space` - centred, orthonormal inverse FFT along k0, k1 and k2 (scipy.fft,
+   one thread: the engine runs one worker process per core), fitting each axis to the
+   recon-space matrix: the centre of the field of view is cropped out in image space where
+   the encoded matrix is larger (readout oversampling), the k-space is zero-padded around its
+   centre where the recon matrix is larger (interpolation).  The readout is transformed and
+   cropped first, so 2x oversampling halves the work of the other axes.
+2. :func:`combine_coils` - root-sum-of-squares magnitude; the phase, when wanted, is the
+   coil-power-weighted mean of the coil phases (the ISMRMRD C++ tool's choice), so one
+   complex channel carries the RSS magnitude.  ``--recon-option coils=channels`` keeps the
+   coils as image channels instead.
+3. :func:`outputs` - the table from ``plan.output`` to the pixel transform and image type:
+   ``magnitude`` float32 (type 1), ``phase`` float32 radians (type 2), ``complex`` complex64
+   (type 5).
+
+A unit gives one image ``[channels, z, y, x]``: z = 1 for 2D, z = the recon-space partitions
+for 3D (one 3D volume per unit, not one image per partition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import scipy.fft
+
+from parallel_recon.errors import ConfigurationError
+from parallel_recon.protocol import Image, ImageType
+from workers.api import EncodingSpace, ReconContext
+from workers.image_header import make_image
+
+__all__ = [
+    "COIL_MODES",
+    "HISTORY",
+    "OUTPUTS",
+    "Output",
+    "centred_ifft_axis",
+    "choose",
+    "combine_coils",
+    "images_from_coils",
+    "reconstruct",
+    "to_image_space",
+]
+
+HISTORY = ("FFT", "RSS")
+"""ImageProcessingHistory of this kernel's images."""
+
+
+def centred_ifft_axis(data: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Centred orthonormal inverse FFT along ``axis``, fitted to ``size`` points.
+
+    Parameters
+    ----------
+    data:
+        complex64 array; the k-space centre is at index ``n // 2`` of ``axis``.
+    axis:
+        Axis to transform.
+    size:
+        Wanted image points: ``n > size`` keeps the central ``size`` pixels (the pixel at
+        ``n // 2`` lands at ``size // 2``); ``n < size`` zero-pads k-space the same way.
+
+    Returns
+    -------
+    np.ndarray
+        complex64, ``data.shape`` with ``axis`` of length ``size``; a new array.
+    """
+    n = data.shape[axis]
+    if n < size:
+        pad = [(0, 0)] * data.ndim
+        before = size // 2 - n // 2
+        pad[axis] = (before, size - n - before)
+        data = np.pad(data, pad)
+        n = size
+    if n == 1:
+        return np.array(data, dtype=np.complex64)
+    # No ifftshift copy of the input: moving the centre c = n//2 to index 0 before the
+    # transform is the same as multiplying output point m by exp(-2 pi i c m / n) after it,
+    # which is done below on the cropped points only ((-1)**m exactly when n is even).
+    image = scipy.fft.ifft(data, axis=axis, norm="ortho", workers=1)
+    start = n // 2 - size // 2
+    # fftshift and the central crop in one gather: centred pixel i is unshifted (i - n//2) % n
+    wanted = (np.arange(start, start + size) - n // 2) % n
+    out = np.take(image, wanted, axis=axis).astype(np.complex64, copy=False)
+    shape = [1] * out.ndim
+    shape[axis] = size
+    out *= _shift_ramp(n, wanted).reshape(shape)
+    return out
+
+
+def _shift_ramp(n: int, points: np.ndarray) -> np.ndarray:
+    """complex64 ``exp(-2 pi i (n//2) m / n)`` at output points ``m`` (an ifftshift)."""
+    if n % 2 == 0:
+        return np.where(points % 2 == 0, 1, -1).astype(np.complex64)
+    return np.exp(-2j * np.pi * ((n // 2) * points % n) / n).astype(np.complex64)
+
+
+def to_image_space(kspace: np.ndarray, space: EncodingSpace) -> np.ndarray:
+    """Coil images of one unit.
+
+    Parameters
+    ----------
+    kspace:
+        complex64 ``[k2, k1, coils, k0]`` with the k-space centre at ``[k2//2, k1//2, :, k0//2]``.
+    space:
+        The unit's encoding space; its recon matrix ``(x, y, z)`` sets the output size.
+
+    Returns
+    -------
+    np.ndarray
+        complex64 ``[z, y, coils, x]`` (recon-space matrix); ``kspace`` is left unchanged.
+    """
+    x, y, z = space.recon_matrix
+    image = centred_ifft_axis(kspace, 3, x)
+    image = centred_ifft_axis(image, 1, y)
+    return centred_ifft_axis(image, 0, z)
+
+
+def _power(images: np.ndarray) -> np.ndarray:
+    return images.real * images.real + images.imag * images.imag
+
+
+def _coil_power_sum(images: np.ndarray) -> np.ndarray:
+    """float32 ``[z, y, x]``: sum over coils of ``|c|**2`` without a temporary per coil."""
+    re, im = images.real, images.imag
+    return np.einsum("zycx,zycx->zyx", re, re) + np.einsum("zycx,zycx->zyx", im, im)
+
+
+def combine_coils(images: np.ndarray, *, with_phase: bool) -> np.ndarray:
+    """Root-sum-of-squares over the coil axis 2 of ``[z, y, coils, x]``.
+
+    Returns float32 ``[z, y, x]`` RSS magnitude, or with ``with_phase`` complex64 with that
+    magnitude and the coil-power-weighted mean phase (0 where every coil is exactly 0).
+    """
+    if not with_phase:
+        return np.sqrt(_coil_power_sum(images))
+    power = _power(images)
+    total = power.sum(axis=2, dtype=np.float32)
+    magnitude = np.sqrt(total)
+    weighted = (np.angle(images) * power).sum(axis=2, dtype=np.float32)
+    phase = np.divide(weighted, total, out=np.zeros_like(total), where=total > 0)
+    return (magnitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+class Output(NamedTuple):
+    """How one ``plan.output`` value turns complex pixels into image data."""
+
+    image_type: ImageType
+    convert: Callable[[np.ndarray], np.ndarray]
+    needs_phase: bool
+
+
+OUTPUTS: dict[str, Output] = {
+    "magnitude": Output(ImageType.MAGNITUDE, lambda d: np.abs(d).astype(np.float32), False),
+    "phase": Output(ImageType.PHASE, lambda d: np.angle(d).astype(np.float32), True),
+    "complex": Output(ImageType.COMPLEX, lambda d: d.astype(np.complex64), True),
+}
+"""``plan.output`` -> image type and pixel conversion."""
+
+
+def _combined(images: np.ndarray, output: Output) -> np.ndarray:
+    return combine_coils(images, with_phase=output.needs_phase)[np.newaxis]
+
+
+def _channels(images: np.ndarray, output: Output) -> np.ndarray:
+    return np.ascontiguousarray(images.transpose(2, 0, 1, 3))
+
+
+COIL_MODES: dict[str, Callable[[np.ndarray, Output], np.ndarray]] = {
+    "rss": _combined,
+    "channels": _channels,
+}
+"""``--recon-option coils=...`` -> ``[z, y, coils, x]`` to ``[channels, z, y, x]``."""
+
+
+def choose(context: ReconContext) -> tuple[Output, Callable[[np.ndarray, Output], np.ndarray]]:
+    """The output conversion and coil handling the plan asks for; ConfigurationError if unknown."""
+    plan = context.plan
+    output = OUTPUTS.get(plan.output)
+    if output is None:
+        raise ConfigurationError(
+            f"cartesian recon: expected output {', '.join(OUTPUTS)}, found {plan.output!r}"
+        )
+    mode = plan.options.get("coils", "rss")
+    combine = COIL_MODES.get(mode)
+    if combine is None:
+        raise ConfigurationError(
+            f"cartesian recon: expected coils={' or coils='.join(COIL_MODES)}, found {mode!r}"
+        )
+    return output, combine
+
+
+def images_from_coils(
+    coil_images: np.ndarray, context: ReconContext, history: tuple[str, ...] = HISTORY
+) -> list[Image]:
+    """Combine ``[z, y, coils, x]`` coil images as the plan asks and wrap them as one Image."""
+    output, combine = choose(context)
+    data = output.convert(combine(coil_images, output))
+    return [make_image(data, context, output.image_type, history)]
+
+
+def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
+    """One image ``[channels, z, y, x]`` per unit: inverse FFT, crop, coil combination.
+
+    Parameters
+    ----------
+    kspace:
+        complex64 ``[k2, k1, coils, k0]``, lines placed and averaged by the engine.
+    context:
+        Plan (output type, options, encoding spaces) and unit (reference acquisition).
+    """
+    choose(context)  # fail on a bad option before the FFTs
+    return images_from_coils(to_image_space(kspace, context.space), context)
