@@ -309,7 +309,7 @@ def run(quick: bool) -> str:
         matrix=32 if quick else 64,
         coils=16,
         partitions=16,
-        repetitions=4 if quick else 8,
+        repetitions=4 if quick else 24,
         interpolation=4,
     )
     lines = []
