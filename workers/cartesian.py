@@ -83,13 +83,27 @@ def centred_ifft_axis(data: np.ndarray, axis: int, size: int) -> np.ndarray:
     # which is done below on the cropped points only ((-1)**m exactly when n is even).
     image = scipy.fft.ifft(data, axis=axis, norm="ortho", workers=1)
     start = n // 2 - size // 2
-    # fftshift and the central crop in one gather: centred pixel i is unshifted (i - n//2) % n
+    # fftshift and the central crop in one copy: centred pixel i is unshifted (i - n//2) % n,
+    # a run of ``size`` points that wraps at most once, so two slices do it (much faster
+    # than a gather with an index array)
     wanted = (np.arange(start, start + size) - n // 2) % n
-    out = np.take(image, wanted, axis=axis).astype(np.complex64, copy=False)
+    out = _wrapped_run(image, axis, int(wanted[0]), size).astype(np.complex64, copy=False)
     shape = [1] * out.ndim
     shape[axis] = size
     out *= _shift_ramp(n, wanted).reshape(shape)
     return out
+
+
+def _wrapped_run(data: np.ndarray, axis: int, first: int, size: int) -> np.ndarray:
+    """A new array of points ``first, first+1, ... (mod n)`` (``size`` of them) along ``axis``."""
+    n = data.shape[axis]
+    head = [slice(None)] * data.ndim
+    head[axis] = slice(first, min(first + size, n))
+    if first + size <= n:
+        return np.array(data[tuple(head)])
+    tail = [slice(None)] * data.ndim
+    tail[axis] = slice(0, first + size - n)
+    return np.concatenate((data[tuple(head)], data[tuple(tail)]), axis=axis)
 
 
 def _shift_ramp(n: int, points: np.ndarray) -> np.ndarray:
@@ -117,6 +131,8 @@ def to_image_space(kspace: np.ndarray, space: EncodingSpace) -> np.ndarray:
     x, y, z = space.recon_matrix
     image = centred_ifft_axis(kspace, 3, x)
     image = centred_ifft_axis(image, 1, y)
+    if image.shape[0] == z == 1:  # 2D: nothing to transform along k2, and image is already new
+        return image
     return centred_ifft_axis(image, 0, z)
 
 
