@@ -135,7 +135,7 @@ def test_output_identical_for_any_worker_count(tmp_path: Path, kernel_name: str)
     assert all(i.image_series_index == 1 for i in images)
     if kernel_name == "user-module":
         assert [i.user_int[0] for i in images] == list(range(len(units)))
-    # another engineer's adapter stores the output
+    # stream_to_mrdhdf5 stores the output
     h5 = tmp_path / "images.h5"
     run_cli("stream_to_mrdhdf5", "-o", str(h5), input=out, timeout=60)
     with h5py.File(h5, "r") as f:
