@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from .errors import InputFileError
+from .hdf5_layout import open_mrd_file
 from .montage import Tile, kspace_display, parse_meta, window
 from .protocol import Acquisition, AcquisitionFlag, Image, StreamReader
 
@@ -202,11 +203,7 @@ def _choose_group(handle: h5py.File, opts: ViewOptions) -> h5py.Group:
 
 def tiles_from_hdf5(path: str, opts: ViewOptions) -> list[Tile]:
     """Tiles of an ISMRMRD HDF5 file: its image series, or k-space when asked or raw only."""
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputFileError(f"cannot open HDF5 file {path!r}: {exc}") from None
-    with handle:
+    with open_mrd_file(path) as handle:
         group = _choose_group(handle, opts)
         if opts.kspace or not _hdf5_series(group):
             return _hdf5_kspace(group, opts)

@@ -22,6 +22,7 @@ from .errors import ProtocolError
 from .protocol import (
     ACQUISITION_HEADER_DTYPE,
     DATA_TYPE_TO_DTYPE,
+    ENCODING_COUNTERS_DTYPE,
     WAVEFORM_HEADER_DTYPE,
     AcquisitionFlag,
     Header,
@@ -39,17 +40,7 @@ __all__ = [
     "summarize_stream",
 ]
 
-COUNTER_NAMES = (
-    "kspace_encode_step_1",
-    "kspace_encode_step_2",
-    "average",
-    "slice",
-    "contrast",
-    "phase",
-    "repetition",
-    "set",
-    "segment",
-)
+COUNTER_NAMES = tuple(name for name in ENCODING_COUNTERS_DTYPE.names or () if name != "user")
 """Acquisition ``idx`` counters whose ranges ``info`` reports."""
 
 _LIMIT_OF_COUNTER = {name: name.replace("encode_step", "encoding_step") for name in COUNTER_NAMES}

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import h5py
-
 from ..errors import InputFileError, ReconError
+from ..hdf5_layout import open_mrd_file
 from ..summary import summarize_stream
 from ..summary_hdf5 import is_hdf5, list_mrd_groups, summarize_hdf5_group
 from .common import EXIT_OK, open_input, run_command
@@ -45,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _collect_hdf5(path: str, group: str | None) -> dict[str, Any]:
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputFileError(f"cannot open HDF5 file {path!r}: {exc}") from None
-    with handle:
+    with open_mrd_file(path) as handle:
         groups = list_mrd_groups(handle)
         chosen = [group] if group is not None else groups
         if not chosen:

@@ -14,9 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
-import h5py
-
-from ..errors import InputFileError
+from ..hdf5_layout import open_mrd_file
 from ..phantom import PhantomSpec, iter_messages
 from ..phantom_spec import acquired_lines
 from ..progress import Progress, progress_wanted
@@ -116,12 +114,9 @@ def _clear_group(path: str, group: str) -> None:
     """
     if not Path(path).exists():
         return
-    try:
-        with h5py.File(path, "a") as handle:
-            if group in handle:
-                del handle[group]
-    except OSError as exc:
-        raise InputFileError(f"cannot open HDF5 file {path!r} for writing: {exc}") from None
+    with open_mrd_file(path, "a") as handle:
+        if group in handle:
+            del handle[group]
 
 
 def _run(args: argparse.Namespace) -> int:
