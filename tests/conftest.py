@@ -63,3 +63,19 @@ def run_cli(
         stderr = proc.stderr.decode(errors="replace")
         raise AssertionError(f"{name} {' '.join(args)} exited {proc.returncode}:\n{stderr}")
     return proc
+
+
+def close_after_reading(proc: subprocess.Popen[bytes], nbytes: int) -> tuple[int, bytes]:
+    """Read ``nbytes`` of a child's stdout, close it early (a downstream ``head -c``), and
+    return its exit code and stderr; the child is killed if it does not end by itself."""
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert len(proc.stdout.read(nbytes)) == nbytes
+        proc.stdout.close()
+        err = proc.stderr.read()
+        return proc.wait(timeout=60), err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 import ismrmrd
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, close_after_reading, run_cli
 
 from parallel_recon.protocol import (
     IMAGE_HEADER_DTYPE,
@@ -453,17 +453,8 @@ def test_closed_downstream_pipe_exits_quietly(
         proc = subprocess.Popen(
             [str(cpp_binary)], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        assert proc.stdout is not None and proc.stderr is not None
-        try:
-            assert len(proc.stdout.read(10)) == 10
-            proc.stdout.close()
-            err = proc.stderr.read()
-            assert proc.wait(timeout=60) == 141, err
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            proc.stderr.close()
+        code, err = close_after_reading(proc, 10)
+    assert code == 141, err
     assert err == b""
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import close_after_reading, run_cli
 from conftest import script as script_path
 
 from parallel_recon.protocol import Close, Header, Text, encode_message
@@ -205,15 +205,6 @@ def test_closed_stdout_exits_quietly(scripted) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        assert len(proc.stdout.read(100)) == 100
-        proc.stdout.close()
-        err = proc.stderr.read()
-        assert proc.wait(timeout=60) == 141, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stderr.close()
+    code, err = close_after_reading(proc, 100)
+    assert code == 141, err
     assert err == b""
