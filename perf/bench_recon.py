@@ -154,11 +154,11 @@ def write_stream(case: Case, sink: BinaryIO) -> None:
 # ------------------------------------------------------------------ baseline
 def baseline(source: BinaryIO, sink: BinaryIO) -> None:
     """Single process, plain numpy/scipy: the same reading, placement, kernel and writing."""
-    from parallel_recon.header import plan_from_header
+    from parallel_recon.engine.plan import plan_from_header
     from parallel_recon.protocol import Acquisition, Header, StreamWriter
     from parallel_recon.protocol import StreamReader as Reader
-    from workers.api import ReconContext, UnitInfo, UnitKey
-    from workers.cartesian import reconstruct
+    from parallel_recon.workers.api import ReconContext, UnitInfo, UnitKey
+    from parallel_recon.workers.cartesian import reconstruct
 
     reader = Reader(source)
     plan = None

@@ -25,12 +25,12 @@ from reference_recon import (
     synthetic_stream,
 )
 
+from parallel_recon.engine.plan import plan_from_header
 from parallel_recon.errors import ConfigurationError
-from parallel_recon.header import plan_from_header
 from parallel_recon.protocol import encode_message
-from workers import cartesian
-from workers.api import ReconContext, UnitInfo, UnitKey
-from workers.image_header import format_meta_value, serialize_meta
+from parallel_recon.workers import cartesian
+from parallel_recon.workers.api import ReconContext, UnitInfo, UnitKey
+from parallel_recon.workers.image_header import format_meta_value, serialize_meta
 
 SPECS = {
     "2d_oversampling_2": Synthetic(encoded=(32, 16, 1), recon=(16, 16, 1)),

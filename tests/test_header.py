@@ -10,8 +10,8 @@ import pytest
 from conftest import run_cli
 from reference_recon import Synthetic, header_message, synthetic_header
 
+from parallel_recon.engine.plan import plan_from_header, receiver_channels, units_per_repetition
 from parallel_recon.errors import HeaderError
-from parallel_recon.header import plan_from_header, receiver_channels, units_per_repetition
 from parallel_recon.protocol import Header, StreamReader
 
 NS = {"m": "http://www.ismrm.org/ISMRMRD"}

@@ -20,14 +20,14 @@ import pytest
 from parallel_recon.cli.phantom import main as phantom_main
 from parallel_recon.phantom import (
     PhantomSpec,
-    coil_sensitivities,
     ground_truth,
-    header_xml,
     iter_messages,
-    shepp_logan,
     write_hdf5,
     write_stream,
 )
+from parallel_recon.phantom.coils import coil_sensitivities
+from parallel_recon.phantom.header import header_xml
+from parallel_recon.phantom.shepp_logan import shepp_logan
 from parallel_recon.protocol.decode import StreamReader
 from parallel_recon.protocol.encode import encode_message
 from parallel_recon.protocol.messages import Acquisition, Close, Header

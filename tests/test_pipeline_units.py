@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parallel_recon.engine.placement import Placer, flag_mask, skip_reason
+from parallel_recon.engine.ring import SharedRing, choose_slot_count, parse_memory_size
+from parallel_recon.engine.writer import patch_image_indices
 from parallel_recon.errors import ConfigurationError
-from parallel_recon.placement import Placer, flag_mask, skip_reason
 from parallel_recon.protocol import (
     AcquisitionFlag,
     Image,
     StreamReader,
     encode_message,
 )
-from parallel_recon.ring import SharedRing, choose_slot_count, parse_memory_size
-from parallel_recon.writer import patch_image_indices
-from workers.api import EncodingSpace
+from parallel_recon.workers.api import EncodingSpace
 
 F = AcquisitionFlag
 
@@ -163,7 +163,7 @@ def test_ring_is_unlinked_at_once_and_still_shared_with_forked_children() -> Non
 def test_ring_leaves_no_tracker_warning_at_exit() -> None:
     """Python 3.11's resource tracker must neither start nor warn about 'leaked' segments."""
     code = (
-        "from parallel_recon.ring import SharedRing\n"
+        "from parallel_recon.engine.ring import SharedRing\n"
         "from multiprocessing import resource_tracker\n"
         "r = SharedRing('k', 4096, 2)\n"
         "r.unlink()\n"

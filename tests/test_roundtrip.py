@@ -9,8 +9,8 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from parallel_recon import hdf5_read
 from parallel_recon.hdf5 import MrdHdf5Writer, read_header_xml, read_messages
+from parallel_recon.hdf5 import read as hdf5_read
 from parallel_recon.protocol import StreamReader, encode_message
 from parallel_recon.protocol.messages import Acquisition, Header, Waveform
 from tests.conftest import run_cli

@@ -24,6 +24,8 @@ import psutil
 import pytest
 from conftest import BIN_DIR, run_cli, script
 
+from parallel_recon.engine.ring import SEGMENT_PREFIX
+from parallel_recon.net.server import ServerConfig, choose_kernel
 from parallel_recon.protocol import (
     Acquisition,
     Close,
@@ -36,8 +38,6 @@ from parallel_recon.protocol import (
     Text,
     encode_message,
 )
-from parallel_recon.ring import SEGMENT_PREFIX
-from parallel_recon.server import ServerConfig, choose_kernel
 
 STARTUP_S = 30
 SHM = Path("/dev/shm")

@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli, shared_data_dir
 from PIL import Image as PILImage
 
-from parallel_recon.montage import kspace_display, layout_montage, window
+from parallel_recon.inspect.montage import kspace_display, layout_montage, window
 from parallel_recon.protocol import Image, StreamWriter, new_image_head
 
 SHARED = shared_data_dir()

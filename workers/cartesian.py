@@ -31,8 +31,8 @@ import scipy.fft
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image, ImageType
-from workers.api import EncodingSpace, ReconContext
-from workers.image_header import make_image
+from parallel_recon.workers.api import EncodingSpace, ReconContext
+from parallel_recon.workers.image_header import make_image
 
 __all__ = [
     "COIL_MODES",

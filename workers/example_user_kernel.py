@@ -19,7 +19,7 @@ A kernel is a Python file that defines one function::
   header whose geometry, counters and time stamps the images should carry.
 - Return complete :class:`parallel_recon.protocol.Image` messages.  Leave ``image_index`` at
   0: the engine numbers images in output order, so the output bytes do not depend on the
-  number of workers.  ``workers.image_header.make_image`` fills the header and meta
+  number of workers.  ``parallel_recon.workers.image_header.make_image`` fills the header and meta
   attributes for you.
 
 Run it with ``mrd_stream_recon --recon path/to/module.py < raw.bin > images.bin``: the engine
@@ -35,7 +35,7 @@ a separable Hann (cos^2) window along k0, k1 and k2, centred on the k-space cent
 and k2 its half-width is the largest distance from the centre to a sampled encode step in the
 header's encoding limits, so with partial Fourier the window follows the sampled side of
 k-space instead of tapering in the empty part.  Everything after the filter is the default
-Cartesian recon, reused step by step from :mod:`workers.cartesian`.
+Cartesian recon, reused step by step from :mod:`parallel_recon.workers.cartesian`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ from __future__ import annotations
 import numpy as np
 
 from parallel_recon.protocol import Image
-from workers.api import ReconContext
-from workers.cartesian import HISTORY, images_from_coils, to_image_space
+from parallel_recon.workers.api import ReconContext
+from parallel_recon.workers.cartesian import HISTORY, images_from_coils, to_image_space
 
 __all__ = ["hann_window", "reconstruct"]
 

@@ -14,7 +14,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from parallel_recon.protocol import Image, ImageType, new_image_head
-from workers.api import ReconContext
+from parallel_recon.workers.api import ReconContext
 
 __all__ = [
     "COPIED_FIELDS",

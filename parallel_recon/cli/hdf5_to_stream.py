@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ConfigurationError, InputFileError
 from ..hdf5 import count_acquisitions, count_images, count_waveforms
-from ..hdf5_read import Segment, iter_segments, segment_buffers
+from ..hdf5.read import Segment, iter_segments, segment_buffers
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import encode_message
 from ..protocol.layout import CONFIG_FILE_SIZE

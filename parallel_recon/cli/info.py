@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputFileError, ReconError
-from ..hdf5_layout import open_mrd_file
-from ..summary import summarize_stream
-from ..summary_hdf5 import is_hdf5, list_mrd_groups, summarize_hdf5_group
+from ..hdf5.layout import open_mrd_file
+from ..inspect.summary import summarize_stream
+from ..inspect.summary_hdf5 import is_hdf5, list_mrd_groups, summarize_hdf5_group
 from .common import EXIT_OK, open_input, run_command
 
 __all__ = ["build_parser", "collect", "format_text", "main"]
@@ -70,7 +70,7 @@ def collect(path: str, group: str | None = None) -> dict[str, Any]:
 
     Keys: ``path``, ``format`` ("hdf5" or "stream"), ``file_bytes`` (null for stdin),
     ``groups`` (MRD groups of an HDF5 file), ``sections`` (one per group or one for the
-    stream; see :meth:`parallel_recon.summary.SectionSummary.to_dict`), ``warnings`` (all
+    stream; see :meth:`parallel_recon.inspect.summary.SectionSummary.to_dict`), ``warnings`` (all
     sections' warnings, prefixed by section name), ``error`` (null or the first error).
     """
     is_std = path == "-"

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from ..hdf5_layout import open_mrd_file
+from ..hdf5.layout import open_mrd_file
 from ..phantom import PhantomSpec, iter_messages
-from ..phantom_spec import acquired_lines
+from ..phantom.spec import acquired_lines
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import StreamWriter
 from ..protocol.messages import Acquisition, Message

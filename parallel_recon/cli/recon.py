@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         _single_threaded_math()
-        from ..pipeline import PipelineOptions, run_pipeline
+        from ..engine.pipeline import PipelineOptions, run_pipeline
+        from ..engine.ring import parse_memory_size
         from ..progress import progress_wanted
-        from ..ring import parse_memory_size
 
         if args.workers < 1:
             raise ConfigurationError(f"--workers {args.workers}: expected at least 1")

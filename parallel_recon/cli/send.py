@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..client import send_stream
+from ..net.client import send_stream
 from ..progress import Progress, progress_wanted
 from .common import add_progress_option, open_input, open_output, run_command
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..errors import ConfigurationError
-from ..server import ReconServer, ServerConfig
+from ..net.server import ReconServer, ServerConfig
 from .common import run_command
 
 __all__ = ["build_parser", "main"]

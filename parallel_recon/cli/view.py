@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from ..errors import InputFileError
-from ..montage import render_montage
-from ..montage_sources import ViewOptions, tiles_from_hdf5, tiles_from_stream
-from ..summary_hdf5 import is_hdf5
+from ..inspect.montage import render_montage
+from ..inspect.montage_sources import ViewOptions, tiles_from_hdf5, tiles_from_stream
+from ..inspect.summary_hdf5 import is_hdf5
 from .common import EXIT_OK, open_input, open_output, run_command
 
 __all__ = ["build_parser", "main"]

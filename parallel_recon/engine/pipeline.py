@@ -25,9 +25,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from workers.api import ReconPlan, UnitKey
+from parallel_recon.workers.api import ReconPlan, UnitKey
 
-from .errors import PipelineError, ReconError
+from ..errors import PipelineError, ReconError
+from ..progress import Progress
+from ..protocol import Header as HeaderMessage
+from ..protocol import MessageId, StreamReader, encode_message, message_id_bytes
 from .kernels import kernel_label, load_kernel
 from .pool import WorkerLoop, describe_unit
 from .profiling import (
@@ -37,9 +40,6 @@ from .profiling import (
     format_profile,
     write_profile_json,
 )
-from .progress import Progress
-from .protocol import Header as HeaderMessage
-from .protocol import MessageId, StreamReader, encode_message, message_id_bytes
 from .reader import Prelude, StreamIngest, read_prelude
 from .ring import RingLayout, Shared, SharedRing, choose_slot_count, default_memory_limit
 
@@ -153,7 +153,7 @@ class _Supervisor:
 
     def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
         """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
-        from .header import plan_from_header, receiver_channels, units_per_repetition
+        from .plan import plan_from_header, receiver_channels, units_per_repetition
 
         opts = self.opts
         kernel = load_kernel(opts.recon)

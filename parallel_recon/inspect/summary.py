@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import ProtocolError
-from .protocol import (
+from ..errors import ProtocolError
+from ..protocol import (
     ACQUISITION_HEADER_DTYPE,
     DATA_TYPE_TO_DTYPE,
     ENCODING_COUNTERS_DTYPE,

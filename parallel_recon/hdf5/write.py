@@ -2,7 +2,7 @@
 
 Acquisitions, waveforms and images are collected and appended many rows per HDF5 call; an
 existing file and group are extended, never truncated.  The layout is the C++ library's (see
-:mod:`.hdf5_layout`); messages that layout has no place for are kept too: CONFIG_FILE,
+:mod:`.layout`); messages that layout has no place for are kept too: CONFIG_FILE,
 CONFIG_TEXT and TEXT messages are appended to the vlen string datasets ``config_file``,
 ``config_text`` and ``text`` of the group.
 """
@@ -17,8 +17,26 @@ from types import TracebackType
 import h5py
 import numpy as np
 
-from .errors import InputFileError
-from .hdf5_layout import (
+from ..errors import InputFileError
+from ..protocol.layout import (
+    ACQUISITION_HEADER_DTYPE,
+    DTYPE_TO_DATA_TYPE,
+    IMAGE_HEADER_DTYPE,
+    WAVEFORM_HEADER_DTYPE,
+)
+from ..protocol.messages import (
+    Acquisition,
+    Close,
+    ConfigFile,
+    ConfigText,
+    Header,
+    Image,
+    Message,
+    NDArray,
+    Text,
+    Waveform,
+)
+from .layout import (
     ACQUISITION_FILE_DTYPE,
     ACQUISITIONS,
     CONFIG_FILE,
@@ -32,24 +50,6 @@ from .hdf5_layout import (
     ndarray_name,
     open_mrd_file,
     to_file_pixels,
-)
-from .protocol.layout import (
-    ACQUISITION_HEADER_DTYPE,
-    DTYPE_TO_DATA_TYPE,
-    IMAGE_HEADER_DTYPE,
-    WAVEFORM_HEADER_DTYPE,
-)
-from .protocol.messages import (
-    Acquisition,
-    Close,
-    ConfigFile,
-    ConfigText,
-    Header,
-    Image,
-    Message,
-    NDArray,
-    Text,
-    Waveform,
 )
 
 __all__ = ["MrdHdf5Writer"]

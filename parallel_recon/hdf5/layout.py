@@ -20,8 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import InputFileError
-from .protocol.layout import (
+from ..errors import InputFileError
+from ..protocol.layout import (
     ACQUISITION_HEADER_DTYPE,
     DATA_TYPE_TO_DTYPE,
     IMAGE_HEADER_DTYPE,

@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["KERNELS", "KernelFunction", "kernel_label", "load_kernel"]
 
 KernelFunction = Callable[..., Any]
 
 KERNELS: dict[str, str] = {
-    "cartesian": "workers.cartesian",
+    "cartesian": "parallel_recon.workers.cartesian",
 }
 """``--recon NAME`` -> module that defines ``reconstruct(kspace, context)``."""
 

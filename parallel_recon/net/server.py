@@ -30,10 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, TextIO, cast
 
-from .client import TeeReader
-from .errors import ProtocolError, ReconError
-from .kernels import KERNELS
-from .protocol import (
+from ..engine.kernels import KERNELS
+from ..errors import ProtocolError, ReconError
+from ..protocol import (
     Close,
     ConfigFile,
     Image,
@@ -43,7 +42,8 @@ from .protocol import (
     encode_message,
     message_id_bytes,
 )
-from .protocol.messages import Message
+from ..protocol.messages import Message
+from .client import TeeReader
 
 __all__ = [
     "ConnectionReport",

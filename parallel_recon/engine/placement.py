@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workers.api import EncodingSpace
+from parallel_recon.workers.api import EncodingSpace
 
-from .protocol import AcquisitionFlag
+from ..protocol import AcquisitionFlag
 
 __all__ = ["NOT_IMAGING", "NOT_IMAGING_MASK", "LinePlacement", "Placer", "flag_mask", "skip_reason"]
 

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
-from workers.api import ReconContext, ReconPlan, UnitInfo
+from parallel_recon.workers.api import ReconContext, ReconPlan, UnitInfo
 
-from .errors import PipelineError
+from ..errors import PipelineError
+from ..protocol import Image, encode_buffers
 from .kernels import KernelFunction
-from .protocol import Image, encode_buffers
 from .ring import Shared
 
 __all__ = ["WorkerLoop", "describe_unit"]

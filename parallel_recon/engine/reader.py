@@ -18,12 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from workers.api import ReconPlan, UnitInfo, UnitKey
+from parallel_recon.workers.api import ReconPlan, UnitInfo, UnitKey
 
-from .errors import ConfigurationError, MissingCloseError
-from .placement import Placer, flag_mask, skip_reason
-from .profiling import NoiseStats
-from .protocol import (
+from ..errors import ConfigurationError, MissingCloseError
+from ..protocol import (
     ACQUISITION_HEADER_DTYPE,
     AcquisitionFlag,
     MessageId,
@@ -31,6 +29,8 @@ from .protocol import (
     Text,
     encode_message,
 )
+from .placement import Placer, flag_mask, skip_reason
+from .profiling import NoiseStats
 from .ring import Shared
 
 __all__ = ["Prelude", "StreamIngest", "read_prelude"]

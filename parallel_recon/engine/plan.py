@@ -14,9 +14,9 @@ from typing import Any
 
 import ismrmrd.xsd
 
-from workers.api import EncodingSpace, ReconPlan
+from parallel_recon.workers.api import EncodingSpace, ReconPlan
 
-from .errors import HeaderError
+from ..errors import HeaderError
 
 __all__ = [
     "OUTPUTS",

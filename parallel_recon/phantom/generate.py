@@ -6,8 +6,8 @@ bounded memory.  Scanner order per repetition: slices interleaved (even slices, 
 within a slice partition by partition, ky line by ky line, each line ``averages`` times, all
 contrasts (echoes) of a line back to back.
 
-The spec, header, object and coil maps live in :mod:`.phantom_spec`, :mod:`.phantom_header`,
-:mod:`.shepp_logan` and :mod:`.coils`; this module re-exports their public names.
+The spec, header, object and coil maps live in :mod:`.spec`, :mod:`.header`,
+:mod:`.shepp_logan` and :mod:`.coils`; the package's ``__init__`` lists the public names.
 """
 
 from __future__ import annotations
@@ -19,24 +19,20 @@ from typing import BinaryIO
 import numpy as np
 import scipy.fft
 
+from ..protocol.encode import StreamWriter
+from ..protocol.layout import AcquisitionFlag
+from ..protocol.messages import Acquisition, Header, Message, new_acquisition_head
 from .coils import coil_sensitivities
-from .phantom_header import PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM, header_xml
-from .phantom_header import repetition_time_ms as _tr_ms
-from .phantom_spec import PhantomSpec, acquired_lines
-from .protocol.encode import StreamWriter
-from .protocol.layout import AcquisitionFlag
-from .protocol.messages import Acquisition, Header, Message, new_acquisition_head
-from .shepp_logan import phantom_object, shepp_logan
+from .header import PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM, header_xml
+from .header import repetition_time_ms as _tr_ms
+from .shepp_logan import phantom_object
+from .spec import PhantomSpec, acquired_lines
 
 __all__ = [
-    "PhantomSpec",
-    "coil_sensitivities",
     "ground_truth",
-    "header_xml",
     "iter_messages",
     "noise_std",
     "object_volume",
-    "shepp_logan",
     "slice_order",
     "write_hdf5",
     "write_stream",
@@ -325,7 +321,7 @@ def write_stream(spec: PhantomSpec, sink: BinaryIO) -> None:
 
 def write_hdf5(spec: PhantomSpec, path: str | Path, group: str = "dataset") -> None:
     """Append the scan to ``group`` of an ISMRMRD HDF5 file (created when missing)."""
-    from .hdf5 import MrdHdf5Writer
+    from ..hdf5 import MrdHdf5Writer
 
     with MrdHdf5Writer(path, group) as writer:
         for msg in iter_messages(spec):

@@ -3,13 +3,13 @@
 Reading (:func:`read_messages`) yields what ``ismrmrd_hdf5_to_stream`` would send; writing
 (:class:`MrdHdf5Writer`) stores a stream the way ``ismrmrd_stream_to_hdf5`` lays it out,
 appending to what is already in the file.  The work is split into
-:mod:`.hdf5_layout` (names, dtypes, opening), :mod:`.hdf5_read` and :mod:`.hdf5_write`.
+:mod:`.layout` (names, dtypes, opening), :mod:`.read` and :mod:`.write`.
 """
 
 from __future__ import annotations
 
-from .hdf5_layout import list_groups, list_image_series
-from .hdf5_read import (
+from .layout import list_groups, list_image_series
+from .read import (
     acquisition_bytes,
     count_acquisitions,
     count_images,
@@ -19,7 +19,7 @@ from .hdf5_read import (
     read_messages,
     segment_buffers,
 )
-from .hdf5_write import MrdHdf5Writer
+from .write import MrdHdf5Writer
 
 __all__ = [
     "MrdHdf5Writer",

@@ -15,8 +15,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .errors import InputFileError
-from .protocol import ACQUISITION_HEADER_DTYPE, MessageId
+from ..errors import InputFileError
+from ..protocol import ACQUISITION_HEADER_DTYPE, MessageId
 from .summary import SectionSummary
 
 __all__ = ["HDF5_SIGNATURE", "is_hdf5", "list_mrd_groups", "summarize_hdf5_group"]

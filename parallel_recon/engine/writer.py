@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from .protocol import IMAGE_HEADER_DTYPE, Header, MessageId, encode_message, message_id_bytes
+from ..protocol import IMAGE_HEADER_DTYPE, Header, MessageId, encode_message, message_id_bytes
 from .ring import Shared
 
 __all__ = ["OrderedWriter", "patch_image_indices"]

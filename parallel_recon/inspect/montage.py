@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
-from .protocol import ImageType
+from ..protocol import ImageType
 
 __all__ = [
     "LABEL_HEIGHT",

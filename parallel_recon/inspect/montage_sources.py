@@ -15,10 +15,10 @@ from typing import BinaryIO
 import h5py
 import numpy as np
 
-from .errors import InputFileError
-from .hdf5_layout import open_mrd_file
+from ..errors import InputFileError
+from ..hdf5.layout import open_mrd_file
+from ..protocol import Acquisition, AcquisitionFlag, Image, StreamReader
 from .montage import Tile, kspace_display, parse_meta, window
-from .protocol import Acquisition, AcquisitionFlag, Image, StreamReader
 
 __all__ = [
     "KspaceAssembler",

@@ -10,8 +10,8 @@ import uuid
 
 import ismrmrd.xsd as xsd
 
-from .phantom_spec import PhantomSpec, first_line
 from .shepp_logan import ECHO_SPACING
+from .spec import PhantomSpec, first_line
 
 __all__ = [
     "FIELD_STRENGTH_T",

@@ -20,8 +20,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import InputFileError
-from .hdf5_layout import (
+from ..errors import InputFileError
+from ..protocol.encode import encode_buffers
+from ..protocol.layout import (
+    ACQUISITION_HEADER_DTYPE,
+    DATA_TYPE_TO_DTYPE,
+    IMAGE_HEADER_DTYPE,
+    WAVEFORM_HEADER_DTYPE,
+    MessageId,
+)
+from ..protocol.messages import Acquisition, Header, Image, Message, Waveform
+from .layout import (
     ACQUISITION_ROW_DTYPE,
     ACQUISITIONS,
     WAVEFORM_ROW_DTYPE,
@@ -34,15 +43,6 @@ from .hdf5_layout import (
     open_group,
     open_mrd_file,
 )
-from .protocol.encode import encode_buffers
-from .protocol.layout import (
-    ACQUISITION_HEADER_DTYPE,
-    DATA_TYPE_TO_DTYPE,
-    IMAGE_HEADER_DTYPE,
-    WAVEFORM_HEADER_DTYPE,
-    MessageId,
-)
-from .protocol.messages import Acquisition, Header, Image, Message, Waveform
 
 __all__ = [
     "BLOCK_ROWS",

@@ -17,9 +17,9 @@ import threading
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Protocol, TextIO, cast
 
-from .errors import ProtocolError, ReconError
-from .progress import Progress
-from .protocol import Close, StreamReader, Text
+from ..errors import ProtocolError, ReconError
+from ..progress import Progress
+from ..protocol import Close, StreamReader, Text
 
 __all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stream"]
 

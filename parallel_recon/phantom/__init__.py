@@ -1,0 +1,26 @@
+"""Simulated multi-coil Cartesian raw data (Shepp-Logan) with its exact ground truth."""
+
+from __future__ import annotations
+
+from .generate import (
+    ground_truth,
+    iter_messages,
+    noise_std,
+    object_volume,
+    slice_order,
+    write_hdf5,
+    write_stream,
+)
+from .spec import PhantomSpec, acquired_lines
+
+__all__ = [
+    "PhantomSpec",
+    "acquired_lines",
+    "ground_truth",
+    "iter_messages",
+    "noise_std",
+    "object_volume",
+    "slice_order",
+    "write_hdf5",
+    "write_stream",
+]
