@@ -1,7 +1,8 @@
 """``mrd_phantom`` / ``parallel-recon phantom``: simulated multi-coil Shepp-Logan raw data.
 
 Options follow ``ismrmrd_generate_cartesian_shepp_logan`` (``-m -c -O -r -a -w -n -o -d -C
--k``) plus slices, contrasts, 3D partitions, averages, partial Fourier and a seed.  The output
+-k``) plus slices, contrasts, 3D partitions, averages, partial Fourier, a seed, and the scan's
+geometry: orientation, position and a bright marker voxel at a known place.  The output
 is a group of an ISMRMRD HDF5 file (replaced if it exists: unlike the C++ tool, which appends,
 one group never mixes two scans), or an MRD stream with ``-o -`` (stdout) or ``--stream``.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..hdf5.layout import open_mrd_file
-from ..phantom import PhantomSpec, iter_messages
+from ..phantom import ORIENTATIONS, PhantomSpec, iter_messages, marker_position, marker_voxel
 from ..phantom.spec import acquired_lines
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import StreamWriter
@@ -33,6 +34,18 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _point(text: str) -> tuple[float, float, float]:
+    """``X,Y,Z`` in mm (LPS)."""
+    parts = text.split(",")
+    try:
+        x, y, z = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers X,Y,Z in mm, found {text!r}"
+        ) from None
+    return (x, y, z)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     add("--partial-fourier", type=float, default=1.0, help="fraction of ky lines, 0.5 to 1")
     add("--seed", type=int, default=0, help="random seed of the noise (default 0)")
     add("--stream", action="store_true", help="write an MRD stream to --output, not HDF5")
+    add(
+        "--orientation",
+        default="axial",
+        metavar="NAME|L,P,S",
+        help=f"read/phase/slice directions: {', '.join(ORIENTATIONS)} (default axial), or "
+        "rotation angles of the axial frame in degrees about L, P and S",
+    )
+    add(
+        "--position",
+        type=_point,
+        default=(0.0, 0.0, 0.0),
+        metavar="X,Y,Z",
+        help="centre of the imaged volume, patient LPS mm (default 0,0,0)",
+    )
+    add(
+        "--marker",
+        type=_point,
+        metavar="X,Y,Z",
+        help="put a bright voxel (intensity 2) at the voxel nearest this LPS point in mm; "
+        "its exact centre is printed on stderr",
+    )
     add_progress_option(parser)
     return parser
 
@@ -91,6 +125,9 @@ def _spec(args: argparse.Namespace) -> PhantomSpec:
         averages=args.averages,
         partial_fourier=args.partial_fourier,
         seed=args.seed,
+        orientation=args.orientation,
+        position=args.position,
+        marker=args.marker,
     )
 
 
@@ -119,8 +156,21 @@ def _clear_group(path: str, group: str) -> None:
             del handle[group]
 
 
+def _report_marker(spec: PhantomSpec) -> None:
+    voxel, where = marker_voxel(spec), marker_position(spec)
+    if voxel is None or where is None:
+        return
+    slice_, partition, row, column = voxel
+    print(
+        f"{PROG}: marker at slice {slice_}, partition {partition}, row {row}, column {column}: "
+        f"LPS ({where[0]:.4f}, {where[1]:.4f}, {where[2]:.4f}) mm",
+        file=sys.stderr,
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     spec = _spec(args)
+    _report_marker(spec)
     progress = Progress(
         PROG, enabled=progress_wanted(args.progress), total=_count(spec), unit="acquisitions"
     )

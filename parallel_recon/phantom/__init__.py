@@ -11,16 +11,21 @@ from .generate import (
     write_hdf5,
     write_stream,
 )
+from .geometry import ORIENTATIONS, marker_position, marker_voxel, voxel_position
 from .spec import PhantomSpec, acquired_lines
 
 __all__ = [
+    "ORIENTATIONS",
     "PhantomSpec",
     "acquired_lines",
     "ground_truth",
     "iter_messages",
+    "marker_position",
+    "marker_voxel",
     "noise_std",
     "object_volume",
     "slice_order",
+    "voxel_position",
     "write_hdf5",
     "write_stream",
 ]

@@ -23,7 +23,8 @@ from ..protocol.encode import StreamWriter
 from ..protocol.layout import AcquisitionFlag
 from ..protocol.messages import Acquisition, Header, Message, new_acquisition_head
 from .coils import coil_sensitivities
-from .header import PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM, header_xml
+from .geometry import MARKER_VALUE, directions, marker_voxel, slice_centre
+from .header import header_xml
 from .header import repetition_time_ms as _tr_ms
 from .shepp_logan import phantom_object
 from .spec import PhantomSpec, acquired_lines
@@ -61,13 +62,20 @@ def _depth(spec: PhantomSpec, slice: int, partition: int) -> float:
 
 
 def object_volume(spec: PhantomSpec, slice: int = 0, contrast: int = 0) -> np.ndarray:
-    """The real object of one slice and contrast, float32 ``[partitions, matrix, matrix]``."""
-    return np.stack(
+    """The real object of one slice and contrast, float32 ``[partitions, matrix, matrix]``.
+
+    With a marker, its voxel holds :data:`.geometry.MARKER_VALUE` in every contrast.
+    """
+    volume = np.stack(
         [
             phantom_object(spec.matrix, _depth(spec, slice, p), contrast)
             for p in range(spec.partitions)
         ]
     )
+    marker = marker_voxel(spec)
+    if marker is not None and marker[0] == slice:
+        volume[marker[1:]] = MARKER_VALUE
+    return volume
 
 
 def ground_truth(
@@ -145,9 +153,7 @@ class _Scan:
         for c in range(spec.coils):
             mask[c // 64] |= np.uint64(1) << np.uint64(c % 64)
         head["channel_mask"] = mask
-        head["read_dir"] = (1.0, 0.0, 0.0)
-        head["phase_dir"] = (0.0, 1.0, 0.0)
-        head["slice_dir"] = (0.0, 0.0, 1.0)
+        head["read_dir"], head["phase_dir"], head["slice_dir"] = directions(spec)
         self.ticks_per_shot = max(int(np.ceil(_tr_ms(spec) / _TICK_MS)), spec.contrasts)
         self.traj_x = (np.arange(spec.readout) - spec.readout // 2) / spec.readout
         self.traj_dims = (3 if spec.is_3d else 2) if spec.kspace_coordinates else 0
@@ -190,12 +196,6 @@ def _line_flags(in_pattern: bool, in_calibration: bool) -> int:
     return _bit(AcquisitionFlag.IS_PARALLEL_CALIBRATION)
 
 
-def _slice_position(spec: PhantomSpec, slice: int) -> tuple[float, float, float]:
-    """Slices are spaced one thickness apart along slice_dir, centred on the isocentre."""
-    thickness = spec.partitions * PARTITION_THICKNESS_MM if spec.is_3d else SLICE_THICKNESS_MM
-    return (0.0, 0.0, (slice - (spec.slices - 1) / 2) * thickness)
-
-
 def _slice_heads(
     spec: PhantomSpec, scan: _Scan, slice: int, repetition: int, stamp: int
 ) -> np.ndarray:
@@ -235,7 +235,7 @@ def _slice_heads(
     scan.scan_counter += kz.size
     shot = (kz * len(lines) + n) * spec.averages + average
     heads["acquisition_time_stamp"] = stamp + shot * scan.ticks_per_shot + contrast
-    heads["position"] = _slice_position(spec, slice)
+    heads["position"] = slice_centre(spec, slice)
     counters = heads["idx"]
     counters["kspace_encode_step_1"] = ky
     counters["kspace_encode_step_2"] = kz

@@ -27,6 +27,11 @@ class PhantomSpec:
     every R-th ky line (those with ``(ky - matrix // 2) % R == 0``) plus ``calibration_width``
     lines around the centre; ``partial_fourier`` is the fraction of ky lines acquired (the
     first ones are skipped).  ``noise_level`` is explained in :func:`.phantom.ground_truth`.
+
+    Geometry (see :mod:`.geometry`): ``orientation`` names the read/phase/slice directions
+    (``axial``, ``coronal``, ``sagittal``, ``oblique`` or rotation angles ``"L,P,S"`` in
+    degrees), ``position`` is the centre of the imaged volume in LPS mm, and ``marker`` (LPS
+    mm) puts one voxel of intensity :data:`.geometry.MARKER_VALUE` at the voxel nearest it.
     """
 
     matrix: int = 256
@@ -44,6 +49,9 @@ class PhantomSpec:
     averages: int = 1
     partial_fourier: float = 1.0
     seed: int = 0
+    orientation: str = "axial"
+    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    marker: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         for check in _CHECKS:
@@ -104,6 +112,36 @@ def _partial_fourier(spec: PhantomSpec) -> str | None:
     return None
 
 
+def _orientation(spec: PhantomSpec) -> str | None:
+    from .geometry import orientation_problem  # geometry needs this module's PhantomSpec
+
+    return orientation_problem(spec.orientation)
+
+
+def _point(name: str) -> Callable[[PhantomSpec], str | None]:
+    def check(spec: PhantomSpec) -> str | None:
+        value = getattr(spec, name)
+        if value is None and name == "marker":
+            return None
+        try:
+            ok = len(value) == 3 and all(math.isfinite(float(v)) for v in value)
+        except (TypeError, ValueError):
+            ok = False
+        return None if ok else f"{name} must be three finite numbers (LPS mm), got {value!r}"
+
+    return check
+
+
+def _marker_inside(spec: PhantomSpec) -> str | None:
+    from .geometry import marker_voxel
+
+    try:
+        marker_voxel(spec)
+    except ConfigurationError as exc:
+        return str(exc)
+    return None
+
+
 _CHECKS: tuple[Callable[[PhantomSpec], str | None], ...] = (
     _count("matrix", 8, 16384),
     _matrix_even,
@@ -121,6 +159,10 @@ _CHECKS: tuple[Callable[[PhantomSpec], str | None], ...] = (
     _count("averages", 1, _MAX_COUNTER + 1),
     _partial_fourier,
     _count("seed", 0, 2**63 - 1),
+    _orientation,
+    _point("position"),
+    _point("marker"),
+    _marker_inside,
 )
 
 
