@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "GeometryError",
     "HeaderError",
     "InputFileError",
     "MissingCloseError",
@@ -59,6 +60,10 @@ class MissingCloseError(ProtocolError):
 
 class HeaderError(ReconError):
     """The XML header is missing, malformed, or lacks what a reconstruction needs."""
+
+
+class GeometryError(ReconError):
+    """An image's geometry cannot place its voxels in the patient, or images do not stack."""
 
 
 class InputFileError(ReconError):
