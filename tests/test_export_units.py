@@ -194,3 +194,34 @@ def test_output_names() -> None:
     ]
     with pytest.raises(InputFileError, match=r"expected a name ending in \.npz"):
         numbered_paths(Path("brain.nii"), ["a"], (".npz",))
+
+
+def test_turned_image_and_odd_header_values_in_dicom(tmp_path: Path) -> None:
+    """Rows along the phase direction (ImageRowDir) give InPlanePhaseEncodingDirection ROW;
+    a header number that is not a number is left out instead of failing the export."""
+    import pydicom
+
+    from parallel_recon.export import export
+    from parallel_recon.protocol import Header
+
+    meta = (
+        "<ismrmrdMeta><meta><name>ImageRowDir</name><value>0</value><value>1</value>"
+        "<value>0</value></meta><meta><name>ImageColumnDir</name><value>1</value>"
+        "<value>0</value><value>0</value></meta></ismrmrdMeta>"
+    )
+    head = _head()
+    head["image_type"] = int(ImageType.MAGNITUDE)
+    image = Image.from_array(np.arange(12, dtype=np.uint16).reshape(1, 1, 3, 4), meta, head)
+    xml = (
+        "<ismrmrdHeader><subjectInformation><patientWeight_kg>heavy</patientWeight_kg>"
+        "</subjectInformation></ismrmrdHeader>"
+    )
+    (path,) = export([Header(xml), image], tmp_path / "d", to="dicom")
+    ds = pydicom.dcmread(path)
+    assert ds.InPlanePhaseEncodingDirection == "ROW"
+    assert [float(v) for v in ds.ImageOrientationPatient] == [0, 1, 0, 1, 0, 0]
+    assert "PatientWeight" not in ds
+    # x (4 columns, 2 mm) now runs along +y and y (3 rows, 3 mm) along +x: the first pixel is
+    # 1.5 columns and 1 row from the centre (10, 20, 30)
+    np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], [7.0, 17.0, 30.0])
+    assert [float(v) for v in ds.PixelSpacing] == [3.0, 2.0]

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from ..errors import InputFileError, ReconError
 
@@ -21,6 +21,8 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_USAGE",
+    "OneLineParser",
     "add_progress_option",
     "open_input",
     "open_output",
@@ -29,6 +31,7 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
@@ -99,6 +102,13 @@ def open_output(path: str | None) -> Iterator[BinaryIO]:
         raise InputFileError(f"cannot open output {path!r}: {exc.strerror}") from None
     with handle:
         yield handle
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad option as one stderr line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def add_progress_option(parser: argparse._ActionsContainer) -> None:

@@ -11,29 +11,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from ..errors import InputFileError
 from ..export import FORMATS, ExportInput, export, read_hdf5_input, read_stream_input
 from ..inspect.summary_hdf5 import is_hdf5
 from ..progress import Progress, progress_wanted
-from .common import EXIT_OK, add_progress_option, open_input, run_command
+from .common import EXIT_OK, OneLineParser, add_progress_option, open_input, run_command
 
 __all__ = ["build_parser", "main"]
 
 PROG = "parallel-recon export"
-_EXIT_USAGE = 2
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Reports a bad option as one stderr line (no usage dump) and exits 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Export reconstructed MRD images as DICOM (one MR Image Storage file per "
         "plane), NIfTI (one .nii/.nii.gz per series, volumes stacked in 4D) or NumPy (.npz "

@@ -13,7 +13,6 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 from ..hdf5.layout import open_mrd_file
 from ..phantom import ORIENTATIONS, PhantomSpec, iter_messages, marker_position, marker_voxel
@@ -21,19 +20,11 @@ from ..phantom.spec import acquired_lines
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import StreamWriter
 from ..protocol.messages import Acquisition, Message
-from .common import EXIT_OK, add_progress_option, open_output, run_command
+from .common import EXIT_OK, OneLineParser, add_progress_option, open_output, run_command
 
 __all__ = ["build_parser", "main"]
 
 PROG = "mrd_phantom"
-_EXIT_USAGE = 2
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Reports a bad option as one stderr line (no usage dump) and exits 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _point(text: str) -> tuple[float, float, float]:
@@ -49,7 +40,7 @@ def _point(text: str) -> tuple[float, float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Generate multi-coil Cartesian Shepp-Logan raw data (ISMRMRD HDF5 or stream).",
     )

@@ -160,10 +160,12 @@ def _study_level(info: StudyInfo, uids: dict[str, str]) -> Dataset:
     ds.PatientID = info.patient_id or PLACEHOLDERS["patient_id"]
     ds.PatientBirthDate = dicom_date(info.patient_birth_date)
     ds.PatientSex = info.patient_sex[:1].upper() if info.patient_sex else ""
-    if info.patient_weight_kg:
-        ds.PatientWeight = _ds(float(info.patient_weight_kg))
-    if info.patient_height_m:
-        ds.PatientSize = _ds(float(info.patient_height_m))
+    for keyword, number in (
+        ("PatientWeight", info.number("patient_weight_kg")),
+        ("PatientSize", info.number("patient_height_m")),
+    ):
+        if number is not None:
+            setattr(ds, keyword, _ds(number))
     ds.StudyInstanceUID = uids["study"]
     ds.StudyDate = info.acquisition_date
     ds.StudyTime = dicom_time(info.study_time or info.series_time)
@@ -208,10 +210,11 @@ def _sequence_level(ds: Dataset, info: StudyInfo) -> None:
         ds.FlipAngle = _ds(info.flip_angle_deg[0])
     if info.sequence_name:
         ds.SequenceName = info.sequence_name[:64]
-    if info.field_strength_t:
-        ds.MagneticFieldStrength = _ds(float(info.field_strength_t))
-    if info.h1_frequency_hz:
-        ds.ImagingFrequency = _ds(float(info.h1_frequency_hz) / 1e6)
+    field_strength, frequency = info.number("field_strength_t"), info.number("h1_frequency_hz")
+    if field_strength is not None:
+        ds.MagneticFieldStrength = _ds(field_strength)
+    if frequency is not None:
+        ds.ImagingFrequency = _ds(frequency / 1e6)
         ds.ImagedNucleus = "1H"
 
 
@@ -219,8 +222,8 @@ def _description(series: DicomSeries, info: StudyInfo) -> str:
     meta = series.mrd.meta(0)
     text = "_".join(meta.get("SeriesDescription", [])) or info.series_description
     text = text or info.protocol_name or series.mrd.name
-    extra = "_".join(meta.get("SeriesDescriptionAdditional", []))
-    text += extra
+    extra = meta.get("SeriesDescriptionAdditional", [])
+    text = "_".join([text, *extra])
     return (text + (f"_{series.part}" if series.part else ""))[:64]
 
 
@@ -267,16 +270,25 @@ def _series_level(base: Dataset, series: DicomSeries, info: StudyInfo, scaling: 
 def _window(
     series: DicomSeries, values: Sequence[np.ndarray], scaling: Scaling
 ) -> tuple[float, float]:
-    """WindowCenter/Width in real units: the images' own, else their value range."""
+    """WindowCenter/Width in real units: the images' own (unless the series is a part derived
+    from them, such as the phase of complex pixels), else the value range."""
     meta = series.mrd.meta(0)
-    try:
-        return float(meta["WindowCenter"][0]), float(meta["WindowWidth"][0])
-    except (KeyError, IndexError, ValueError):
-        pass
+    if not series.part:
+        try:
+            return float(meta["WindowCenter"][0]), float(meta["WindowWidth"][0])
+        except (KeyError, IndexError, ValueError):
+            pass
     finite = [np.nan_to_num(v.astype(np.float64), nan=0, posinf=0, neginf=0) for v in values]
     low = scaling.real(min(float(v.min()) for v in finite))
     high = scaling.real(max(float(v.max()) for v in finite))
     return (low + high) / 2, max(high - low, 1.0)
+
+
+def _phase_along_rows(head: np.void, plane: Plane) -> bool:
+    """True when phase encoding runs along the rows (images turned after recon: ISMRMRD keeps
+    phase_dir as acquired and says where the rows point in ImageRowDir)."""
+    phase = np.asarray(head["phase_dir"], dtype=np.float64)
+    return abs(float(phase @ plane.row_dir)) > abs(float(phase @ plane.column_dir))
 
 
 def _counters_comment(head: np.void, z: int, depth: int) -> str:
@@ -305,12 +317,14 @@ def _image_level(
     ds.SliceLocation = _ds(plane.location)
     rows, columns = plane.shape
     ds.Rows, ds.Columns = rows, columns
-    ds.AcquisitionMatrix = [0, columns, rows, 0]
-    ds.InPlanePhaseEncodingDirection = "COL"
+    phase_along_rows = _phase_along_rows(head, plane)
+    ds.InPlanePhaseEncodingDirection = "ROW" if phase_along_rows else "COL"
+    # frequency rows, frequency columns, phase rows, phase columns (recon-space sizes)
+    ds.AcquisitionMatrix = [rows, 0, 0, columns] if phase_along_rows else [0, columns, rows, 0]
     contrast = int(head["contrast"])
     ds.EchoNumbers = contrast + 1
     echo = meta.get("EchoTime")
-    te = info.te_ms[contrast] if contrast < len(info.te_ms) else (info.te_ms or [None])[0]
+    te = info.te_ms[contrast] if contrast < len(info.te_ms) else None
     ds.EchoTime = _ds(float(echo[0])) if echo else (_ds(te) if te is not None else "")
     inversion = meta.get("InversionTime")
     if inversion:
@@ -327,7 +341,9 @@ def _image_level(
     if series.gated:
         ds.TriggerTime = _ds(int(head["physiology_time_stamp"][0]) * TICK_MS)
     depth = int(head["matrix_size"][2])
-    comments = [_counters_comment(head, source.z, depth), *meta.get("ImageComments", [])]
+    comments = [_counters_comment(head, source.z, depth)]
+    if meta.get("ImageComments"):
+        comments.append("_".join(meta["ImageComments"]))  # ISMRMRD: values joined by "_"
     ds.ImageComments = "; ".join(comments)[:10240]
 
 

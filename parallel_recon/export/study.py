@@ -8,6 +8,7 @@ placeholder instead.  Dates and times are converted from XML schema form (``2024
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -128,6 +129,14 @@ class StudyInfo:
         """The UID field ``name`` when it is a valid DICOM UID, else ``""`` (to generate one)."""
         value: str = getattr(self, name)
         return value if len(value) <= 64 and _UID.match(value) else ""
+
+    def number(self, name: str) -> float | None:
+        """Text field ``name`` as a finite number, or None when absent or not a number."""
+        try:
+            value = float(getattr(self, name))
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
 
     @property
     def acquisition_date(self) -> str:
