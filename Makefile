@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo
-APT_PACKAGES := libfftw3-dev socat cmake g++ make
+APT_PACKAGES := libfftw3-dev socat cmake g++ make libismrmrd-dev
 
 .PHONY: venv demo test lint bench cpp deps clean
 
