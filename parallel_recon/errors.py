@@ -13,6 +13,7 @@ __all__ = [
     "HeaderError",
     "InputFileError",
     "MissingCloseError",
+    "OutputFileError",
     "PipelineError",
     "ProtocolError",
     "ReconError",
@@ -68,6 +69,11 @@ class GeometryError(ReconError):
 
 class InputFileError(ReconError):
     """An input file cannot be opened or does not have the expected layout."""
+
+
+class OutputFileError(ReconError):
+    """An output cannot be written: it is one of the inputs, its folder refuses it, or the
+    disk is full.  The message says what happened to the file (left unchanged, not created)."""
 
 
 class ConfigurationError(ReconError):

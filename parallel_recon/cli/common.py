@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
 from ..errors import InputFileError, ReconError
+from ..files import PendingFile, is_disk_full
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -22,6 +23,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "ExitStatus",
     "OneLineParser",
     "add_progress_option",
     "open_input",
@@ -46,10 +48,21 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+class ExitStatus(Exception):
+    """Leave a command with ``code`` after its ``with`` blocks have cleaned up (an output
+    opened by :func:`open_output` is then discarded, not committed)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
 def run_command(prog: str, body: Callable[[], int]) -> int:
     """Run a command body, turning user errors into one stderr line and an exit code."""
     try:
         return body()
+    except ExitStatus as exc:
+        return exc.code
     except ReconError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -59,6 +72,12 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        where = f" writing {exc.filename!r}" if exc.filename else " writing the output"
+        print(f"{prog}: error: no space left on device{where}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _is_std(path: str | None) -> bool:
@@ -83,7 +102,12 @@ def open_input(path: str | None) -> Iterator[BinaryIO]:
 
 @contextlib.contextmanager
 def open_output(path: str | None) -> Iterator[BinaryIO]:
-    """A buffered binary writer for ``path``, or stdout for None / ``-``."""
+    """A buffered binary writer for ``path``, or stdout for None / ``-``.
+
+    A file appears only when the block ends normally: it is written under a temporary name
+    and renamed into place (see :class:`parallel_recon.files.PendingFile`); on an error the
+    previous file, if any, is left as it was.
+    """
     if _is_std(path):
         sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=_BUFFER)
         try:
@@ -96,12 +120,13 @@ def open_output(path: str | None) -> Iterator[BinaryIO]:
                 raise
         return
     assert path is not None
-    try:
-        handle = open(path, "wb", buffering=_BUFFER)  # noqa: SIM115
-    except OSError as exc:
-        raise InputFileError(f"cannot open output {path!r}: {exc.strerror}") from None
-    with handle:
-        yield handle
+    with PendingFile(path) as pending:
+        try:
+            handle = open(pending.path, "wb", buffering=_BUFFER)  # noqa: SIM115
+        except OSError as exc:
+            raise InputFileError(f"cannot open output {path!r}: {exc.strerror}") from None
+        with handle:
+            yield handle
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -5,6 +5,8 @@ Options follow ``ismrmrd_generate_cartesian_shepp_logan`` (``-m -c -O -r -a -w -
 geometry: orientation, position and a bright marker voxel at a known place.  The output
 is a group of an ISMRMRD HDF5 file (replaced if it exists: unlike the C++ tool, which appends,
 one group never mixes two scans), or an MRD stream with ``-o -`` (stdout) or ``--stream``.
+The HDF5 file is rewritten (other groups copied into a new file, renamed into place at the
+end), so re-runs do not grow it and a failure leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..hdf5.layout import open_mrd_file
+from ..files import PendingFile
+from ..hdf5.layout import refuse_non_hdf5_output
 from ..phantom import ORIENTATIONS, PhantomSpec, iter_messages, marker_position, marker_voxel
 from ..phantom.spec import acquired_lines
 from ..progress import Progress, progress_wanted
@@ -135,16 +138,22 @@ def _counted(spec: PhantomSpec, progress: Progress) -> Iterator[Message]:
         yield msg
 
 
-def _clear_group(path: str, group: str) -> None:
+def _write_hdf5(messages: Iterator[Message], path: str, group: str) -> None:
     """``-o`` names the output: an older scan in the same group is replaced, other groups kept.
 
-    (The C++ tool appends instead, which mixes two scans under one header.)
+    (The C++ tool appends instead, which mixes two scans under one header.)  The file is
+    written anew, beside the old one, so the replaced scan's space is reclaimed.
     """
-    if not Path(path).exists():
-        return
-    with open_mrd_file(path, "a") as handle:
-        if group in handle:
-            del handle[group]
+    from ..hdf5 import MrdHdf5Writer
+    from ..hdf5.rewrite import copy_all_but
+
+    refuse_non_hdf5_output(path)
+    with PendingFile(path) as pending:
+        if pending.existed and Path(pending.target).stat().st_size > 0:
+            copy_all_but(pending.target, pending.path, group)
+        with MrdHdf5Writer(pending.path, group) as h5:
+            for msg in messages:
+                h5.write(msg)
 
 
 def _report_marker(spec: PhantomSpec) -> None:
@@ -171,12 +180,7 @@ def _run(args: argparse.Namespace) -> int:
             for msg in messages:
                 writer.write(msg)
     else:
-        from ..hdf5 import MrdHdf5Writer
-
-        _clear_group(args.output, args.dataset)
-        with MrdHdf5Writer(args.output, args.dataset) as h5:
-            for msg in messages:
-                h5.write(msg)
+        _write_hdf5(messages, args.output, args.dataset)
     progress.finish()
     return EXIT_OK
 

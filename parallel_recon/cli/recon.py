@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
-from .common import add_progress_option, open_input, open_output, run_command
+from ..files import refuse_same_file
+from .common import EXIT_OK, ExitStatus, add_progress_option, open_input, open_output, run_command
 
 __all__ = ["IMAGE_OUTPUTS", "build_parser", "main"]
 
@@ -171,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             verbose=args.verbose,
             prog=PROG,
         )
+        outputs = [args.output_file, *([args.profile_json] if args.profile_json else [])]
+        refuse_same_file([args.input], outputs)
         with open_input(args.input) as source, open_output(args.output_file) as sink:
-            return run_pipeline(source, sink, opts)
+            code = run_pipeline(source, sink, opts)
+            if code != EXIT_OK:
+                raise ExitStatus(code)  # an interrupted run leaves no output file
+        return code
 
     return run_command(PROG, body)
 

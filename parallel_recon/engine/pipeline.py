@@ -30,7 +30,13 @@ from parallel_recon.workers.api import ReconPlan, UnitKey
 from ..errors import PipelineError, ReconError
 from ..progress import Progress
 from ..protocol import Header as HeaderMessage
-from ..protocol import MessageId, StreamReader, encode_message, message_id_bytes
+from ..protocol import (
+    MessageId,
+    StreamReader,
+    after_close_warning,
+    encode_message,
+    message_id_bytes,
+)
 from .kernels import kernel_label, load_kernel
 from .pool import WorkerLoop, describe_unit
 from .profiling import (
@@ -169,6 +175,8 @@ class _Supervisor:
         )
         if prelude.first_head is None:
             _write_without_data(sink, prelude)
+            if stream.closed and stream.data_after_close(wait=False):
+                _warn(opts.prog, after_close_warning(stream))
             return False
         # room for the first line's channels, or the header's, whichever is larger (a
         # noise scan may come first with fewer channels than the imaging lines)
@@ -356,8 +364,14 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     return 0
 
 
+def _warn(prog: str, text: str) -> None:
+    print(f"{prog}: warning: {text}", file=sys.stderr)
+
+
 def _report(supervisor: _Supervisor, opts: PipelineOptions, wall: float, cpu_start: float) -> None:
     stats = supervisor.stats
+    if stats.get("reader", {}).get("after_close"):
+        _warn(opts.prog, stats["reader"]["after_close"])
     prelude = supervisor.prelude
     workers = [stats[r] for r in sorted(stats) if r.startswith("worker ")]
     profile = build_profile(

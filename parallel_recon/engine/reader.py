@@ -27,6 +27,7 @@ from ..protocol import (
     MessageId,
     StreamReader,
     Text,
+    after_close_warning,
     encode_message,
 )
 from .placement import Placer, flag_mask, skip_reason
@@ -204,6 +205,9 @@ class StreamIngest:
                 self.stream.read_message()
                 break
             self._handlers.get(mid, self._other)()
+        # never wait here: a network peer may keep its end open after its CLOSE
+        trailing = self.stream.data_after_close(wait=False)
+        after_close = after_close_warning(self.stream) if trailing else None
         for key in list(self.open):
             self._close(key)
         for _ in range(self.workers):
@@ -220,6 +224,7 @@ class StreamIngest:
             "configs": self.configs,
             "noise": self.noise.summary(),
             "wait_free_slot_s": self.wait_free_s,
+            "after_close": after_close,
         }
 
     # --------------------------------------------------------------- messages

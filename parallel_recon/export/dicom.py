@@ -30,9 +30,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from .. import __version__
+from ..files import pending_folder
 from .geometry import ImageGeometry, Plane
 from .inputs import TICK_MS, ExportInput, ImageSeries
-from .output import staged_directory
 from .pixels import Part, Scaling, choose_scaling, image_parts, meta_rescale
 from .study import PLACEHOLDERS, StudyInfo, dicom_date, dicom_time, study_info
 
@@ -378,7 +378,7 @@ def write_dicom(
     base = _study_level(info, uids)
     planned = plan_series(source)
     written: list[Path] = []
-    with staged_directory(Path(path)) as staging:
+    with pending_folder(Path(path)) as staging:
         for series in planned:
             written += _write_series(series, info, base, staging, Path(path), progress)
     return written

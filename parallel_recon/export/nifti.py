@@ -24,9 +24,10 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import GeometryError
+from ..files import PendingFile
 from .geometry import ImageGeometry, StackedVolume, nifti_affine, nifti_voxels, stack_planes
 from .inputs import TICK_MS, ExportInput, ImageSeries
-from .output import numbered_paths, split_extension, staged_file
+from .output import numbered_paths, split_extension
 from .pixels import meta_rescale
 from .study import study_info
 
@@ -145,8 +146,8 @@ def write_nifti(
     for group, out in zip(groups, paths, strict=True):
         image = _image(group, tr_ms)
         # nibabel picks gzip from the name, so the temporary file keeps the extension
-        with staged_file(out, split_extension(out, EXTENSIONS)[1]) as temporary:
-            nib.save(image, temporary)
+        with PendingFile(out, suffix=split_extension(out, EXTENSIONS)[1]) as pending:
+            nib.save(image, pending.path)
         if progress is not None:
             progress(len(group))
     return paths

@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GeometryError
+from ..files import PendingFile
 from ..protocol import IMAGE_HEADER_DTYPE
 from .geometry import LPS_TO_RAS, ImageGeometry
 from .inputs import ExportInput, ImageSeries
-from .output import numbered_paths, staged_file
+from .output import numbered_paths
 
 __all__ = ["EXTENSIONS", "series_arrays", "write_npz"]
 
@@ -76,7 +77,7 @@ def write_npz(
     arrays = [series_arrays(s, source.header_xml, source.source) for s in source.series]
     paths = numbered_paths(Path(path), [s.name for s in source.series], EXTENSIONS)
     for series, contents, out in zip(source.series, arrays, paths, strict=True):
-        with staged_file(out, ".npz") as temporary, temporary.open("wb") as handle:
+        with PendingFile(out, suffix=".npz") as pending, pending.path.open("wb") as handle:
             np.savez_compressed(handle, **contents)  # type: ignore[arg-type]
         if progress is not None:
             progress(len(series.images))

@@ -93,7 +93,6 @@ def header_xml(spec: PhantomSpec) -> str:
     """
     measurement_id = str(uuid.UUID(int=(spec.seed * 0x9E3779B97F4A7C15) % (1 << 128)))
     header = xsd.ismrmrdHeader(
-        version=1,
         subjectInformation=xsd.subjectInformationType(patientID="Shepp-Logan phantom"),
         measurementInformation=xsd.measurementInformationType(
             measurementID=measurement_id,
