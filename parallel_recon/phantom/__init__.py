@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from .generate import (
+    acquisition_count,
     ground_truth,
+    noise_covariance,
     iter_messages,
     noise_std,
     object_volume,
@@ -15,6 +17,8 @@ from .spec import PhantomSpec, acquired_lines
 
 __all__ = [
     "PhantomSpec",
+    "acquisition_count",
+    "noise_covariance",
     "acquired_lines",
     "ground_truth",
     "iter_messages",
