@@ -40,7 +40,7 @@ CASES = {
             calibration_width=24,
         ),
         0.06,
-    ),  # fmt: skip
+    ),
 }
 
 

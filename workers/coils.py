@@ -112,7 +112,10 @@ def _hann_at(n: int, start: int, width: int) -> np.ndarray:
 
 
 def adaptive_combine(coil_images: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """``sum_c conj(S_c) x_c`` over the coil axis 2 of ``[z, y, coils, x]``: complex64 ``[z, y, x]``."""
+    """``sum_c conj(S_c) x_c`` over the coil axis 2 of ``[z, y, coils, x]``.
+
+    Returns complex64 ``[z, y, x]``.
+    """
     real = np.einsum("zycx,zycx->zyx", maps.real, coil_images.real)
     real += np.einsum("zycx,zycx->zyx", maps.imag, coil_images.imag)
     imag = np.einsum("zycx,zycx->zyx", maps.real, coil_images.imag)

@@ -34,12 +34,14 @@ from parallel_recon.protocol import Image
 from parallel_recon.workers.api import Calibration, EncodingSpace, ReconContext
 from parallel_recon.workers.cartesian import (
     COMBINE_HISTORY,
-    OPTIONS as CARTESIAN_OPTIONS,
     centred_ifft_axis,
     choose,
     images_from_coils,
     to_image_space,
     unit_maps,
+)
+from parallel_recon.workers.cartesian import (
+    OPTIONS as CARTESIAN_OPTIONS,
 )
 from parallel_recon.workers.coils import sensitivity_maps
 from parallel_recon.workers.options import (

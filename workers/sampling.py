@@ -81,14 +81,15 @@ def find_lattice(sampled: np.ndarray, space: EncodingSpace) -> Lattice:
     agree, or when more than 2% of the lattice lines inside the acquired range are missing.
     """
     header_r1, header_r2 = space.acceleration
-    k1_profile = sampled.any(axis=0)
+    k1_profile = np.asarray(sampled.any(axis=0))
     start, stop = longest_run(k1_profile)
     # along k2, look only at k1 lines outside the calibration block (which may span every
     # partition and so hide the k2 pattern)
     outside = np.ones(sampled.shape[1], bool)
     outside[start:stop] = False
     k2_source = sampled[:, outside] if outside.any() else sampled
-    found = (detect_step(k2_source.any(axis=1)), detect_step(k1_profile))
+    k2_profile = np.asarray(k2_source.any(axis=1))
+    found = (detect_step(k2_profile), detect_step(k1_profile))
     factors = []
     for axis, (header, seen) in enumerate(zip((header_r2, header_r1), found, strict=True)):
         name = ("k2", "k1")[axis]
@@ -99,7 +100,7 @@ def find_lattice(sampled: np.ndarray, space: EncodingSpace) -> Lattice:
             )
         factors.append(seen)
     r2, r1 = factors
-    o2, o1 = _offset(k2_source.any(axis=1), r2), _offset(k1_profile, r1)
+    o2, o1 = _offset(k2_profile, r2), _offset(k1_profile, r1)
     lattice = Lattice((r2, r1), (o2, o1))
     _check_complete(sampled, lattice)
     return lattice

@@ -5,8 +5,8 @@ from __future__ import annotations
 from .generate import (
     acquisition_count,
     ground_truth,
-    noise_covariance,
     iter_messages,
+    noise_covariance,
     noise_std,
     object_volume,
     slice_order,

@@ -30,7 +30,6 @@ from .shepp_logan import phantom_object
 from .spec import (
     NOISE_BANDWIDTH,
     PhantomSpec,
-    acquired_lines,
     calibration_range,
     partition_lines,
 )
