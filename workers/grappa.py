@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
@@ -183,26 +185,59 @@ def calibrate(
             f"ky={ky} kernel at R={r1} (needs at least {needed} lines along k1 and "
             f"{high2 - low2 + 1} along k2): use a smaller --recon-option ky= or kz="
         )
-    moved = np.ascontiguousarray(block.transpose(0, 1, 3, 2))  # [k2c, k1c, k0, coils]
-    sources = [
-        moved[np.ix_(anchors2 + r2 * j2, anchors1 + r1 * j1, anchors0 + d0)]
-        for j2 in steps2
-        for j1 in steps1
-        for d0 in steps0
-    ]
-    rows = anchors2.size * anchors1.size * anchors0.size
-    # [rows, coils, (j2, j1, dx)] -> source order (coil, j2, j1, dx)
-    source = np.stack(sources, axis=-1).reshape(rows, coils * len(sources))
-    targets = [
-        moved[np.ix_(anchors2 + m2, anchors1 + m1, anchors0)].reshape(rows, coils)
-        for m2, m1 in _targets(factors)
-    ]
-    target = np.concatenate(targets, axis=1)
-    normal = (source.conj().T @ source).astype(np.complex128)
+    # Every kernel position's sources are contiguous ranges of the block (the anchors are a
+    # range): slices, no gather.  The matrices are built transposed, [columns, rows] (the
+    # rows are the anchors (a2, a1, a0)), so that S^H S is one Hermitian rank-k update.
+    by_coil = np.ascontiguousarray(block.transpose(2, 0, 1, 3))  # [coils, k2c, k1c, k0]
+    size2, size1, size0 = anchors2.size, anchors1.size, anchors0.size
+    sources_t = np.empty((coils, kz, ky, kx, size2, size1, size0), np.complex64)
+    for i2, j2 in enumerate(steps2):
+        for i1, j1 in enumerate(steps1):
+            for i0, d0 in enumerate(steps0):
+                start2, start1, start0 = (
+                    anchors2[0] + r2 * j2,
+                    anchors1[0] + r1 * j1,
+                    anchors0[0] + d0,
+                )
+                sources_t[:, i2, i1, i0] = by_coil[
+                    :, start2 : start2 + size2, start1 : start1 + size1, start0 : start0 + size0
+                ]
+    rows = size2 * size1 * size0
+    source_t = sources_t.reshape(coils * kz * ky * kx, rows)  # S^T, source order (coil, j2, j1, dx)
+    target_t = np.concatenate(
+        [
+            by_coil[
+                :,
+                anchors2[0] + m2 : anchors2[0] + m2 + size2,
+                anchors1[0] + m1 : anchors1[0] + m1 + size1,
+                anchors0[0] : anchors0[0] + size0,
+            ].reshape(coils, rows)
+            for m2, m1 in _targets(factors)
+        ]
+    )  # T^T, target order (offset, coil)
+    return _regularised_solve(source_t, target_t, regularisation).astype(np.complex64)
+
+
+def _regularised_solve(
+    source_t: np.ndarray, target_t: np.ndarray, regularisation: float
+) -> np.ndarray:
+    """``(S^H S + lambda tr(S^H S) / n I)^-1 S^H T`` from ``S^T`` and ``T^T`` (complex64).
+
+    ``S^H S`` is the conjugate of the Hermitian rank-k update ``S^T conj(S)`` (BLAS ``cherk``,
+    half the work of a general product; only its upper triangle is formed), solved by
+    Cholesky in double precision.  With ``lambda = 0`` a singular matrix falls back to a
+    general solver on the full matrix.  Returns complex128 ``[n, targets]``.
+    """
+    upper = np.conj(scipy.linalg.blas.cherk(1.0, source_t, trans=0, lower=0))
+    normal = upper.astype(np.complex128)
     loading = regularisation * float(np.real(np.trace(normal))) / normal.shape[0]
     normal[np.diag_indices_from(normal)] += loading
-    rhs = (source.conj().T @ target).astype(np.complex128)
-    return np.linalg.solve(normal, rhs).astype(np.complex64)
+    rhs = np.conj(source_t @ target_t.conj().T).astype(np.complex128)  # S^H T
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(normal, lower=False), rhs)
+    except np.linalg.LinAlgError:
+        full = np.triu(normal) + np.triu(normal, 1).conj().T
+        return np.linalg.solve(full, rhs)
 
 
 def _readout_phases(n0: int, x: int, kx: int) -> np.ndarray:
@@ -222,34 +257,38 @@ def _readout_phases(n0: int, x: int, kx: int) -> np.ndarray:
 def hybrid_weights(
     weights: np.ndarray, coils: int, kernel: tuple[int, int, int], n0: int, x: int
 ) -> np.ndarray:
-    """k-space weights -> one ``[coils * kz * ky, targets * coils]`` matrix per x column.
+    """k-space weights -> one ``[kz * ky * coils, targets * coils]`` matrix per x column.
 
-    Returns complex64 ``[x, coils * kz * ky, targets * coils]``.
+    The sources are reordered to (j2, j1, coil), coil fastest, which is the order
+    :func:`apply_weights` gathers them in (each window of lattice lines is then read as
+    whole rows of coils).
+
+    Returns complex64 ``[x, kz * ky * coils, targets * coils]``.
     """
     kz, ky, kx = kernel
-    per_dx = weights.reshape(coils * kz * ky, kx, weights.shape[1])
+    per_dx = weights.reshape(coils, kz, ky, kx, weights.shape[1])
     phases = _readout_phases(n0, x, kx)  # [kx, x]
-    return np.einsum("kdt,dx->xkt", per_dx, phases).astype(np.complex64)
+    hybrid = np.einsum("czydt,dx->xzyct", per_dx, phases)
+    return np.ascontiguousarray(hybrid.reshape(x, kz * ky * coils, -1), dtype=np.complex64)
 
 
-def _axis_sources(
-    n: int, step: int, offset: int, kernel: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Anchors and source indices along one axis of the lattice.
+def _window_index(n: int, step: int, offset: int, kernel: int) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors along one axis of the lattice and the lattice lines their windows read.
 
-    Returns ``(anchors, index, valid)``: the lattice positions whose following lines are
-    predicted (one before the first lattice line too, so the lines before it are filled),
-    and per anchor and kernel step the lattice line used and whether it exists.  When the
+    The anchors are the lattice positions whose following lines are predicted (one before
+    the first lattice line too, so the lines before it are filled).  Anchor ``i`` reads the
+    ``kernel`` consecutive entries ``index[i : i + kernel]``: lattice line numbers, or
+    ``count`` (one past the last line: a line of zeros) for a source past an edge.  When the
     lattice repeats with the grid (``n % step == 0``) k-space is periodic as the discrete
-    Fourier transform treats it, so sources past an edge wrap around; otherwise they are 0.
+    Fourier transform treats it, so sources past an edge wrap around instead.
     """
     count = len(range(offset, n, step))
     anchors = np.arange(-1 if offset > 0 else 0, count)
-    index = anchors[:, None] + np.asarray(_steps(kernel))[None, :]
+    steps = _steps(kernel)
+    span = np.arange(anchors[0] + steps[0], anchors[-1] + steps[-1] + 1)
     if n % step == 0:
-        return anchors, index % count, np.ones(index.shape, bool)
-    valid = (index >= 0) & (index < count)
-    return anchors, np.clip(index, 0, count - 1), valid
+        return anchors, span % count
+    return anchors, np.where((span >= 0) & (span < count), span, count)
 
 
 def apply_weights(
@@ -263,37 +302,42 @@ def apply_weights(
     """Fill the missing lines of ``hybrid`` (``[k2, k1, coils, x]``, readout transformed) in place.
 
     ``sampled`` is the bool ``[k2, k1]`` mask of acquired lines (never overwritten); ``fill``
-    the ``[first, last]`` grid range along k2 and k1 the header says was encoded.
+    the ``[first, last]`` grid range along k2 and k1 the header says was encoded; ``weights``
+    come from :func:`hybrid_weights`.  The sources of every anchor are gathered with one
+    copy (a sliding window over the lattice lines, x outermost so that each column's
+    prediction is one matrix product).
     """
     (r2, r1), (o2, o1) = lattice.factors, lattice.offsets
     kz, ky, _ = kernel
     n2, n1, coils, x = hybrid.shape
     lines2, lines1 = np.arange(o2, n2, r2), np.arange(o1, n1, r1)
-    lattice_lines = (
-        hybrid[np.ix_(lines2, lines1)] * sampled[np.ix_(lines2, lines1)][..., None, None]
+    anchors2, index2 = _window_index(n2, r2, o2, kz)
+    anchors1, index1 = _window_index(n1, r1, o1, ky)
+    # x-major lattice lines with a line of zeros after the last one along k2 and k1
+    padded = np.zeros((x, lines2.size + 1, lines1.size + 1, coils), np.complex64)
+    acquired = sampled[np.ix_(lines2, lines1)]
+    padded[:, : lines2.size, : lines1.size] = (
+        hybrid[np.ix_(lines2, lines1)].transpose(3, 0, 1, 2) * acquired[None, :, :, None]
     )
-    moved = np.ascontiguousarray(lattice_lines.transpose(3, 0, 1, 2))  # [x, L2, L1, coils]
-    anchors2, index2, valid2 = _axis_sources(n2, r2, o2, kz)
-    anchors1, index1, valid1 = _axis_sources(n1, r1, o1, ky)
-    gathered = np.empty((x, anchors2.size, anchors1.size, coils, kz, ky), np.complex64)
-    for i2 in range(kz):
-        rows = moved[:, index2[:, i2]] * valid2[:, i2][None, :, None, None]
-        for i1 in range(ky):
-            gathered[..., i2, i1] = rows[:, :, index1[:, i1]] * valid1[:, i1][None, None, :, None]
-    sources = gathered.reshape(x, anchors2.size * anchors1.size, coils * kz * ky)
+    rows = padded[:, index2[:, None], index1[None, :]]  # [x, P2, P1, coils]
+    windows = np.lib.stride_tricks.sliding_window_view(rows, (kz, ky), axis=(1, 2))
+    # [x, A2, A1, coils, kz, ky] -> [x, A2, A1, kz, ky, coils]: source order (j2, j1, coil)
+    sources = np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(
+        x, anchors2.size * anchors1.size, kz * ky * coils
+    )
     predicted = np.matmul(sources, weights).reshape(x, anchors2.size, anchors1.size, -1, coils)
     (first2, last2), (first1, last1) = fill
     for t, (m2, m1) in enumerate(_targets(lattice.factors)):
         p2, p1 = o2 + r2 * anchors2 + m2, o1 + r1 * anchors1 + m1
         inside2 = (p2 >= max(first2, 0)) & (p2 <= min(last2, n2 - 1))
         inside1 = (p1 >= max(first1, 0)) & (p1 <= min(last1, n1 - 1))
-        rows, cols = np.nonzero(inside2[:, None] & inside1[None, :])
-        keep = ~sampled[p2[rows], p1[cols]]
-        rows, cols = rows[keep], cols[keep]
-        if rows.size == 0:
+        rows2, cols = np.nonzero(inside2[:, None] & inside1[None, :])
+        keep = ~sampled[p2[rows2], p1[cols]]
+        rows2, cols = rows2[keep], cols[keep]
+        if rows2.size == 0:
             continue
-        values = predicted[:, rows, cols, t, :]  # [x, n, coils]
-        hybrid[p2[rows], p1[cols]] = values.transpose(1, 2, 0)
+        values = predicted[:, rows2, cols, t, :]  # [x, n, coils]
+        hybrid[p2[rows2], p1[cols]] = values.transpose(1, 2, 0)
 
 
 class _Cache:
