@@ -9,6 +9,13 @@ their root sum of squares: the smooth coil profiles survive, and the coils' own 
 in the sum.  The object's low-resolution phase cancels with them, so the combined phase is
 the object's phase relative to its low-resolution phase (flat for a real object).
 
+Against RSS: on whitened data RSS reaches the same SNR where the signal is strong, but its
+magnitude carries a noise floor where it is weak (the length of an N-coil noise vector: the
+mean rises, the contrast falls), which the combined complex value does not; with
+pseudo-replicas, counting bias and spread as noise, the adaptive image is ahead by ~9% at
+an SNR of 18 and 2x at an SNR of 3 (8 coils).  These maps are as good as exact ones there:
+the combination with the phantom's true sensitivities gains less than 1% more.
+
 Maps are undefined where the low-resolution image is (nearly) zero; there they fade to zero
 (the denominator is at least 2% of its maximum), which keeps noise out of the empty
 background instead of amplifying it.
