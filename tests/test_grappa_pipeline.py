@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import threading
-import time
-
 from accelerated_helpers import images
 from conftest import run_cli, script
+from stream_feeding import feed_in_chunks
 
 from parallel_recon.phantom import PhantomSpec, iter_messages
 from parallel_recon.protocol import Acquisition, MessageId, encode_message, message_id_bytes
@@ -50,42 +46,13 @@ def test_same_bytes_for_one_to_four_workers() -> None:
 def test_first_image_leaves_while_the_stream_is_arriving() -> None:
     chunks = _chunks_by_repetition(SPEC)
     total = sum(len(c) for c in chunks)
-    proc = subprocess.Popen(
-        [script("mrd_stream_recon"), "--recon", "grappa", "--workers", "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    noise_scan = list(iter_messages(SPEC))[1 : 1 + SPEC.noise_lines]
+    header = len(chunks[0]) - sum(len(encode_message(m)) for m in noise_scan)
+    fed = feed_in_chunks(
+        [script("mrd_stream_recon"), "--recon", "grappa", "--workers", "2"], chunks, 0.7, header
     )
-    sent = 0
-
-    def feed() -> None:
-        nonlocal sent
-        assert proc.stdin is not None
-        for chunk in chunks:
-            proc.stdin.write(chunk)
-            proc.stdin.flush()
-            sent += len(chunk)
-            time.sleep(0.7)  # the scanner acquires the next repetition
-        proc.stdin.close()
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    assert proc.stdout is not None and proc.stderr is not None
-    header = len(chunks[0]) - sum(
-        len(encode_message(m)) for m in list(iter_messages(SPEC))[1 : 1 + SPEC.noise_lines]
-    )
-    received = b""
-    while len(received) <= header + 2:
-        block = os.read(proc.stdout.fileno(), 1 << 16)
-        assert block, proc.stderr.read()
-        received += block
-    seen_at = sent
-    feeder.join(timeout=60)
-    rest = proc.stdout.read()
-    err = proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
-    assert proc.wait(timeout=60) == 0, err.decode()
+    assert fed.returncode == 0, fed.stderr.decode()
     before_last = total - len(chunks[-2]) - len(chunks[-1])
+    seen_at = fed.sent_at_first_image
     assert seen_at <= before_last, f"first image after {seen_at} of {total} bytes sent"
-    assert len(images(received + rest)) == 9
+    assert len(images(fed.output)) == 9

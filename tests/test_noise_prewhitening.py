@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from accelerated_helpers import phantom_bytes, recon_images, write_phantom
+from accelerated_helpers import images, phantom_bytes, recon_images, write_phantom
 from conftest import run_cli
 
 from parallel_recon.errors import ConfigurationError
@@ -28,94 +29,83 @@ from parallel_recon.workers.noise import (
 
 COILS = 8
 BASE = dict(matrix=128, coils=COILS, noise_level=2.0, noise_correlation=0.5, noise_lines=128)
+SCAN = PhantomSpec(**BASE, noise_calibration=True, noise_dwell_time_us=10.0, repetitions=2, seed=3)
+"""Correlated noise, and a noise scan sampled twice as slowly as the imaging lines."""
+CHANNELS = ("--recon", "cartesian", "--output", "complex", "--recon-option", "coils=channels")
 
 
-def _covariance_of_background(spec: PhantomSpec, *args: str) -> np.ndarray:
-    """Channel covariance of the coil images where the object is exactly zero."""
-    image = recon_images(
-        phantom_bytes(spec),
-        "--recon",
-        "cartesian",
-        "--output",
-        "complex",
-        "--recon-option",
-        "coils=channels",
-        *args,
-    )[0].data[:, 0]  # [coils, y, x]
-    background = ground_truth(spec)[0] == 0
-    samples = image[:, background]
+@pytest.fixture(scope="module")
+def scan_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_phantom(tmp_path_factory.mktemp("noise") / "scan.bin", SCAN)
+
+
+@pytest.fixture(scope="module")
+def whitened(scan_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Coil images ``[repetitions, coils, y, x]`` of SCAN prewhitened by its own noise scan,
+    with the ``--profile`` text and ``--profile-json`` report of that run."""
+    report = tmp_path_factory.mktemp("profile") / "profile.json"
+    proc = run_cli(
+        "mrd_stream_recon", "--workers", "1", *CHANNELS, "--profile", "--profile-json",
+        str(report), input=scan_file.read_bytes(),
+    )  # fmt: skip
+    return {
+        "coils": np.stack([image.data[:, 0] for image in images(proc.stdout)]),
+        "profile": json.loads(report.read_text()),
+        "stderr": proc.stderr.decode(),
+    }
+
+
+def _covariance_of_background(coils: np.ndarray) -> np.ndarray:
+    """Channel covariance of ``[repetitions, coils, y, x]`` where the object is exactly 0."""
+    background = ground_truth(SCAN)[0] == 0
+    samples = coils[:, :, background].transpose(1, 0, 2).reshape(COILS, -1)
     return samples @ samples.conj().T / samples.shape[1]
 
 
-@pytest.mark.parametrize("noise_dwell", [5.0, 10.0])
-def test_whitened_noise_has_unit_covariance(noise_dwell: float) -> None:
-    """Also the bandwidth scaling: a noise scan sampled twice as slowly has half the noise
-    power per sample, so without the dwell-time ratio the diagonal would be 2, not 1."""
-    spec = PhantomSpec(**BASE, noise_calibration=True, noise_dwell_time_us=noise_dwell, seed=3)
-    covariance = _covariance_of_background(spec)
+def test_whitened_noise_has_unit_covariance(whitened: dict[str, Any]) -> None:
+    """Also the bandwidth scaling: the noise scan, sampled twice as slowly, has half the
+    noise power per sample, so without the dwell-time ratio the diagonal would be 2, not 1
+    (and 0.79 without the receiver's noise bandwidth)."""
+    covariance = _covariance_of_background(whitened["coils"])
     diagonal = np.real(np.diag(covariance))
     off = np.abs(covariance - np.diag(np.diag(covariance)))
     assert np.all(np.abs(diagonal - 1) < 0.05), diagonal
     assert off.max() < 0.05, off.max()
 
 
-def test_without_prewhitening_the_noise_stays_correlated() -> None:
-    spec = PhantomSpec(**BASE, noise_calibration=True, seed=3)
-    covariance = _covariance_of_background(spec, "--recon-option", "prewhiten=off")
-    expected = noise_covariance(spec)
+def test_without_prewhitening_the_noise_stays_correlated(scan_file: Path) -> None:
+    found = recon_images(scan_file.read_bytes(), *CHANNELS, "--recon-option", "prewhiten=off")
+    covariance = _covariance_of_background(np.stack([image.data[:, 0] for image in found]))
+    expected = noise_covariance(SCAN)
     # the raw coil noise is what the phantom put in: strongly correlated, unequal power
     assert np.allclose(covariance, expected, rtol=0, atol=0.05 * np.abs(expected).max())
     correlation = np.abs(covariance[0, 1]) / np.sqrt(np.real(covariance[0, 0] * covariance[1, 1]))
     assert correlation > 0.4
 
 
-def test_prewhitening_raises_the_snr_of_the_rss_image(tmp_path: Path) -> None:
-    """Two noise realisations of the same object share one noise scan (``--noise FILE``):
-    their difference is pure noise, their mean the signal."""
-    noise_file = write_phantom(
-        tmp_path / "noise.bin", PhantomSpec(**BASE, noise_calibration=True, seed=99)
-    )
-    truth = ground_truth(PhantomSpec(**BASE))[0]
-    inside = truth > 0.15
+def test_prewhitening_raises_the_snr_of_the_rss_image(scan_file: Path) -> None:
+    """Two repetitions of one object (independent noise) whitened with the noise scan of
+    another file (``--noise FILE``): their difference is pure noise, their mean the signal."""
+    stream = phantom_bytes(PhantomSpec(**BASE, repetitions=2, seed=1))
+    inside = ground_truth(SCAN)[0] > 0.15
 
     def snr(*args: str) -> float:
-        pair = [
-            recon_images(
-                phantom_bytes(PhantomSpec(**BASE, seed=seed)),
-                "--recon",
-                "cartesian",
-                "--noise",
-                str(noise_file),
-                *args,
-            )[0].data[0, 0]
-            for seed in (1, 2)
-        ]
+        pair = [image.data[0, 0] for image in recon_images(stream, "--recon", "cartesian", *args)]
         signal = (pair[0] + pair[1]) / 2
         noise = (pair[0] - pair[1]) / np.sqrt(2)
         return float(signal[inside].mean() / noise[inside].std())
 
-    whitened, raw = snr(), snr("--recon-option", "prewhiten=off")
+    whitened, raw = snr("--noise", str(scan_file)), snr("--recon-option", "prewhiten=off")
     assert whitened > 1.05 * raw, (whitened, raw)
 
 
-def test_profile_reports_the_noise_figures(tmp_path: Path) -> None:
-    spec = PhantomSpec(**BASE, noise_calibration=True, noise_dwell_time_us=10.0)
-    report = tmp_path / "profile.json"
-    proc = run_cli(
-        "mrd_stream_recon",
-        "--workers",
-        "1",
-        "--profile",
-        "--profile-json",
-        str(report),
-        input=phantom_bytes(spec),
-    )
-    noise = json.loads(report.read_text())["input"]["noise"]
+def test_profile_reports_the_noise_figures(whitened: dict[str, Any]) -> None:
+    noise = whitened["profile"]["input"]["noise"]
     assert noise["lines"] == 128 and noise["prewhitening"] == "on"
     assert noise["bandwidth_scale"] == pytest.approx(10.0 / (5.0 * 0.793))
     assert len(noise["coil_std"]) == COILS
     assert 0.4 < noise["max_correlation"] < 0.6  # the phantom's neighbour correlation, 0.5
-    assert "largest correlation" in proc.stderr.decode()
+    assert "largest correlation" in whitened["stderr"]
 
 
 def test_noise_file_must_hold_noise(tmp_path: Path) -> None:
