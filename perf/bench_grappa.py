@@ -34,6 +34,7 @@ os.environ["MKL_NUM_THREADS"] = "1"
 import argparse
 import io
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -106,9 +107,13 @@ def _stream(spec: PhantomSpec) -> bytes:
     return sink.getvalue()
 
 
-def single_process(stream: bytes, spec: PhantomSpec) -> float:
-    """A plain loop: read, place, GRAPPA, one unit after another, in this process."""
-    start = time.perf_counter()
+def single_process(stream: bytes, spec: PhantomSpec) -> tuple[float, float]:
+    """A plain loop: read, place, GRAPPA, one unit after another, in this process.
+
+    Returns wall and CPU seconds (numpy and scipy already imported: a fresh process would
+    add their import, about 0.5 CPU-s, which the pipeline's start-up includes).
+    """
+    start, cpu = time.perf_counter(), time.process_time()
     plan = plan_from_header(header_xml(spec))
     space = plan.spaces[0]
     k2, k1, k0 = space.kspace_shape
@@ -142,14 +147,20 @@ def single_process(stream: bytes, spec: PhantomSpec) -> float:
             )
             grappa.reconstruct(units.pop(key), context)
             done += 1
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def pipeline(stream: bytes, workers: int) -> tuple[float, dict]:  # type: ignore[type-arg]
-    """Wall seconds of ``mrd_stream_recon --workers N`` and its ``--profile-json``."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def pipeline(stream: bytes, workers: int) -> tuple[float, float, dict]:  # type: ignore[type-arg]
+    """Wall and CPU seconds of ``mrd_stream_recon --workers N`` (start-up included; the CPU
+    of the whole process tree, which the recon reaps) and its ``--profile-json``."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "profile.json"
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         subprocess.run(
             [
                 str(BIN / "mrd_stream_recon"),
@@ -162,18 +173,20 @@ def pipeline(stream: bytes, workers: int) -> tuple[float, dict]:  # type: ignore
             stdout=subprocess.DEVNULL,
             check=True,
         )
-        elapsed = time.perf_counter() - start
-        return elapsed, json.loads(report.read_text())
+        elapsed, used = time.perf_counter() - start, _children_cpu() - cpu
+        return elapsed, used, json.loads(report.read_text())
 
 
-def _profile_line(profile: dict) -> str:  # type: ignore[type-arg]
+def _profile_line(profile: dict, workers_count: int) -> str:  # type: ignore[type-arg]
     """Where the pipeline's time went, from its profile."""
     workers, cpu = profile["workers"], profile["cpu"]
     return (
-        f"- pipeline profile: {profile['wall_s']:.2f} s inside the engine, first image after "
+        f"- `--workers {workers_count}` profile: {profile['wall_s']:.2f} s inside the engine, "
+        f"first image after "
         f"{profile['output']['first_image_s']:.2f} s; workers busy "
         f"{', '.join(f'{b:.0%}' for b in workers['busy_fraction'])} "
-        f"({', '.join(f'{s:.2f}' for s in workers['busy_s'])} s, units "
+        f"({', '.join(f'{s:.2f}' for s in workers['busy_s'])} s, CPU "
+        f"{', '.join(f'{s:.2f}' for s in workers['cpu_s'])} s, units "
         f"{workers['units']}); reader CPU {profile['reader']['cpu_s']:.2f} s, waited "
         f"{profile['reader']['wait_free_slot_s']:.2f} s for free slots; writer waited "
         f"{profile['writer']['wait_s']:.2f} s for results; {cpu['cores_used']:.2f} of "
@@ -198,8 +211,9 @@ def main() -> int:
         repetitions=16,
     )
     stream = _stream(spec)
-    baseline = single_process(stream, spec)
-    parallel, profile = pipeline(stream, 2)
+    baseline, baseline_cpu = single_process(stream, spec)
+    parallel, parallel_cpu, profile = pipeline(stream, 2)
+    serial, serial_cpu, serial_profile = pipeline(stream, 1)
     ratio = costs["grappa_apply_s"] / costs["cartesian_s"]
     calibration = costs["grappa_first_s"] - costs["grappa_apply_s"]
     speed = (
@@ -226,12 +240,16 @@ def main() -> int:
         "that gets a unit of the slice | |",
         f"| `mrd_stream_recon --workers 2`, {spec.slices} slices x 16 repetitions, {spec.coils} "
         f"coils {spec.matrix}x{spec.matrix} R=2, separate calibration "
-        f"({len(stream) / 1e6:.0f} MB, start-up included) | {parallel:.2f} s | {speed} a "
-        f"single-process numpy/scipy GRAPPA of the same stream ({baseline:.2f} s: one loop "
-        "reading, placing and reconstructing each unit in turn with the same kernel "
-        "functions) | |",
+        f"({len(stream) / 1e6:.0f} MB, start-up included) | {parallel:.2f} s wall, "
+        f"{parallel_cpu:.2f} s CPU | {speed} a single-process numpy/scipy GRAPPA of the same "
+        f"stream ({baseline:.2f} s wall, {baseline_cpu:.2f} s CPU: one loop reading, placing and "
+        "reconstructing each unit in turn with the same kernel functions) | |",
+        f"| same, `--workers 1` | {serial:.2f} s wall, {serial_cpu:.2f} s CPU | "
+        f"{serial / baseline:.2f}x the single-process wall time, {serial_cpu / baseline_cpu:.2f}x "
+        "its CPU time | |",
         "",
-        _profile_line(profile),
+        _profile_line(profile, 2),
+        _profile_line(serial_profile, 1),
         "",
     ]
     RESULTS.mkdir(exist_ok=True)

@@ -21,7 +21,9 @@ from reference_recon import CALIBRATION, CALIBRATION_AND_IMAGING, read_stream
 from parallel_recon.cli import hdf5_to_stream
 from parallel_recon.engine.kernels import check_options
 from parallel_recon.errors import ConfigurationError
-from parallel_recon.phantom import PhantomSpec, ground_truth
+from parallel_recon.phantom import PhantomSpec, ground_truth, object_volume
+from parallel_recon.phantom.coils import coil_sensitivities
+from parallel_recon.workers.grappa import calibrate
 
 RSS = ("--recon-option", "combine=rss")
 ROOM = ("--calibration-lines", "400")
@@ -196,3 +198,18 @@ def test_unknown_recon_option_lists_the_known_ones() -> None:
             check_options(kernel, {"lamda": "1"})
         assert ("lambda" in str(raised.value)) == (kernel == "grappa")
         assert "prewhiten" in str(raised.value) and "combine" in str(raised.value)
+
+
+def test_unregularised_weights_of_a_singular_calibration() -> None:
+    """lambda=0 with two identical channels: the normal matrix is singular (Cholesky fails);
+    the weights are still finite and still predict the calibration's own missing lines."""
+    coil_images = object_volume(PhantomSpec(matrix=32))[0] * coil_sensitivities(32, 3)
+    kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coil_images, axes=(1, 2))), axes=(1, 2))
+    lines = kspace.transpose(1, 0, 2)[10:22]  # [12 central lines, coils, readout]
+    block = np.concatenate([lines, lines[:, :1]], axis=1)[None].astype(np.complex64)
+    weights = calibrate(block, (1, 2), (1, 4, 5), 0.0)
+    assert np.all(np.isfinite(weights))
+    # predict line 6 (between lattice lines 3, 5, 7, 9) of every channel at readout 15
+    sources = block[0, [3, 5, 7, 9]][:, :, 13:18].transpose(1, 0, 2).reshape(-1)
+    predicted = sources @ weights
+    assert np.allclose(predicted, block[0, 6, :, 15], atol=1e-3 * np.abs(block).max())

@@ -223,12 +223,13 @@ def _regularised_solve(
 ) -> np.ndarray:
     """``(S^H S + lambda tr(S^H S) / n I)^-1 S^H T`` from ``S^T`` and ``T^T`` (complex64).
 
-    ``S^H S`` is the conjugate of the Hermitian rank-k update ``S^T conj(S)`` (BLAS ``cherk``,
-    half the work of a general product; only its upper triangle is formed), solved by
-    Cholesky in double precision.  With ``lambda = 0`` a singular matrix falls back to a
-    general solver on the full matrix.  Returns complex128 ``[n, targets]``.
+    ``S^H S`` is a Hermitian rank-k update (BLAS ``cherk`` on ``S``, the Fortran-ordered view
+    of ``S^T``: half the work of a general product, no copy; only its upper triangle is
+    formed), solved by Cholesky in double precision.  With ``lambda = 0`` a singular matrix
+    (e.g. two identical channels) gets the minimum-norm least-squares solution instead.
+    Returns complex128 ``[n, targets]``.
     """
-    upper = np.conj(scipy.linalg.blas.cherk(1.0, source_t, trans=0, lower=0))
+    upper = scipy.linalg.blas.cherk(1.0, source_t.T, trans=2, lower=0)
     normal = upper.astype(np.complex128)
     loading = regularisation * float(np.real(np.trace(normal))) / normal.shape[0]
     normal[np.diag_indices_from(normal)] += loading
@@ -237,7 +238,7 @@ def _regularised_solve(
         return scipy.linalg.cho_solve(scipy.linalg.cho_factor(normal, lower=False), rhs)
     except np.linalg.LinAlgError:
         full = np.triu(normal) + np.triu(normal, 1).conj().T
-        return np.linalg.solve(full, rhs)
+        return np.linalg.lstsq(full, rhs, rcond=None)[0]
 
 
 def _readout_phases(n0: int, x: int, kx: int) -> np.ndarray:
