@@ -402,6 +402,16 @@ def _prepared(
     return hybrid, maps
 
 
+def _readout_transform(kspace: np.ndarray, sampled: np.ndarray, x: int) -> np.ndarray:
+    """``[k2, k1, coils, k0]`` -> ``[k2, k1, coils, x]``: the readout of the sampled lines
+    transformed and cropped (the others are zero, and stay zero: no FFT spent on them)."""
+    if sampled.all():
+        return centred_ifft_axis(kspace, 3, x)
+    hybrid = np.zeros((*kspace.shape[:3], x), np.complex64)
+    hybrid[sampled] = centred_ifft_axis(kspace[sampled], 2, x)
+    return hybrid
+
+
 def _phase_axes(hybrid: np.ndarray, space: EncodingSpace) -> np.ndarray:
     """``[k2, k1, coils, x]`` (readout already transformed) -> coil images ``[z, y, coils, x]``."""
     _, y, z = space.recon_matrix
@@ -443,7 +453,7 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         f"R={r1}" + (f"x{r2}" if r2 > 1 else "") + f", {int(context.calibration.sampled.sum())} "
         "calibration lines"
     )
-    hybrid = centred_ifft_axis(kspace, 3, space.recon_matrix[0])
+    hybrid = _readout_transform(kspace, sampled, space.recon_matrix[0])
     fill = (fill_range(space, kspace.shape[0], 2), fill_range(space, kspace.shape[1], 1))
     apply_weights(hybrid, sampled, lattice, weights, options.kernel, fill)
     return images_from_coils(
