@@ -67,16 +67,19 @@ def _context(
     return ReconContext(plan=plan, unit=unit, calibration=calibration, sampled=sampled)
 
 
-def _best_of_each(functions: list, repeat: int) -> list[float]:  # type: ignore[type-arg]
-    """Best time of each function, called in turn ``repeat`` times (interleaved, so that a
-    burst of other jobs on the shared machine hits all of them alike)."""
-    best = [float("inf")] * len(functions)
+def _best_of_each(functions: list, repeat: int) -> list[tuple[float, float]]:  # type: ignore[type-arg]
+    """Best wall and best CPU seconds of each function, called in turn ``repeat`` times
+    (interleaved, so that a burst of other jobs on the shared machine hits all alike; CPU
+    time, one thread, is what the call itself costs, however busy the cores are)."""
+    wall = [float("inf")] * len(functions)
+    cpu = [float("inf")] * len(functions)
     for _ in range(repeat):
         for i, function in enumerate(functions):
-            start = time.perf_counter()
+            start, used = time.perf_counter(), time.process_time()
             function()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+            wall[i] = min(wall[i], time.perf_counter() - start)
+            cpu[i] = min(cpu[i], time.process_time() - used)
+    return list(zip(wall, cpu, strict=True))
 
 
 def kernel_costs(matrix: int, coils: int, repeat: int) -> dict[str, float]:
@@ -96,17 +99,24 @@ def kernel_costs(matrix: int, coils: int, repeat: int) -> dict[str, float]:
     calibration = Calibration(block, np.ones(block.shape[:2], bool), (0, cal[0]), 1)
     fully_sampled = _context(spec, np.ones((1, matrix), bool), None)
     undersampled = _context(spec, sampled, calibration)
-    first = time.perf_counter()
+    first, first_cpu = time.perf_counter(), time.process_time()
     grappa.reconstruct(accelerated, undersampled)
-    first = time.perf_counter() - first
-    fft, apply = _best_of_each(
+    first, first_cpu = time.perf_counter() - first, time.process_time() - first_cpu
+    (fft, fft_cpu), (apply, apply_cpu) = _best_of_each(
         [
             lambda: cartesian.reconstruct(full, fully_sampled),
             lambda: grappa.reconstruct(accelerated, undersampled),
         ],
         repeat,
     )
-    return {"cartesian_s": fft, "grappa_apply_s": apply, "grappa_first_s": first}
+    return {
+        "cartesian_s": fft,
+        "grappa_apply_s": apply,
+        "grappa_first_s": first,
+        "cartesian_cpu_s": fft_cpu,
+        "grappa_apply_cpu_s": apply_cpu,
+        "grappa_first_cpu_s": first_cpu,
+    }
 
 
 def _stream(spec: PhantomSpec) -> bytes:
@@ -261,7 +271,9 @@ def main() -> int:
     parallel, parallel_cpu, profile = pipeline(stream, 2)
     serial, serial_cpu, serial_profile = pipeline(stream, 1)
     ratio = costs["grappa_apply_s"] / costs["cartesian_s"]
+    ratio_cpu = costs["grappa_apply_cpu_s"] / costs["cartesian_cpu_s"]
     calibration = costs["grappa_first_s"] - costs["grappa_apply_s"]
+    calibration_cpu = costs["grappa_first_cpu_s"] - costs["grappa_apply_cpu_s"]
     speed = (
         f"{baseline / parallel:.2f}x faster than"
         if parallel <= baseline
@@ -278,12 +290,14 @@ def main() -> int:
         "| what | measured | compared with | goal |",
         "|---|---|---|---|",
         f"| GRAPPA apply per unit, {coils} coils {matrix}x{matrix} (readout {2 * matrix}), R=2, "
-        f"weights cached, adaptive combination | {costs['grappa_apply_s'] * 1e3:.0f} ms | "
-        f"{ratio:.2f}x the Cartesian kernel's {costs['cartesian_s'] * 1e3:.0f} ms (FFT + RSS) "
-        f"on the same unit fully sampled | <= 2.5x: {'met' if ratio <= 2.5 else 'missed'} |",
+        f"weights cached, adaptive combination | {costs['grappa_apply_s'] * 1e3:.0f} ms wall, "
+        f"{costs['grappa_apply_cpu_s'] * 1e3:.0f} ms CPU | {ratio:.2f}x (wall), "
+        f"{ratio_cpu:.2f}x (CPU) the Cartesian kernel's {costs['cartesian_s'] * 1e3:.0f} ms wall, "
+        f"{costs['cartesian_cpu_s'] * 1e3:.0f} ms CPU (FFT + RSS) on the same unit fully sampled "
+        f"| <= 2.5x: {'met' if max(ratio, ratio_cpu) <= 2.5 else 'missed'} |",
         f"| calibration per slice (weights, hybrid weights, coil maps), same unit | "
-        f"{calibration * 1e3:.0f} ms | paid once per slice and calibration by each worker "
-        "that gets a unit of the slice | |",
+        f"{calibration * 1e3:.0f} ms wall, {calibration_cpu * 1e3:.0f} ms CPU | paid once per "
+        "slice and calibration by each worker that gets a unit of the slice | |",
         f"| `mrd_stream_recon --workers 2`, {spec.slices} slices x 16 repetitions, {spec.coils} "
         f"coils {spec.matrix}x{spec.matrix} R=2, separate calibration "
         f"({len(stream) / 1e6:.0f} MB, start-up included) | {parallel:.2f} s wall, "
