@@ -18,8 +18,15 @@ from pathlib import Path
 
 from ..files import PendingFile
 from ..hdf5.layout import refuse_non_hdf5_output
-from ..phantom import ORIENTATIONS, PhantomSpec, iter_messages, marker_position, marker_voxel
-from ..phantom.spec import acquired_lines
+from ..phantom import (
+    ORIENTATIONS,
+    PhantomSpec,
+    acquisition_count,
+    iter_messages,
+    marker_position,
+    marker_voxel,
+)
+from ..phantom.spec import CALIBRATION_MODES
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import StreamWriter
 from ..protocol.messages import Acquisition, Message
@@ -98,6 +105,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="put a bright voxel (intensity 2) at the voxel nearest this LPS point in mm; "
         "its exact centre is printed on stderr",
     )
+    add(
+        "--noise-correlation",
+        type=float,
+        default=0.0,
+        help="noise correlation of neighbouring coils, 0..0.95 (also unequal coil noise power)",
+    )
+    add("--noise-lines", type=int, default=1, help="lines of the noise scan (-C; default 1)")
+    add(
+        "--noise-dwell",
+        type=float,
+        default=5.0,
+        help="sample time of the noise scan in us (imaging: 5; default 5)",
+    )
+    add(
+        "--calibration",
+        choices=CALIBRATION_MODES,
+        default="embedded",
+        help="calibration lines in every repetition (embedded, default), in the first only "
+        "(first), or as a reference block before the imaging lines (separate)",
+    )
+    add(
+        "--acceleration-2",
+        type=int,
+        default=1,
+        help="3D: acceleration along k2 (partitions; default 1)",
+    )
     add_progress_option(parser)
     return parser
 
@@ -122,13 +155,12 @@ def _spec(args: argparse.Namespace) -> PhantomSpec:
         orientation=args.orientation,
         position=args.position,
         marker=args.marker,
+        noise_correlation=args.noise_correlation,
+        noise_lines=args.noise_lines,
+        noise_dwell_time_us=args.noise_dwell,
+        calibration=args.calibration,
+        acceleration_2=args.acceleration_2,
     )
-
-
-def _count(spec: PhantomSpec) -> int:
-    """Acquisitions the scan will hold, for the progress line."""
-    per_slice = spec.partitions * len(acquired_lines(spec)) * spec.averages * spec.contrasts
-    return per_slice * spec.slices * spec.repetitions + int(spec.noise_calibration)
 
 
 def _counted(spec: PhantomSpec, progress: Progress) -> Iterator[Message]:
@@ -172,7 +204,10 @@ def _run(args: argparse.Namespace) -> int:
     spec = _spec(args)
     _report_marker(spec)
     progress = Progress(
-        PROG, enabled=progress_wanted(args.progress), total=_count(spec), unit="acquisitions"
+        PROG,
+        enabled=progress_wanted(args.progress),
+        total=acquisition_count(spec),
+        unit="acquisitions",
     )
     messages = _counted(spec, progress)
     if args.output == "-" or args.stream:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .generate import (
+    acquisition_count,
     ground_truth,
     iter_messages,
+    noise_covariance,
     noise_std,
     object_volume,
     slice_order,
@@ -17,6 +19,8 @@ from .spec import PhantomSpec, acquired_lines
 __all__ = [
     "ORIENTATIONS",
     "PhantomSpec",
+    "acquisition_count",
+    "noise_covariance",
     "acquired_lines",
     "ground_truth",
     "iter_messages",
