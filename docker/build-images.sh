@@ -98,7 +98,7 @@ for target in python cpp; do
   fi
 done
 [ "$failed" = 0 ] || exit 1
-# the images these replace (each holds its own copy of the virtual environment), unless in use
+# the images these replace, unless a container still uses them
 for target in python cpp; do
   now="$("$engine" image inspect --format '{{.Id}}' "${tags[$target]}")"
   if [ -n "${before[$target]}" ] && [ "${before[$target]}" != "$now" ]; then

@@ -9,12 +9,14 @@
 #                versions installed in the host's environment (used as pip constraints)
 #   DEST/tools/  pip's own wheel, which the image build runs without installing it, so that
 #                the image holds no installer
+#   DEST/deps.sha256, DEST/app.sha256   their checksums: the Dockerfile copies these and
+#                mounts the wheels, so that new wheels give new layers
 #
 # Environment: PYTHON, a Python with pip and setuptools (default .venv/bin/python, which
 # `make venv` creates); IMAGE_PYTHON_VERSION (3.11) and IMAGE_GLIBC (2.36), Debian
 # bookworm's; IMAGE_ARCH (this machine's). The same sources give the same wheel bytes
 # (SOURCE_DATE_EPOCH), and the dependencies are downloaded again only when their inputs
-# change, so the image layers that copy them stay cached.
+# change, so the image layers stay cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -104,4 +106,7 @@ if [ "$(cat "$dest/deps.inputs" 2>/dev/null)" != "$fingerprint" ]; then
   mv "$work/tools" "$dest/tools"
   echo "$fingerprint" >"$dest/deps.inputs"
 fi
+# what the Dockerfile copies: a change here is a change in the image's layers
+(cd "$dest" && sha256sum deps/*.whl tools/*.whl) >"$dest/deps.sha256"
+(cd "$dest" && sha256sum app/*.whl) >"$dest/app.sha256"
 echo "wheelhouse: $(ls "$dest/app") and $(find "$dest/deps" -name '*.whl' | wc -l) dependency wheels in $dest"

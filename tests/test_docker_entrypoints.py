@@ -172,9 +172,11 @@ def test_dockerfile_targets_and_sources() -> None:
     for line in re.findall(r"^COPY (?!--from)(.+)$", text, flags=re.MULTILINE):
         for source in line.split()[:-1]:
             if source.startswith("build/wheelhouse/"):  # made by docker/wheelhouse.sh
-                assert f"DEST/{source.removeprefix('build/wheelhouse/')}/" in wheelhouse
+                assert f'>"$dest/{source.removeprefix("build/wheelhouse/")}"' in wheelhouse
             else:
                 assert (REPO_ROOT / source).exists(), source
+    mounts = re.findall(r"--mount=type=bind,source=([^,\s]+)", text)
+    assert mounts and set(mounts) == {"build/wheelhouse"}
     assert "pip" in text and "--no-index" in text and "libfftw3" in text
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     for needed in ("parallel_recon", "workers", "docker", "pyproject.toml", "README.md"):
