@@ -36,6 +36,11 @@ if [ -z "$engine" ]; then
   fi
 fi
 
+if ! command -v "$engine" >/dev/null; then
+  echo "images: container engine '$engine' not found (ENGINE is docker or podman)" >&2
+  exit 1
+fi
+
 if [ "$engine" = podman ]; then
   # this host's limits: podman's defaults ask for more open files and processes than the
   # hard limits allow, and crun refuses some cgroup setups that runc handles
@@ -60,8 +65,9 @@ if [ "$engine" = podman ]; then
   export CONTAINERS_CONF
 fi
 
-# -- the base image: given, found, pulled, or made here
+# -- the base image: given, found, pulled, or made here (while the wheels are made)
 base="${BASE_IMAGE:-$default_base}"
+base_job=""
 if ! "$engine" image inspect "$base" >/dev/null 2>&1 \
   && ! "$engine" pull --quiet "$base" >/dev/null 2>&1; then
   if [ -n "${BASE_IMAGE:-}" ]; then
@@ -71,11 +77,19 @@ if ! "$engine" image inspect "$base" >/dev/null 2>&1 \
   echo "images: no registry answers for $base; using a local Debian base ($local_base)" >&2
   base="$local_base"
   if ! "$engine" image inspect "$base" >/dev/null 2>&1; then
-    docker/local-base.sh "$engine" "$base"
+    docker/local-base.sh "$engine" "$base" &
+    base_job=$!
   fi
 fi
 
-docker/wheelhouse.sh build/wheelhouse
+if ! docker/wheelhouse.sh build/wheelhouse; then
+  if [ -n "$base_job" ]; then wait "$base_job" || true; fi
+  exit 1
+fi
+if [ -n "$base_job" ] && ! wait "$base_job"; then
+  echo "images: making the local base $base failed" >&2
+  exit 1
+fi
 
 # -- both targets at once: one mostly waits on the mirror while the other computes
 logs=build/images

@@ -69,5 +69,11 @@ deb $mirror $suite-updates main
 deb $security $suite-security main
 EOF
 
-tar --numeric-owner -C "$rootfs" -c . | "$engine" import - "$image" >/dev/null
+if ! tar --numeric-owner -C "$rootfs" -c . | "$engine" import - "$image" >/dev/null 2>"$rootfs.log"
+then
+  cat "$rootfs.log" >&2
+  echo "local-base: $engine import failed" >&2
+  exit 1
+fi
+rm -f "$rootfs.log"
 echo "local-base: imported $image" >&2
