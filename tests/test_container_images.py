@@ -28,11 +28,11 @@ from conftest import BIN_DIR, REPO_ROOT, run_cli, script
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from test_cpp_recon import build_cpp
-from test_server import _free_port
-from test_server import _wait_listening as wait_listening
+from test_server import _free_port, _wait_listening
 
-# the first test also builds the images (about two minutes with empty caches, most of it
-# in the Debian mirror and dpkg); every command below has its own, shorter timeout
+# the first test also builds the images (two to three minutes with empty caches, most of it
+# in debootstrap, the Debian mirror and dpkg); every command below has its own, shorter
+# timeout
 pytestmark = pytest.mark.timeout(900)
 
 PYTHON_IMAGE = "parallel-recon"
@@ -51,7 +51,6 @@ class Images:
 
     env: dict[str, str]
     ids: dict[str, str]
-    build_log: str
 
 
 def _podman_env() -> dict[str, str]:
@@ -76,15 +75,15 @@ def _build() -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def podman(
-    images: Images, *args: str, input: bytes | None = None, check: bool = True
+def run_podman(
+    env: dict[str, str], *args: str, input: bytes | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run(
         ["podman", *args],
         input=input,
         stdin=None if input is not None else subprocess.DEVNULL,
         capture_output=True,
-        env=images.env,
+        env=env,
         timeout=RUN_TIMEOUT_S,
         check=False,
     )
@@ -93,28 +92,26 @@ def podman(
     return proc
 
 
+def podman(
+    images: Images, *args: str, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[bytes]:
+    return run_podman(images.env, *args, input=input, check=check)
+
+
 def _image_ids(env: dict[str, str]) -> dict[str, str]:
     ids = {}
     for image in (PYTHON_IMAGE, CPP_IMAGE, LOCAL_BASE):
-        proc = subprocess.run(
-            ["podman", "image", "inspect", "--format", "{{.Id}}", image],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=RUN_TIMEOUT_S,
-            check=False,
-        )
+        proc = run_podman(env, "image", "inspect", "--format", "{{.Id}}", image, check=False)
         if proc.returncode == 0:
-            ids[image] = proc.stdout.strip()
+            ids[image] = proc.stdout.decode().strip()
     return ids
 
 
 @pytest.fixture(scope="module")
 def images() -> Images:
-    proc = _build()
+    _build()
     env = _podman_env()
-    return Images(env=env, ids=_image_ids(env), build_log=proc.stderr)
+    return Images(env=env, ids=_image_ids(env))
 
 
 @pytest.fixture
@@ -122,18 +119,18 @@ def name(images: Images) -> Iterator[str]:
     """A unique container name; the test fails if a container of that name outlives it."""
     container = f"parallel-recon-test-{uuid.uuid4().hex[:10]}"
     yield container
-    left = _containers_named(images, container)
+    left = _containers(images, f"name=^{container}$")
     if left:
         podman(images, "rm", "--force", container, check=False)
     assert not left, f"container {container} was left behind"
 
 
-def _containers_named(images: Images, container: str, timeout: float = 30) -> list[str]:
-    """Ids of containers called ``container``, waiting up to ``timeout`` s for a --rm
-    container's removal to finish."""
+def _containers(images: Images, selector: str, timeout: float = 30) -> list[str]:
+    """Ids of the containers that podman's ``--filter selector`` picks, waiting up to
+    ``timeout`` s for the removal of ``--rm`` containers that have just ended."""
     deadline = time.monotonic() + timeout
     while True:
-        out = podman(images, "ps", "--all", "--quiet", "--filter", f"name=^{container}$")
+        out = podman(images, "ps", "--all", "--quiet", "--filter", selector)
         ids = out.stdout.decode().split()
         if not ids or time.monotonic() > deadline:
             return ids
@@ -179,11 +176,21 @@ def stream(golden: Path) -> bytes:
 
 
 # ------------------------------------------------------------ pipelines through images
+def _local_recon(image: str) -> list[str]:
+    """What the image runs, as installed or built on the host."""
+    return [script("mrd_stream_recon")] if image == PYTHON_IMAGE else [str(build_cpp())]
+
+
 @pytest.mark.parametrize(
-    "raw_name", ["golden/phantom_m128_c8_noise.h5", "sirf_grappa2_1rep.h5"]
-)  # fmt: skip
-def test_python_image_in_a_pipe_gives_the_local_bytes(
-    images: Images, shared_data: Path, tmp_path: Path, name: str, raw_name: str
+    ("image", "raw_name"),
+    [
+        (PYTHON_IMAGE, "golden/phantom_m128_c8_noise.h5"),
+        (PYTHON_IMAGE, "sirf_grappa2_1rep.h5"),  # accelerated: GRAPPA
+        (CPP_IMAGE, "golden/phantom_m128_c8_noise.h5"),
+    ],
+)
+def test_image_in_a_pipe_gives_the_local_bytes(
+    images: Images, shared_data: Path, tmp_path: Path, name: str, image: str, raw_name: str
 ) -> None:
     raw = shared_data / raw_name
     out, local = tmp_path / "out.h5", tmp_path / "local.h5"
@@ -191,28 +198,11 @@ def test_python_image_in_a_pipe_gives_the_local_bytes(
         images,
         tmp_path,
         ["mrdhdf5_to_stream", str(raw)],
-        ["podman", "run", "-i", "--rm", "--name", name, PYTHON_IMAGE],
+        ["podman", "run", "-i", "--rm", "--name", name, image],
         ["stream_to_mrdhdf5", str(out)],
     )
     assert codes == [0, 0, 0] and errs == ["", "", ""], errs
-    _local_h5_pipeline(raw, local, [script("mrd_stream_recon")])
-    assert out.read_bytes() == local.read_bytes()
-
-
-def test_cpp_image_in_a_pipe_gives_the_local_bytes(
-    images: Images, golden: Path, tmp_path: Path, name: str
-) -> None:
-    raw = golden / "phantom_m128_c8_noise.h5"
-    out, local = tmp_path / "out.h5", tmp_path / "local.h5"
-    codes, errs = shell_pipeline(
-        images,
-        tmp_path,
-        ["mrdhdf5_to_stream", str(raw)],
-        ["podman", "run", "-i", "--rm", "--name", name, CPP_IMAGE],
-        ["stream_to_mrdhdf5", str(out)],
-    )
-    assert codes == [0, 0, 0] and errs == ["", "", ""], errs
-    _local_h5_pipeline(raw, local, [str(build_cpp())])
+    _local_h5_pipeline(raw, local, _local_recon(image))
     assert out.read_bytes() == local.read_bytes()
 
 
@@ -242,7 +232,7 @@ def test_every_step_in_containers_with_a_mounted_folder(
 
 
 # ----------------------------------------------------------- serve over a published port
-def _wait_listening(images: Images, container: str, port: int) -> None:
+def _wait_listening_inside(images: Images, container: str, port: int) -> None:
     """Until the container has a TCP socket listening on ``port`` (from /proc/net/tcp*)."""
     pattern = re.compile(rf"^\s*\d+: [0-9A-F]+:{port:04X} [0-9A-F]+:0000 0A ", re.MULTILINE)
     deadline = time.monotonic() + STARTUP_S
@@ -260,16 +250,13 @@ def _wait_listening(images: Images, container: str, port: int) -> None:
 def test_serve_in_a_container_over_a_published_port(
     images: Images, stream: bytes, name: str, image: str
 ) -> None:
-    if image == PYTHON_IMAGE:
-        expected = run_cli("mrd_stream_recon", input=stream).stdout
-    else:
-        expected = subprocess.run(
-            [str(build_cpp())], input=stream, capture_output=True, check=True
-        ).stdout
+    expected = subprocess.run(
+        _local_recon(image), input=stream, capture_output=True, timeout=RUN_TIMEOUT_S, check=True
+    ).stdout
     podman(images, "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1::{SERVE_PORT}",
            image, "serve")  # fmt: skip
     try:
-        _wait_listening(images, name, SERVE_PORT)
+        _wait_listening_inside(images, name, SERVE_PORT)
         published = podman(images, "port", name, f"{SERVE_PORT}/tcp").stdout.decode().split()[0]
         host, port = published.rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) != 0
@@ -293,15 +280,14 @@ def test_socat_starts_one_container_per_connection(images: Images, stream: bytes
         env=images.env,
     )  # fmt: skip
     try:
-        wait_listening(socat.pid, port)
+        _wait_listening(socat.pid, port)
         for _ in range(2):
             reply = run_cli("parallel-recon", "send", f"127.0.0.1:{port}", input=stream)
             assert reply.stdout == expected
     finally:
         socat.terminate()
         socat.wait(timeout=STARTUP_S)
-    left = podman(images, "ps", "--all", "--quiet", "--filter", f"label={label}")
-    assert left.stdout == b""
+    assert not _containers(images, f"label={label}")
 
 
 # ------------------------------------------------------------------- failures
@@ -369,7 +355,7 @@ def test_killed_container_ends_the_host_pipeline(
             proc.wait()
         container.stderr.close()
         consumer.stderr.close()
-    assert not _containers_named(images, name)
+    assert not _containers(images, f"name=^{name}$")
 
 
 # ---------------------------------------------------------------- what the images hold
