@@ -6,9 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo
-APT_PACKAGES := libfftw3-dev socat cmake g++ make libismrmrd-dev dcm2niix dicom3tools
+APT_PACKAGES := libfftw3-dev socat cmake g++ make libismrmrd-dev dcm2niix dicom3tools \
+                podman buildah runc debootstrap
 
-.PHONY: venv demo test lint bench cpp deps clean
+.PHONY: venv demo test lint bench cpp deps images wheels clean
 
 venv: $(STAMP)
 
@@ -17,8 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 	touch $(STAMP)
 
-## deps: Debian packages for the C++ recon, the socat tests and the export checks
-## (dcm2niix, dciodvfy from dicom3tools); needs root or sudo
+## deps: Debian packages for the C++ recon, the socat tests, the C++ ISMRMRD consumer
+## (libismrmrd-dev), the export checks (dcm2niix, dciodvfy) and the container images
+## (podman, buildah, runc, debootstrap); needs root or sudo
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -30,6 +32,15 @@ deps:
 ## cpp: the standalone C++ recon (workers/cpp), warnings as errors
 cpp: deps
 	$(MAKE) -C workers/cpp
+
+## images: the container images parallel-recon (python) and parallel-recon-cpp (cpp), with
+## docker, else podman (a local Debian base when no registry answers); see docker/
+images: venv
+	PYTHON=$(BIN)/python docker/build-images.sh
+
+## wheels: the python image's wheels in build/wheelhouse (for a hand-run `docker build`)
+wheels: venv
+	PYTHON=$(BIN)/python docker/wheelhouse.sh build/wheelhouse
 
 ## demo: phantom -> stream -> parallel recon -> HDF5 images -> PNG montage
 demo: venv

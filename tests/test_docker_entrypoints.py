@@ -144,17 +144,41 @@ def test_scripts_are_valid_bash() -> None:
         assert os.access(entry, os.X_OK)
 
 
+def _stages(text: str) -> dict[str, list[str]]:
+    """Each stage's name and its instruction lines (continuations joined)."""
+    stages: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in text.replace("\\\n", " ").splitlines():
+        match = re.match(r"^FROM (\S+) AS (\S+)$", line)
+        if match:
+            lines = stages.setdefault(match.group(2), [line])
+        elif lines and line and not line.startswith("#"):
+            lines.append(line)
+    return stages
+
+
 def test_dockerfile_targets_and_sources() -> None:
+    """A fast static check; test_container_images builds and runs both targets."""
     text = (REPO_ROOT / "Dockerfile").read_text()
-    stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, flags=re.MULTILINE)
-    assert ("python:3.11-slim", "python") in stages
-    assert any(name == "cpp" and base.startswith("debian:") for base, name in stages)
+    assert re.search(r"^ARG BASE_IMAGE=debian:bookworm\S*$", text, flags=re.MULTILINE)
+    stages = _stages(text)
+    for name, lines in stages.items():
+        base = lines[0].split()[1]
+        assert base == "${BASE_IMAGE}" or base in stages, (name, base)
+    for target, entry in (("python", "entrypoint-python.sh"), ("cpp", "entrypoint-cpp.sh")):
+        assert f'ENTRYPOINT ["/usr/local/bin/{entry}"]' in stages[target]
+        assert "USER recon" in stages[target]
+    wheelhouse = (REPO_ROOT / "docker" / "wheelhouse.sh").read_text()
     for line in re.findall(r"^COPY (?!--from)(.+)$", text, flags=re.MULTILINE):
         for source in line.split()[:-1]:
-            assert (REPO_ROOT / source).exists(), source
-    assert 'ENTRYPOINT ["/usr/local/bin/entrypoint-python.sh"]' in text
-    assert 'ENTRYPOINT ["/usr/local/bin/entrypoint-cpp.sh"]' in text
-    assert "pip install" in text and "libfftw3" in text
+            if source.startswith("build/wheelhouse/"):  # made by docker/wheelhouse.sh
+                assert f'>"$dest/{source.removeprefix("build/wheelhouse/")}"' in wheelhouse
+            else:
+                assert (REPO_ROOT / source).exists(), source
+    mounts = re.findall(r"--mount=type=bind,source=([^,\s]+)", text)
+    assert mounts and set(mounts) == {"build/wheelhouse"}
+    assert "pip" in text and "--no-index" in text and "libfftw3" in text
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     for needed in ("parallel_recon", "workers", "docker", "pyproject.toml", "README.md"):
         assert needed not in ignored
+    assert "!build/wheelhouse" in ignored
