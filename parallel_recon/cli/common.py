@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from ..errors import InputFileError, ReconError
+from ..errors import ConfigurationError, InputFileError, ReconError
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -24,7 +24,9 @@ __all__ = [
     "add_progress_option",
     "open_input",
     "open_output",
+    "parse_recon_options",
     "run_command",
+    "single_threaded_math",
 ]
 
 EXIT_OK = 0
@@ -33,6 +35,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 _BUFFER = 1 << 20
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _silence_stdout() -> None:
@@ -41,6 +44,24 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def parse_recon_options(pairs: list[str]) -> dict[str, str]:
+    """``--recon-option KEY=VALUE`` arguments as a dict (later keys win)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
+        options[key] = value
+    return options
+
+
+def single_threaded_math() -> None:
+    """One BLAS/OpenMP thread per process (set before numpy is imported): the pool is the
+    parallelism, and N workers x M threads would only oversubscribe the cores."""
+    for name in _THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:
