@@ -213,6 +213,19 @@ def csv_rows(path: Path) -> Iterator[dict[str, str]]:
         yield from csv.DictReader(handle)
 
 
+def start_batch(*args: str) -> subprocess.Popen[bytes]:
+    """``parallel-recon batch ARGS`` in the background, stderr captured."""
+    return subprocess.Popen(
+        [*_batch_command(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _batch_command() -> list[str]:
+    from conftest import script
+
+    return [script(BATCH[0]), *BATCH[1:]]
+
+
 def batch(*args: str, check_exit: int | None = None) -> subprocess.CompletedProcess[bytes]:
     proc = run_cli(*BATCH, *args, check=False, timeout=180)
     if check_exit is not None:

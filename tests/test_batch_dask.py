@@ -20,7 +20,6 @@ from pathlib import Path
 import psutil
 import pytest
 from batch_helpers import (
-    BATCH,
     BROKEN,
     GOOD,
     Study,
@@ -33,10 +32,11 @@ from batch_helpers import (
     finished_outputs,
     kill_group,
     process_tree,
+    start_batch,
     wait_for,
     watch_until_done,
 )
-from conftest import BIN_DIR, script
+from conftest import BIN_DIR
 
 RUNNER_MODULE = "parallel_recon.batch.service"
 RUNNER = f"-m {RUNNER_MODULE}"
@@ -58,11 +58,8 @@ def assert_report(study: Study, report: Path) -> None:
 
 def test_local_cluster_gives_the_local_batch_results(study: Study, tmp_path: Path) -> None:
     out, report = tmp_path / "out", tmp_path / "report.csv"
-    command = [script("parallel-recon"), *BATCH[1:], str(study.root), "-o", str(out)]
-    proc = subprocess.Popen(
-        [*command, "--scheduler", "local:2", "--report", str(report)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    proc = start_batch(
+        str(study.root), "-o", str(out), "--scheduler", "local:2", "--report", str(report)
     )
     watch = TreeWatch()
     stderr = watch_until_done(proc, watch)
@@ -132,11 +129,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskClust
 
 
 def _run_watched(cluster: DaskCluster, args: list[str]) -> tuple[int, str]:
-    proc = subprocess.Popen(
-        [script("parallel-recon"), *BATCH[1:], *args, "--scheduler", cluster.address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_batch(*args, "--scheduler", cluster.address)
     roots = (cluster.scheduler.pid, *(worker.pid for worker in cluster.workers))
     stderr = watch_until_done(proc, cluster.seen, *roots)
     return proc.returncode, stderr
@@ -180,11 +173,7 @@ def test_a_worker_killed_mid_file_costs_no_file(
 ) -> None:
     out, report = tmp_path / "out", tmp_path / "report.csv"
     args = [str(study.root), "-o", str(out), "--report", str(report)]
-    proc = subprocess.Popen(
-        [script("parallel-recon"), *BATCH[1:], *args, "--scheduler", dask_cluster.address],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_batch(*args, "--scheduler", dask_cluster.address)
     victim = dask_cluster.workers[1]
     found: list[psutil.Process] = []
 

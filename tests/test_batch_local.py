@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from batch_helpers import (
     BROKEN,
     GOOD,
     Study,
+    TreeWatch,
     assert_all_gone,
     assert_same_images,
     assert_study_outputs,
@@ -28,10 +30,12 @@ from batch_helpers import (
     csv_rows,
     finished_outputs,
     partial_files,
-    process_tree,
+    start_batch,
     wait_for,
 )
 from conftest import script
+
+from parallel_recon.batch import BatchSettings, run_batch
 
 
 @pytest.fixture(scope="module")
@@ -91,31 +95,37 @@ def test_rerun_does_nothing_and_says_so(study: Study, first_run: FirstRun) -> No
 
 
 def test_changed_inputs_or_settings_make_outputs_stale(study: Study, tmp_path: Path) -> None:
+    """Through the Python entry point of the command, ``run_batch``."""
     good = [str(shutil.copy(study.root / name, tmp_path)) for name in study.good[:3]]
-    out = tmp_path / "out"
-    batch(*good, "-o", str(out), check_exit=0)
+    out = str(tmp_path / "out")
+
+    def statuses(**settings: object) -> list[str]:
+        outcome = run_batch(good, out, BatchSettings(**settings), jobs=2)  # type: ignore[arg-type]
+        assert outcome.ok
+        return [result.status for result in outcome.results]
+
+    assert statuses() == ["ok"] * 3
+    assert statuses() == ["skipped"] * 3
     changed = Path(good[0])
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
-    proc = batch(*good, "-o", str(out), check_exit=0)
-    assert "1 ok, 0 failed, 2 up to date" in proc.stderr.decode()
-    proc = batch(*good, "-o", str(out), "--output", "phase", check_exit=0)
-    assert "3 ok, 0 failed, 0 up to date" in proc.stderr.decode()
-    proc = batch(*good, "-o", str(out), "--output", "phase", "--force", check_exit=0)
-    assert "3 ok, 0 failed, 0 up to date" in proc.stderr.decode()
+    assert statuses() == ["ok", "skipped", "skipped"]
+    assert statuses(output="phase") == ["ok"] * 3
+    assert statuses(output="phase", force=True) == ["ok"] * 3
+    kernel = tmp_path / "kernel.py"
+    kernel.write_text("from parallel_recon.workers.cartesian import reconstruct\n")
+    assert statuses(output="phase", recon=str(kernel)) == ["ok"] * 3
+    assert statuses(output="phase", recon=str(kernel)) == ["skipped"] * 3
+    kernel.write_text("from parallel_recon.workers.cartesian import reconstruct  # edited\n")
+    assert statuses(output="phase", recon=str(kernel)) == ["ok"] * 3
 
 
 def test_sigkill_half_way_leaves_nothing_that_looks_finished(study: Study, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [script("parallel-recon"), *BATCH[1:], str(study.root), "-o", str(out), "-j", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    tree: dict[int, object] = {}
+    proc = start_batch(str(study.root), "-o", str(out), "-j", "2")
+    tree = TreeWatch()
 
     def half_done() -> bool:
-        for process in process_tree(proc.pid):
-            tree.setdefault(process.pid, process)
+        tree.look(proc.pid)
         return len(finished_outputs(out)) >= GOOD // 2 or proc.poll() is not None
 
     wait_for(half_done, timeout=120, step=0.005)
@@ -123,8 +133,8 @@ def test_sigkill_half_way_leaves_nothing_that_looks_finished(study: Study, tmp_p
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the batch ended before it could be killed"
     proc.stderr.close()  # type: ignore[union-attr]
-    assert len(tree) > 3  # runners and their engines were running
-    assert_all_gone(list(tree.values()))  # type: ignore[arg-type]
+    assert len(tree.processes) > 3  # the batch, its runners and their engines were running
+    assert_all_gone(tree.processes)
     for output in finished_outputs(out):  # whatever looks finished is finished and right
         reference = study.reference / output.relative_to(out)
         assert_same_images(output, reference)
@@ -137,17 +147,11 @@ def test_ctrl_c_stops_every_process_and_reports_what_was_not_run(
     study: Study, tmp_path: Path
 ) -> None:
     out, report = tmp_path / "out", tmp_path / "report.csv"
-    command = [script("parallel-recon"), *BATCH[1:], str(study.root), "-o", str(out)]
-    proc = subprocess.Popen(
-        [*command, "--report", str(report), "-j", "2"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    tree: dict[int, object] = {}
+    proc = start_batch(str(study.root), "-o", str(out), "--report", str(report), "-j", "2")
+    tree = TreeWatch()
 
     def started() -> bool:
-        for process in process_tree(proc.pid):
-            tree.setdefault(process.pid, process)
+        tree.look(proc.pid)
         return len(finished_outputs(out)) >= 3 or proc.poll() is not None
 
     wait_for(started, timeout=120, step=0.005)
@@ -155,7 +159,7 @@ def test_ctrl_c_stops_every_process_and_reports_what_was_not_run(
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr.decode()
     assert "Traceback" not in stderr.decode()
-    assert_all_gone(list(tree.values()))  # type: ignore[arg-type]
+    assert_all_gone(tree.processes)
     assert partial_files(out) == []
     statuses = [row["status"] for row in csv_rows(report)]
     assert len(statuses) == GOOD + 2 and "cancelled" in statuses
@@ -200,3 +204,29 @@ def test_usage_errors(study: Study, tmp_path: Path) -> None:
     assert "expected a file name ending in .csv or .json" in proc.stderr.decode()
     proc = batch(str(study.root), "-o", str(tmp_path), "--recon", "nosuch", check_exit=1)
     assert "--recon 'nosuch'" in proc.stderr.decode()
+
+
+def test_progress_bar_on_a_terminal(study: Study, tmp_path: Path) -> None:
+    """On a terminal the bar is redrawn in place; in pipes (every other test) it is absent."""
+    master, slave = pty.openpty()
+    command = [script(BATCH[0]), *BATCH[1:], str(study.root / study.good[0])]
+    proc = subprocess.Popen(
+        [*command, "-o", str(tmp_path / "out")], stdout=subprocess.DEVNULL, stderr=slave
+    )
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    assert proc.wait(timeout=60) == 0
+    shown = b"".join(chunks).decode()
+    assert "\r\x1b[K" in shown and "] 1/1 files" in shown and "ETA" in shown
+    assert "1 ok, 0 failed" in shown

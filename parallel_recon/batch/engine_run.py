@@ -88,11 +88,9 @@ def raw_file_source(path: str, kind: str, group: str | None) -> Iterator[BinaryI
     engine's error it causes, so the message names the cause.
     """
     if kind == "stream":
-        try:
-            handle = open(path, "rb", buffering=_BUFFER)  # noqa: SIM115
-        except OSError as exc:
-            raise ReconError(f"cannot open input {path!r}: {exc.strerror}") from None
-        with handle:
+        from ..cli.common import open_input
+
+        with open_input(path) as handle:
             yield handle
         return
     if group is None:

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..engine.lifetime import die_with_parent
+from ..engine.lifetime import describe_exit, die_with_parent
 from .model import FAILED, BatchSettings, FileJob, FileResult, from_json
 from .runner import import_engine, serve
 
@@ -104,11 +104,7 @@ class _Runner:
 
 
 def _death(runner: _Runner) -> str:
-    code = runner.process.exitcode
-    if code is not None and code < 0:
-        how = f"was killed by signal {signal.Signals(-code).name}"
-    else:
-        how = f"exited with status {code}"
+    how = describe_exit(runner.process.exitcode)
     return f"the runner process (pid {runner.process.pid}) {how} while reconstructing this file"
 
 

@@ -130,7 +130,31 @@ def run_batch(
         Stop at the first failure; the inputs not run are ``cancelled``.
     progress:
         Draw a progress bar on ``log`` (files and bytes, ETA).
+
+    Returns
+    -------
+    BatchOutcome
+        One row per input.  Ctrl-C and SIGTERM while files run end the batch early with
+        ``stopped_by`` set; before that (while inputs are being found) they propagate, as
+        KeyboardInterrupt and :class:`Terminated`.
     """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run_batch(inputs, outdir, settings, jobs, scheduler, fail_fast, progress, log)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_batch(
+    inputs: Sequence[str],
+    outdir: str,
+    settings: BatchSettings,
+    jobs: int | None,
+    scheduler: str | None,
+    fail_fast: bool,
+    progress: bool,
+    log: TextIO | None,
+) -> BatchOutcome:
     from ..engine.kernels import load_kernel
     from .engine_run import resolve_recon
 
@@ -149,7 +173,6 @@ def run_batch(
     folders = {os.path.dirname(job.output) for job in todo}
     sweep_partials(folders)
     tracker = _Tracker(todo, fail_fast, progress, log)
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         if todo:
             _run(todo, settings, tracker, scheduler, jobs or default_jobs())
@@ -158,7 +181,6 @@ def run_batch(
     except Terminated:
         outcome.stopped_by = "terminate"
     finally:
-        signal.signal(signal.SIGTERM, previous)
         tracker.progress.finish()
         sweep_partials(folders)
     results = tracker.results

@@ -2,12 +2,18 @@
 
 The engine forks its reader, workers and writer and installs signal handlers, which a Dask
 task cannot do where it runs: in a thread of a worker process that Dask starts as a daemon
-(and daemonic processes may not have children).  So each Dask executor thread starts, once,
-a runner of its own with ``python -m parallel_recon.batch.service`` (a fresh, non-daemonic
-main process) and hands it one file per task over a pipe.  The interpreter start is paid
-once per thread, not per file; the runner dies with the thread that started it
-(``PR_SET_PDEATHSIG``), so a Dask worker killed mid-file takes its runner and that runner's
-engine with it, and the file's partial output stays a ``.partial``.
+(daemonic processes may not have children; only a main thread may set signal handlers).
+Forking a runner from the worker would copy a process full of threads, so each worker keeps
+a small pool of runner *programs*, ``python -m parallel_recon.batch.service`` (fresh,
+non-daemonic main processes), one per worker thread, and a task borrows one to run its file.
+The interpreter start is paid once per runner, not per file: the pool is filled when the
+worker starts (``--preload parallel_recon.batch.service``) or when a batch connects.
+
+A runner dies with the thread that started it (``PR_SET_PDEATHSIG``; the worker's main
+thread for the pool, which lives as long as the worker process), so a Dask worker killed
+mid-file takes its runners and their engines with it, and the file's partial output stays a
+``.partial``.  A runner that waits ``IDLE_EXIT_S`` without a request exits; the pool
+replaces dead runners on demand.
 """
 
 from __future__ import annotations
@@ -74,14 +80,14 @@ class RunnerProcess:
 
     def death(self) -> str:
         """How the runner ended, for the failed file's error."""
+        from ..engine.lifetime import describe_exit
+
         try:
             code = self.process.wait(_STOP_S)
         except subprocess.TimeoutExpired:
             self.close()
             code = self.process.returncode
-        if code is not None and code < 0:
-            return f"was killed by signal {signal.Signals(-code).name}"
-        return f"exited with status {code}"
+        return describe_exit(code)
 
     def close(self) -> None:
         """Stop the runner (it would also stop by itself when this thread ends)."""

@@ -17,6 +17,7 @@ from .common import (
     EXIT_OK,
     add_progress_option,
     parse_recon_options,
+    positive_int,
     run_command,
     single_threaded_math,
 )
@@ -26,16 +27,6 @@ __all__ = ["build_parser", "main"]
 PROG = "parallel-recon batch"
 EXIT_TERMINATED = 143
 _EXIT_BY_STOP = {"interrupt": EXIT_INTERRUPTED, "terminate": EXIT_TERMINATED}
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,14 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-j",
         "--jobs",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="files in flight on this machine (default: one per core)",
     )
     run.add_argument(
         "-w",
         "--workers",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help="worker processes per file (default: the cores divided among the files)",
     )
@@ -123,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         single_threaded_math()
         from ..batch.model import BatchSettings
         from ..batch.report import check_report_path, failure_lines, write_report
-        from ..batch.run import run_batch, summary_line
+        from ..batch.run import Terminated, run_batch, summary_line
         from ..engine.ring import parse_memory_size
         from ..progress import progress_wanted
 
@@ -145,15 +136,19 @@ def main(argv: list[str] | None = None) -> int:
             png=args.png,
             force=args.force,
         )
-        outcome = run_batch(
-            args.inputs,
-            args.outdir,
-            settings,
-            jobs=args.jobs,
-            scheduler=args.scheduler,
-            fail_fast=args.fail_fast,
-            progress=progress_wanted(args.progress),
-        )
+        try:
+            outcome = run_batch(
+                args.inputs,
+                args.outdir,
+                settings,
+                jobs=args.jobs,
+                scheduler=args.scheduler,
+                fail_fast=args.fail_fast,
+                progress=progress_wanted(args.progress),
+            )
+        except Terminated:
+            print(f"{PROG}: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
         if args.report:
             write_report(args.report, outcome.results)
         print(summary_line(outcome), file=sys.stderr)

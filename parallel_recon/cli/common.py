@@ -25,6 +25,7 @@ __all__ = [
     "open_input",
     "open_output",
     "parse_recon_options",
+    "positive_int",
     "run_command",
     "single_threaded_math",
 ]
@@ -55,6 +56,17 @@ def parse_recon_options(pairs: list[str]) -> dict[str, str]:
             raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
         options[key] = value
     return options
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
+    return value
 
 
 def single_threaded_math() -> None:

@@ -14,7 +14,7 @@ import ctypes
 import os
 import signal
 
-__all__ = ["die_with_parent"]
+__all__ = ["describe_exit", "die_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -29,3 +29,13 @@ def die_with_parent(parent: int, role: str) -> None:
         libc.prctl(_PR_SET_NAME, ctypes.c_char_p(f"pr-{role}".replace(" ", "-").encode()[:15]))
     if os.getppid() != parent:
         os._exit(1)
+
+
+def describe_exit(code: int | None) -> str:
+    """How a child ended, from its exit code (negative: the signal that killed it)."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
