@@ -24,13 +24,14 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PERF = Path(__file__).resolve().parent
@@ -79,42 +80,52 @@ class FileSet:
         return sum(p.stat().st_size for p in self.files())
 
 
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"{one:.1f}/{five:.1f}"
+def load() -> float:
+    return os.getloadavg()[0]
 
 
-def timed(command: str | list[str], *, shell: bool = False) -> float:
-    """Wall-clock seconds of one command (output discarded, failure fatal)."""
+def timed(command: str | list[str], *, shell: bool = False) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system of the command and every process it waited
+    for) of one command; output discarded, failure fatal."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         command, shell=shell, executable="/bin/bash" if shell else None, capture_output=True
     )
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{command!r} failed ({proc.returncode}):\n{proc.stderr.decode()}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 @dataclass
 class Row:
     what: str
-    seconds: float
-    nbytes: int
     files: int
-    load: str
+    nbytes: int
+    seconds: float = float("inf")
+    cpu: float = 0.0
+    cpu_counted: bool = True
+    """False where the work runs in processes the command does not wait for (Dask)."""
+    loads: list[float] = field(default_factory=list)
     ratio: str = ""
     goal: str = ""
+
+    def add(self, measured: tuple[float, float], load: float) -> None:
+        """Keep the fastest try (and its CPU time); remember the load of every try."""
+        self.loads.append(load)
+        if measured[0] < self.seconds:
+            self.seconds, self.cpu = measured
 
     @property
     def mb_s(self) -> float:
         return self.nbytes / 1e6 / self.seconds
 
-
-def best_of(tries: int, run: Callable[[], float]) -> tuple[float, str]:
-    """The fastest of ``tries`` runs, and the load average before the first."""
-    before = load()
-    return min(run() for _ in range(tries)), before
+    @property
+    def load(self) -> str:
+        return "/".join(f"{x:.1f}" for x in self.loads)
 
 
 def fresh(folder: Path) -> Path:
@@ -123,7 +134,7 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
-def shell_loop(files: FileSet, out: Path) -> float:
+def shell_loop(files: FileSet, out: Path) -> tuple[float, float]:
     """The README's loop, as written there (each output appended to a new file)."""
     fresh(out)
     loop = (
@@ -133,12 +144,12 @@ def shell_loop(files: FileSet, out: Path) -> float:
     return timed(loop, shell=True)
 
 
-def batch(files: FileSet, out: Path, *extra: str) -> float:
+def batch(files: FileSet, out: Path, *extra: str) -> tuple[float, float]:
     fresh(out)
     return timed([str(BIN / "parallel-recon"), "batch", str(files.folder), "-o", str(out), *extra])
 
 
-def single_pipeline(path: Path, out: Path) -> float:
+def single_pipeline(path: Path, out: Path) -> tuple[float, float]:
     fresh(out)
     pipe = (
         f"{BIN}/mrdhdf5_to_stream {path} | {BIN}/mrd_stream_recon | "
@@ -196,80 +207,56 @@ class StartedCluster:
 
 
 def measure(small: FileSet, large: FileSet, scratch: Path, tries: int) -> list[Row]:
-    rows: list[Row] = []
+    """Every measurement, interleaved: each round runs each command once, so that a change of
+    the machine's load hits all of them alike; the fastest try of each is kept."""
     n, nbytes = small.count, small.nbytes
-    seconds, before = best_of(1, lambda: shell_loop(small, scratch / "loop"))
-    rows.append(Row("README shell loop (3 interpreters per file)", seconds, nbytes, n, before))
-    loop_s = seconds
-    seconds, before = best_of(tries, lambda: batch(small, scratch / "batch"))
-    local_s = seconds
-    rows.append(
-        Row(
-            "`parallel-recon batch` (2 runners, 1 engine worker each)",
-            seconds,
-            nbytes,
-            n,
-            before,
-            f"{loop_s / seconds:.1f}x faster than the loop",
-            ">= 5x " + ("met" if loop_s / seconds >= 5 else "missed"),
-        )
-    )
-    seconds, before = best_of(
-        tries, lambda: batch(small, scratch / "dask", "--scheduler", "local:2")
-    )
-    overhead = seconds / local_s - 1
-    rows.append(
-        Row(
-            "`batch --scheduler local:2` (LocalCluster started and stopped by the command)",
-            seconds,
-            nbytes,
-            n,
-            before,
-            f"{100 * overhead:+.0f}% vs the local batch",
-            "<= 25% " + ("met" if overhead <= 0.25 else "missed"),
-        )
-    )
-    with StartedCluster(fresh(scratch / "cluster")) as address:
-        seconds, before = best_of(
-            tries, lambda: batch(small, scratch / "dask2", "--scheduler", address)
-        )
-    rows.append(
-        Row(
-            "`batch --scheduler tcp://...` (dask scheduler + 2 dask worker started beforehand)",
-            seconds,
-            nbytes,
-            n,
-            before,
-            f"{100 * (seconds / local_s - 1):+.0f}% vs the local batch",
-        )
-    )
     one = large.files()[0]
-    seconds, before = best_of(tries, lambda: single_pipeline(one, scratch / "single"))
-    single_rate = one.stat().st_size / 1e6 / seconds
-    rows.append(
-        Row(
-            "single-file pipeline on one large file (`mrdhdf5_to_stream | mrd_stream_recon | "
-            "stream_to_mrdhdf5`)",
-            seconds,
-            one.stat().st_size,
-            1,
-            before,
-        )
+    loop = Row("README shell loop (3 interpreters per file)", n, nbytes)
+    local = Row("`parallel-recon batch` (2 runners, 1 engine worker each)", n, nbytes)
+    dask_local = Row(
+        "`batch --scheduler local:2` (LocalCluster started and stopped by the command)",
+        n,
+        nbytes,
+        cpu_counted=False,
     )
-    seconds, before = best_of(tries, lambda: batch(large, scratch / "large"))
-    rate = large.nbytes / 1e6 / seconds
-    rows.append(
-        Row(
-            "`parallel-recon batch` on the large files",
-            seconds,
-            large.nbytes,
-            large.count,
-            before,
-            f"{rate / single_rate:.2f}x the single-file pipeline's MB/s",
-            ">= 0.9x " + ("met" if rate / single_rate >= 0.9 else "missed"),
-        )
+    dask_ready = Row(
+        "`batch --scheduler tcp://...` (`dask scheduler` + 2 `dask worker` started beforehand)",
+        n,
+        nbytes,
+        cpu_counted=False,
     )
-    return rows
+    single = Row(
+        "single-file pipeline on one large file (`mrdhdf5_to_stream \\| mrd_stream_recon \\| "
+        "stream_to_mrdhdf5`)",
+        1,
+        one.stat().st_size,
+    )
+    large_batch = Row("`parallel-recon batch` on the large files", large.count, large.nbytes)
+    loop.add(shell_loop(small, scratch / "loop"), load())
+    with StartedCluster(fresh(scratch / "cluster")) as address:
+        runs: list[tuple[Row, Callable[[], tuple[float, float]]]] = [
+            (local, lambda: batch(small, scratch / "batch")),
+            (dask_local, lambda: batch(small, scratch / "dask", "--scheduler", "local:2")),
+            (dask_ready, lambda: batch(small, scratch / "ready", "--scheduler", address)),
+            (single, lambda: single_pipeline(one, scratch / "single")),
+            (large_batch, lambda: batch(large, scratch / "large")),
+        ]
+        for _ in range(tries):
+            for row, run in runs:
+                row.add(run(), load())
+    speedup = loop.seconds / local.seconds
+    local.ratio = f"{speedup:.1f}x faster than the loop ({loop.cpu / local.cpu:.1f}x less CPU)"
+    local.goal = ">= 5x " + ("met" if speedup >= 5 else "missed")
+    overhead = dask_local.seconds / local.seconds - 1
+    dask_local.ratio = f"{100 * overhead:+.0f}% time vs the local batch"
+    dask_local.goal = "<= 25% " + ("met" if overhead <= 0.25 else "missed")
+    dask_ready.ratio = (
+        f"{100 * (dask_ready.seconds / local.seconds - 1):+.0f}% time vs the local batch"
+    )
+    throughput = large_batch.mb_s / single.mb_s
+    large_batch.ratio = f"{throughput:.2f}x the single-file pipeline's MB/s"
+    large_batch.goal = ">= 0.9x " + ("met" if throughput >= 0.9 else "missed")
+    return [loop, local, dask_local, dask_ready, single, large_batch]
 
 
 def report(rows: list[Row], small: FileSet, large: FileSet, tries: int) -> str:
@@ -283,10 +270,13 @@ def report(rows: list[Row], small: FileSet, large: FileSet, tries: int) -> str:
         f"Made by `python perf/bench_batch.py` on {stamp}; {os.cpu_count()} cores, "
         f"{platform.machine()}, Python {platform.python_version()}, "
         f"numpy {numpy.__version__}.  The machine was shared with other engineers' builds and "
-        "tests: *load* is the 1/5-minute load average before each measurement, and times "
-        f"moved by 20-50% between runs; every ratio comes from this one run.  Each time is a "
-        f"fresh command (interpreter start-up included) into an empty folder, best of {tries} "
-        "(the shell loop: 1 try).",
+        "tests: *load* is the 1-minute load average before each try, times moved by 20-50% "
+        "between runs, and *CPU s* (user + system of the command and all the processes it "
+        "waited for; not available where Dask's processes do the work) is the steadier "
+        "measure of work.  Every ratio comes from this one run; "
+        f"the commands ran interleaved, {tries} rounds, fastest try kept (the shell loop: 1 "
+        "try).  Each try is a fresh command (interpreter start-up included) writing into an "
+        "empty folder.",
         "",
         f"- small files: {small.count} ISMRMRD HDF5 files of a {small.matrix} matrix, "
         f"{small.coils} coils, {small.slices} slices ({each:.1f} MB each)",
@@ -294,13 +284,14 @@ def report(rows: list[Row], small: FileSet, large: FileSet, tries: int) -> str:
         f"{large.slices} slices x {large.repetitions} repetitions "
         f"({large.nbytes / large.count / 1e6:.0f} MB each)",
         "",
-        "| measurement | files | seconds | s per file | MB/s | ratio | goal | load |",
-        "|---|---|---|---|---|---|---|---|",
+        "| measurement | files | seconds | s per file | CPU s | MB/s | ratio | goal | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row.what} | {row.files} | {row.seconds:.2f} | {row.seconds / row.files:.3f} | "
-            f"{row.mb_s:.1f} | {row.ratio} | {row.goal} | {row.load} |"
+            f"{f'{row.cpu:.1f}' if row.cpu_counted else 'n/a'} | {row.mb_s:.1f} | {row.ratio} | "
+            f"{row.goal} | {row.load} |"
         )
     return "\n".join(lines) + "\n"
 
