@@ -93,6 +93,8 @@ def test_reconstruct_options_reach_the_engine(tmp_path: Path) -> None:
     doubled = pr.reconstruct(RAW_STREAM, recon=str(kernel))
     plain = pr.reconstruct(RAW_STREAM, recon="cartesian")
     np.testing.assert_allclose(doubled[0].data, 2 * plain[0].data, rtol=1e-6)
+    # a finished run leaves no shared memory mapped in the calling process
+    assert "/dev/shm/pr_" not in Path("/proc/self/maps").read_text()
 
 
 def _own_segments() -> set[str]:

@@ -12,6 +12,7 @@ command line does.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import signal
@@ -31,6 +32,7 @@ __all__ = [
     "message_source",
     "pipeline_options",
     "raw_file_source",
+    "release_engine_memory",
     "resolve_recon",
     "run_engine",
 ]
@@ -120,6 +122,17 @@ def message_source(messages: Iterable[Message]) -> BinaryIO:
     return buffer
 
 
+def release_engine_memory() -> None:
+    """Unmap a finished run's shared memory now.
+
+    The supervisor's objects form reference cycles that keep its rings mapped (unlinked, but
+    still holding memory) until the cycle collector runs; a long-lived process running one
+    file after another must not hold a large file's rings while it works on the next.  A
+    collection of the young generations finds them (about a millisecond).
+    """
+    gc.collect(1)
+
+
 def _pass_on_sigterm() -> None:
     """The engine caught a SIGTERM and stopped; let the process's own handling take over."""
     signal.raise_signal(signal.SIGTERM)
@@ -147,3 +160,5 @@ def run_engine(source: BinaryIO, opts: PipelineOptions) -> BinaryIO:
     except BaseException:
         images.close()
         raise
+    finally:
+        release_engine_memory()

@@ -76,7 +76,13 @@ def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> Fi
     """Reconstruct one job in this process and write its outputs; never raises for a
     problem of the input (only for Ctrl-C and termination)."""
     from ..engine.kernels import kernel_label
-    from .engine_run import pipeline_options, raw_file_source, resolve_recon, run_engine
+    from .engine_run import (
+        pipeline_options,
+        raw_file_source,
+        release_engine_memory,
+        resolve_recon,
+        run_engine,
+    )
     from .outputs import make_stamp, write_outputs
 
     started = time.monotonic()
@@ -115,6 +121,7 @@ def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> Fi
             kernel=kernel,
             host=host,
         )
+    release_engine_memory()  # the failed run's exception no longer holds its rings
     seconds = time.monotonic() - started
     return FileResult.for_job(
         job, FAILED, seconds=round(seconds, 4), kernel=kernel, error=error, host=host
