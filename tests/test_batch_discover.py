@@ -134,3 +134,30 @@ def test_stamp_and_partials(tmp_path: Path) -> None:
     other_host.write_bytes(b"")
     assert sweep_partials([tmp_path]) == 1
     assert mine.exists() and not dead.exists() and other_host.exists()
+
+
+def test_runner_answers_one_line_per_request_and_exits_when_idle(tmp_path: Path) -> None:
+    """The runner protocol that local runners and Dask's runner programs speak."""
+    import dataclasses
+    import io
+    import time
+
+    from parallel_recon.batch.runner import serve
+
+    raw = _stream(tmp_path / "scan.bin")
+    job = FileJob(str(raw), "stream", None, str(tmp_path / "out" / "scan.h5"), "scan.bin", 1)
+    bad = FileJob(str(tmp_path / "gone.bin"), "stream", None, str(tmp_path / "gone.h5"), "g", 1)
+    settings = dataclasses.asdict(BatchSettings(workers=1))
+    lines = [json.dumps({"job": dataclasses.asdict(j), "settings": settings}) for j in (job, bad)]
+    replies = io.BytesIO()
+    serve(io.BytesIO("\n".join(lines).encode() + b"\n"), replies)
+    results = [json.loads(line) for line in replies.getvalue().splitlines()]
+    assert [r["status"] for r in results] == ["ok", "failed"]
+    assert results[0]["images"] == 1 and Path(job.output).is_file()
+    assert results[1]["error"] == f"{bad.input}: No such file or directory"
+    read_end, write_end = os.pipe()  # nobody ever writes: the runner gives up after the wait
+    with os.fdopen(read_end, "rb") as requests:
+        started = time.monotonic()
+        serve(requests, io.BytesIO(), idle_exit_s=0.2)
+        assert time.monotonic() - started < 5
+    os.close(write_end)

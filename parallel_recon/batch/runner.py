@@ -107,7 +107,7 @@ def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> Fi
     except ReconError as exc:
         error = str(exc)
     except OSError as exc:
-        error = f"{exc.strerror or exc}: {exc.filename or job.input}"
+        error = f"{exc.filename or job.input}: {exc.strerror or exc}"  # unreadable, disk full
     except Exception as exc:
         error = _internal(exc)
     else:
