@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo
-APT_PACKAGES := libfftw3-dev socat cmake g++ make
+APT_PACKAGES := libfftw3-dev socat cmake g++ make libismrmrd-dev dcm2niix dicom3tools
 
 .PHONY: venv demo test lint bench cpp deps clean
 
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,lint,cluster]'
 	touch $(STAMP)
 
-## deps: Debian packages for the C++ recon and the socat tests (needs root or sudo)
+## deps: Debian packages for the C++ recon, the socat tests and the export checks
+## (dcm2niix, dciodvfy from dicom3tools); needs root or sudo
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "GeometryError",
     "HeaderError",
     "InputFileError",
     "MissingCloseError",
+    "OutputFileError",
     "PipelineError",
     "ProtocolError",
     "ReconError",
@@ -61,8 +63,17 @@ class HeaderError(ReconError):
     """The XML header is missing, malformed, or lacks what a reconstruction needs."""
 
 
+class GeometryError(ReconError):
+    """An image's geometry cannot place its voxels in the patient, or images do not stack."""
+
+
 class InputFileError(ReconError):
     """An input file cannot be opened or does not have the expected layout."""
+
+
+class OutputFileError(ReconError):
+    """An output cannot be written: it is one of the inputs, its folder refuses it, or the
+    disk is full.  The message says what happened to the file (left unchanged, not created)."""
 
 
 class ConfigurationError(ReconError):

@@ -53,6 +53,7 @@ def tree(tmp_path: Path) -> Path:
     with h5py.File(root / "b" / "weights.h5", "w") as handle:  # HDF5, but no MRD at all
         handle["w"] = np.ones(3)
     (root / "a" / ".one.h5~otherhost~1.partial").write_bytes(b"half")
+    _hdf5(root / "a" / ".one.h5.0a1b2c3d.partial")  # another command's output being written
     return root
 
 

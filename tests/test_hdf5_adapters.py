@@ -192,15 +192,21 @@ def test_truncated_stream_keeps_what_was_received(shared_data: Path, tmp_path: P
     assert read_header_xml(out) == complete[0].xml
 
 
-@pytest.mark.parametrize(
-    ("tail", "expected"),
-    [(b"", "expected a CLOSE message"), (b"\x04\x00\x05\x00", "after CLOSE")],
-)
-def test_stream_end_errors(tmp_path: Path, tail: bytes, expected: str) -> None:
-    body = _stream(Header("<ismrmrdHeader/>"))
-    data = body[:-2] + tail if not tail else body + tail
+def test_stream_without_close_is_an_error(tmp_path: Path) -> None:
+    data = _stream(Header("<ismrmrdHeader/>"))[:-2]
     proc = run_cli("stream_to_mrdhdf5", str(tmp_path / "o.h5"), input=data, check=False)
-    assert expected in _one_error_line(proc)
+    assert "expected a CLOSE message" in _one_error_line(proc)
+
+
+def test_data_after_close_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    """Every command stops reading at CLOSE and warns about what follows (exit 0)."""
+    body = _stream(Header("<ismrmrdHeader/>"))
+    out = tmp_path / "o.h5"
+    proc = run_cli("stream_to_mrdhdf5", str(out), input=body + b"\x04\x00\x05\x00")
+    line = proc.stderr.decode().strip()
+    assert line.startswith("stream_to_mrdhdf5: warning:") and "\n" not in line
+    assert f"after the CLOSE message (at byte offset {len(body)}" in line
+    assert read_header_xml(out) == "<ismrmrdHeader/>"
 
 
 # ----------------------------------------------------------------------- stream_to_mrdhdf5

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 from conftest import run_cli, script
+from stream_feeding import feed_in_chunks
 from test_pipeline_helpers import RSS_KERNEL, Spec, build_lines, stream_bytes, write_kernel
 
 RECON = "mrd_stream_recon"
@@ -48,43 +49,14 @@ def test_first_image_leaves_before_half_the_input_is_sent(tmp_path: Path) -> Non
     total = sum(len(c) for c in chunks)
     header_message = len(chunks[0])
     kernel = write_kernel(tmp_path, RSS_KERNEL, "rss")
-    proc = subprocess.Popen(
-        [script(RECON), "--recon", kernel, "--workers", "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    fed = feed_in_chunks(
+        [script(RECON), "--recon", kernel, "--workers", "2"], chunks, 0.5, header_message
     )
-    sent = 0
-    seen_at: list[int] = []
-
-    def feed() -> None:
-        nonlocal sent
-        assert proc.stdin is not None
-        for chunk in chunks:
-            proc.stdin.write(chunk)
-            proc.stdin.flush()
-            sent += len(chunk)
-            time.sleep(0.5)  # the scanner acquires the next repetition
-        proc.stdin.close()
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    assert proc.stdout is not None
-    received = b""
-    while len(received) <= header_message + 2:  # header echo, then an IMAGE id
-        block = os.read(proc.stdout.fileno(), 1 << 16)
-        assert block, proc.stderr.read() if proc.stderr else b""
-        received += block
-    seen_at.append(sent)
-    feeder.join(timeout=60)
-    rest = proc.stdout.read()
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
-    assert proc.wait(timeout=60) == 0, err.decode()
-    assert seen_at[0] < total / 2, f"first image after {seen_at[0]} of {total} bytes sent"
-    assert len(received + rest) > header_message
+    assert fed.returncode == 0, fed.stderr.decode()
+    assert fed.sent_at_first_image < total / 2, (
+        f"first image after {fed.sent_at_first_image} of {total} bytes sent"
+    )
+    assert len(fed.output) > header_message
 
 
 def _peak_tree_rss(args: list[str], data: bytes) -> int:

@@ -17,6 +17,7 @@ import numpy as np
 from parallel_recon.protocol import ACQUISITION_HEADER_DTYPE, Image
 
 __all__ = [
+    "Calibration",
     "EncodingSpace",
     "Kernel",
     "ReconContext",
@@ -56,6 +57,10 @@ class EncodingSpace:
     k2_limits: tuple[int, int, int]
     """(minimum, maximum, center) of kspace_encoding_step_2."""
     trajectory: str = "cartesian"
+    acceleration: tuple[int, int] = (1, 1)
+    """``parallelImaging/accelerationFactor`` along (k1, k2); (1, 1) when the header has none."""
+    calibration_mode: str = ""
+    """``parallelImaging/calibrationMode`` (embedded, interleaved, separate, ...) or ''."""
 
     @property
     def k1_center(self) -> int:
@@ -101,11 +106,39 @@ class UnitInfo:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Parallel-imaging calibration k-space of a unit's (encoding space, slice, contrast).
+
+    The engine keeps the latest calibration of each slice and hands it to every later unit
+    of that slice (e.g. a reference scan sent once before the imaging lines), prewhitened
+    like the unit's k-space.
+    """
+
+    kspace: np.ndarray
+    """complex64 ``[k2c, k1c, coils, k0]``: the block spanned by the calibration lines (full
+    readout), averaged; zeros where the block has no line."""
+    sampled: np.ndarray
+    """bool ``[k2c, k1c]``: which lines of the block hold data."""
+    origin: tuple[int, int]
+    """Grid position ``(k2, k1)`` of ``kspace[0, 0]`` in the unit's ``[k2, k1]`` grid."""
+    version: int
+    """Unique per calibration the stream gave (with the unit key, a cache key for weights)."""
+
+
+@dataclass(frozen=True)
 class ReconContext:
     """Everything a kernel gets besides the samples."""
 
     plan: ReconPlan
     unit: UnitInfo
+    calibration: Calibration | None = None
+    """Calibration lines of the unit's slice and contrast, or None when the stream had none."""
+    sampled: np.ndarray | None = None
+    """bool ``[k2, k1]``: lines of ``kspace`` that hold data (None: unknown)."""
+    whitened: bool = False
+    """True when ``kspace`` and the calibration were prewhitened with the noise scan."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Filled by the kernel for the profile: ``kernel`` (which ran), ``why``, ``warning``."""
 
     @property
     def space(self) -> EncodingSpace:

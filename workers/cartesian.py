@@ -11,8 +11,9 @@ The steps are small public functions so that user kernels (see
    cropped first, so 2x oversampling halves the work of the other axes.
 2. :func:`combine_coils` - root-sum-of-squares magnitude; the phase, when wanted, is the
    coil-power-weighted mean of the coil phases (the ISMRMRD C++ tool's choice), so one
-   complex channel carries the RSS magnitude.  ``--recon-option coils=channels`` keeps the
-   coils as image channels instead.
+   complex channel carries the RSS magnitude.  ``--recon-option combine=adaptive`` uses
+   coil sensitivities instead (:mod:`.coils`: SNR-optimal, keeps the object's phase);
+   ``--recon-option coils=channels`` keeps the coils as image channels.
 3. :func:`outputs` - the table from ``plan.output`` to the pixel transform and image type:
    ``magnitude`` float32 (type 1), ``phase`` float32 radians (type 2), ``complex`` complex64
    (type 5).
@@ -24,7 +25,7 @@ for 3D (one 3D volume per unit, not one image per partition).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.fft
@@ -32,11 +33,22 @@ import scipy.fft
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image, ImageType
 from parallel_recon.workers.api import EncodingSpace, ReconContext
+from parallel_recon.workers.coils import adaptive_combine, centre_block, sensitivity_maps
 from parallel_recon.workers.image_header import make_image
+from parallel_recon.workers.options import (
+    COMMON_OPTIONS,
+    KernelOption,
+    choice,
+    option_table,
+    parse_options,
+)
+from parallel_recon.workers.sampling import find_lattice
 
 __all__ = [
     "COIL_MODES",
+    "COMBINE_HISTORY",
     "HISTORY",
+    "OPTIONS",
     "OUTPUTS",
     "Output",
     "centred_ifft_axis",
@@ -44,7 +56,9 @@ __all__ = [
     "combine_coils",
     "images_from_coils",
     "reconstruct",
+    "setting",
     "to_image_space",
+    "unit_maps",
 ]
 
 HISTORY = ("FFT", "RSS")
@@ -192,6 +206,39 @@ COIL_MODES: dict[str, Callable[[np.ndarray, Output], np.ndarray]] = {
 }
 """``--recon-option coils=...`` -> ``[z, y, coils, x]`` to ``[channels, z, y, x]``."""
 
+COMBINE_HISTORY = {"rss": "RSS", "adaptive": "ADAPTIVE"}
+"""``combine=`` -> the ImageProcessingHistory entry of the coil combination."""
+
+OPTIONS: tuple[KernelOption, ...] = (
+    KernelOption(
+        "coils",
+        "rss",
+        "rss: one combined image; channels: one image channel per coil",
+        choice(*COIL_MODES),
+    ),
+    KernelOption(
+        "combine",
+        "rss",
+        "coil combination: rss (root sum of squares) or adaptive (sensitivity-weighted, "
+        "SNR-optimal, keeps the phase)",
+        choice(*COMBINE_HISTORY),
+    ),
+)
+"""The options of this kernel (``--recon-option``), with the engine's common ones."""
+
+_TABLE = option_table(COMMON_OPTIONS, OPTIONS)
+
+
+def setting(context: ReconContext, name: str, kernel: str = "cartesian") -> Any:
+    """The typed value of one of this kernel's options (its default when not given).
+
+    Only the named option is read, so user kernels that reuse these steps may have options
+    of their own.
+    """
+    option = _TABLE[name]
+    given = {name: context.plan.options[name]} if name in context.plan.options else {}
+    return parse_options(given, {name: option}, kernel)[name]
+
 
 def choose(context: ReconContext) -> tuple[Output, Callable[[np.ndarray, Output], np.ndarray]]:
     """The output conversion and coil handling the plan asks for; ConfigurationError if unknown."""
@@ -201,22 +248,47 @@ def choose(context: ReconContext) -> tuple[Output, Callable[[np.ndarray, Output]
         raise ConfigurationError(
             f"cartesian recon: expected output {', '.join(OUTPUTS)}, found {plan.output!r}"
         )
-    mode = plan.options.get("coils", "rss")
-    combine = COIL_MODES.get(mode)
-    if combine is None:
-        raise ConfigurationError(
-            f"cartesian recon: expected coils={' or coils='.join(COIL_MODES)}, found {mode!r}"
-        )
-    return output, combine
+    return output, COIL_MODES[setting(context, "coils")]
+
+
+def unit_maps(kspace: np.ndarray, context: ReconContext) -> np.ndarray:
+    """Coil sensitivities for ``combine=adaptive``: from the calibration lines when the unit
+    has them, else from the central lines of its own k-space."""
+    calibration = context.calibration
+    if calibration is not None:
+        block, origin = calibration.kspace, calibration.origin
+    else:
+        block, origin = centre_block(kspace, context.sampled)
+    grid = (kspace.shape[0], kspace.shape[1], kspace.shape[3])
+    return sensitivity_maps(block, origin, grid, to_image_space, context.space)
 
 
 def images_from_coils(
-    coil_images: np.ndarray, context: ReconContext, history: tuple[str, ...] = HISTORY
+    coil_images: np.ndarray,
+    context: ReconContext,
+    history: tuple[str, ...] = HISTORY,
+    maps: np.ndarray | None = None,
+    combine: str | None = None,
 ) -> list[Image]:
-    """Combine ``[z, y, coils, x]`` coil images as the plan asks and wrap them as one Image."""
-    output, combine = choose(context)
-    data = output.convert(combine(coil_images, output))
-    return [make_image(data, context, output.image_type, history)]
+    """Combine ``[z, y, coils, x]`` coil images as the plan asks and wrap them as one Image.
+
+    ``combine`` overrides the ``combine=`` option (kernels with another default pass their
+    own); ``combine=adaptive`` needs ``maps`` (:func:`unit_maps`).  ``history`` ends with the
+    combination's name, which is replaced by the one actually used.
+    """
+    output, coil_mode = choose(context)
+    method = combine or setting(context, "combine")
+    if coil_mode is _channels:
+        data = coil_mode(coil_images, output)
+        history = history[:-1] if history and history[-1] in COMBINE_HISTORY.values() else history
+    elif method == "adaptive":
+        if maps is None:
+            raise ConfigurationError("combine=adaptive: this kernel passed no coil maps")
+        data = adaptive_combine(coil_images, maps)[np.newaxis]
+        history = (*history[:-1], COMBINE_HISTORY["adaptive"])
+    else:
+        data = coil_mode(coil_images, output)
+    return [make_image(output.convert(data), context, output.image_type, history)]
 
 
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
@@ -228,6 +300,26 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         complex64 ``[k2, k1, coils, k0]``, lines placed and averaged by the engine.
     context:
         Plan (output type, options, encoding spaces) and unit (reference acquisition).
+
+    Accelerated data is zero-filled (aliased); the unit's notes carry a warning saying so.
     """
     choose(context)  # fail on a bad option before the FFTs
-    return images_from_coils(to_image_space(kspace, context.space), context)
+    context.notes["kernel"] = "cartesian"
+    accelerated = _undersampled(context)
+    context.notes["why"] = "zero-filled, accelerated data" if accelerated else "fully sampled"
+    if accelerated:
+        context.notes["warning"] = (
+            "the cartesian kernel zero-fills accelerated data: the images are aliased "
+            "(use --recon grappa or auto with calibration lines)"
+        )
+    maps = unit_maps(kspace, context) if setting(context, "combine") == "adaptive" else None
+    return images_from_coils(to_image_space(kspace, context.space), context, maps=maps)
+
+
+def _undersampled(context: ReconContext) -> bool:
+    if context.sampled is None:
+        return max(context.space.acceleration) > 1
+    try:
+        return find_lattice(context.sampled, context.space).accelerated
+    except ConfigurationError:
+        return True

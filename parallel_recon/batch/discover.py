@@ -116,12 +116,18 @@ def classify(path: str) -> str | None:
     return "stream" if _is_raw_stream(path) else None
 
 
+def _is_temporary(name: str) -> bool:
+    """An output being written: ours (``.NAME~host~pid.partial``) or any other command's
+    (``.NAME.XXXXXXXX.partial``)."""
+    return is_partial_name(name) or (name.startswith(".") and name.endswith(".partial"))
+
+
 def _walk(directory: str, skip: str) -> Iterator[str]:
     """Regular files below ``directory``, sorted, not descending into ``skip``."""
     for top, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if os.path.join(top, d) != skip)
         for name in sorted(files):
-            if not is_partial_name(name):
+            if not _is_temporary(name):
                 yield os.path.join(top, name)
 
 

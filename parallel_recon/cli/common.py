@@ -12,15 +12,19 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from ..errors import ConfigurationError, InputFileError, ReconError
+from ..files import PendingFile, is_disk_full
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_USAGE",
+    "ExitStatus",
+    "OneLineParser",
     "add_progress_option",
     "open_input",
     "open_output",
@@ -32,6 +36,7 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
@@ -45,6 +50,15 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+class ExitStatus(Exception):
+    """Leave a command with ``code`` after its ``with`` blocks have cleaned up (an output
+    opened by :func:`open_output` is then discarded, not committed)."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
 
 
 def parse_recon_options(pairs: list[str]) -> dict[str, str]:
@@ -80,6 +94,8 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
     """Run a command body, turning user errors into one stderr line and an exit code."""
     try:
         return body()
+    except ExitStatus as exc:
+        return exc.code
     except ReconError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -89,6 +105,12 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        where = f" writing {exc.filename!r}" if exc.filename else " writing the output"
+        print(f"{prog}: error: no space left on device{where}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _is_std(path: str | None) -> bool:
@@ -113,7 +135,12 @@ def open_input(path: str | None) -> Iterator[BinaryIO]:
 
 @contextlib.contextmanager
 def open_output(path: str | None) -> Iterator[BinaryIO]:
-    """A buffered binary writer for ``path``, or stdout for None / ``-``."""
+    """A buffered binary writer for ``path``, or stdout for None / ``-``.
+
+    A file appears only when the block ends normally: it is written under a temporary name
+    and renamed into place (see :class:`parallel_recon.files.PendingFile`); on an error the
+    previous file, if any, is left as it was.
+    """
     if _is_std(path):
         sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=_BUFFER)
         try:
@@ -126,12 +153,20 @@ def open_output(path: str | None) -> Iterator[BinaryIO]:
                 raise
         return
     assert path is not None
-    try:
-        handle = open(path, "wb", buffering=_BUFFER)  # noqa: SIM115
-    except OSError as exc:
-        raise InputFileError(f"cannot open output {path!r}: {exc.strerror}") from None
-    with handle:
-        yield handle
+    with PendingFile(path) as pending:
+        try:
+            handle = open(pending.path, "wb", buffering=_BUFFER)  # noqa: SIM115
+        except OSError as exc:
+            raise InputFileError(f"cannot open output {path!r}: {exc.strerror}") from None
+        with handle:
+            yield handle
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad option as one stderr line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def add_progress_option(parser: argparse._ActionsContainer) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ConfigurationError, InputFileError
+from ..files import refuse_same_file
 from ..hdf5 import count_acquisitions, count_images, count_waveforms
 from ..hdf5.read import Segment, iter_segments, segment_buffers
 from ..progress import Progress, progress_wanted
@@ -102,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.output is not None and args.use_stdout:
         raise ConfigurationError("give either -o/--output or --use-stdout, not both")
     path = _input_path(args)
+    refuse_same_file([path], [args.output])
     config = _config_messages(args)
     segments: Iterator[Segment] = iter_segments(path, args.group, args.image_series)
     first = next(segments, None)  # open and check the input before creating the output

@@ -1,9 +1,12 @@
 """``mrd_phantom`` / ``parallel-recon phantom``: simulated multi-coil Shepp-Logan raw data.
 
 Options follow ``ismrmrd_generate_cartesian_shepp_logan`` (``-m -c -O -r -a -w -n -o -d -C
--k``) plus slices, contrasts, 3D partitions, averages, partial Fourier and a seed.  The output
+-k``) plus slices, contrasts, 3D partitions, averages, partial Fourier, a seed, and the scan's
+geometry: orientation, position and a bright marker voxel at a known place.  The output
 is a group of an ISMRMRD HDF5 file (replaced if it exists: unlike the C++ tool, which appends,
 one group never mixes two scans), or an MRD stream with ``-o -`` (stdout) or ``--stream``.
+The HDF5 file is rewritten (other groups copied into a new file, renamed into place at the
+end), so re-runs do not grow it and a failure leaves the previous file as it was.
 """
 
 from __future__ import annotations
@@ -12,31 +15,42 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
-from ..hdf5.layout import open_mrd_file
-from ..phantom import PhantomSpec, iter_messages
-from ..phantom.spec import acquired_lines
+from ..files import PendingFile
+from ..hdf5.layout import refuse_non_hdf5_output
+from ..phantom import (
+    ORIENTATIONS,
+    PhantomSpec,
+    acquisition_count,
+    iter_messages,
+    marker_position,
+    marker_voxel,
+)
+from ..phantom.spec import CALIBRATION_MODES
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import StreamWriter
 from ..protocol.messages import Acquisition, Message
-from .common import EXIT_OK, add_progress_option, open_output, run_command
+from .common import EXIT_OK, OneLineParser, add_progress_option, open_output, run_command
 
 __all__ = ["build_parser", "main"]
 
 PROG = "mrd_phantom"
-_EXIT_USAGE = 2
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Reports a bad option as one stderr line (no usage dump) and exits 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(_EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+def _point(text: str) -> tuple[float, float, float]:
+    """``X,Y,Z`` in mm (LPS)."""
+    parts = text.split(",")
+    try:
+        x, y, z = (float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected three numbers X,Y,Z in mm, found {text!r}"
+        ) from None
+    return (x, y, z)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Generate multi-coil Cartesian Shepp-Logan raw data (ISMRMRD HDF5 or stream).",
     )
@@ -70,6 +84,53 @@ def build_parser() -> argparse.ArgumentParser:
     add("--partial-fourier", type=float, default=1.0, help="fraction of ky lines, 0.5 to 1")
     add("--seed", type=int, default=0, help="random seed of the noise (default 0)")
     add("--stream", action="store_true", help="write an MRD stream to --output, not HDF5")
+    add(
+        "--orientation",
+        default="axial",
+        metavar="NAME|L,P,S",
+        help=f"read/phase/slice directions: {', '.join(ORIENTATIONS)} (default axial), or "
+        "rotation angles of the axial frame in degrees about L, P and S",
+    )
+    add(
+        "--position",
+        type=_point,
+        default=(0.0, 0.0, 0.0),
+        metavar="X,Y,Z",
+        help="centre of the imaged volume, patient LPS mm (default 0,0,0)",
+    )
+    add(
+        "--marker",
+        type=_point,
+        metavar="X,Y,Z",
+        help="put a bright voxel (intensity 2) at the voxel nearest this LPS point in mm; "
+        "its exact centre is printed on stderr",
+    )
+    add(
+        "--noise-correlation",
+        type=float,
+        default=0.0,
+        help="noise correlation of neighbouring coils, 0..0.95 (also unequal coil noise power)",
+    )
+    add("--noise-lines", type=int, default=1, help="lines of the noise scan (-C; default 1)")
+    add(
+        "--noise-dwell",
+        type=float,
+        default=5.0,
+        help="sample time of the noise scan in us (imaging: 5; default 5)",
+    )
+    add(
+        "--calibration",
+        choices=CALIBRATION_MODES,
+        default="embedded",
+        help="calibration lines in every repetition (embedded, default), in the first only "
+        "(first), or as a reference block before the imaging lines (separate)",
+    )
+    add(
+        "--acceleration-2",
+        type=int,
+        default=1,
+        help="3D: acceleration along k2 (partitions; default 1)",
+    )
     add_progress_option(parser)
     return parser
 
@@ -91,13 +152,15 @@ def _spec(args: argparse.Namespace) -> PhantomSpec:
         averages=args.averages,
         partial_fourier=args.partial_fourier,
         seed=args.seed,
+        orientation=args.orientation,
+        position=args.position,
+        marker=args.marker,
+        noise_correlation=args.noise_correlation,
+        noise_lines=args.noise_lines,
+        noise_dwell_time_us=args.noise_dwell,
+        calibration=args.calibration,
+        acceleration_2=args.acceleration_2,
     )
-
-
-def _count(spec: PhantomSpec) -> int:
-    """Acquisitions the scan will hold, for the progress line."""
-    per_slice = spec.partitions * len(acquired_lines(spec)) * spec.averages * spec.contrasts
-    return per_slice * spec.slices * spec.repetitions + int(spec.noise_calibration)
 
 
 def _counted(spec: PhantomSpec, progress: Progress) -> Iterator[Message]:
@@ -107,22 +170,44 @@ def _counted(spec: PhantomSpec, progress: Progress) -> Iterator[Message]:
         yield msg
 
 
-def _clear_group(path: str, group: str) -> None:
+def _write_hdf5(messages: Iterator[Message], path: str, group: str) -> None:
     """``-o`` names the output: an older scan in the same group is replaced, other groups kept.
 
-    (The C++ tool appends instead, which mixes two scans under one header.)
+    (The C++ tool appends instead, which mixes two scans under one header.)  The file is
+    written anew, beside the old one, so the replaced scan's space is reclaimed.
     """
-    if not Path(path).exists():
+    from ..hdf5 import MrdHdf5Writer
+    from ..hdf5.rewrite import copy_all_but
+
+    refuse_non_hdf5_output(path)
+    with PendingFile(path) as pending:
+        if pending.existed and Path(pending.target).stat().st_size > 0:
+            copy_all_but(pending.target, pending.path, group)
+        with MrdHdf5Writer(pending.path, group) as h5:
+            for msg in messages:
+                h5.write(msg)
+
+
+def _report_marker(spec: PhantomSpec) -> None:
+    voxel, where = marker_voxel(spec), marker_position(spec)
+    if voxel is None or where is None:
         return
-    with open_mrd_file(path, "a") as handle:
-        if group in handle:
-            del handle[group]
+    slice_, partition, row, column = voxel
+    print(
+        f"{PROG}: marker at slice {slice_}, partition {partition}, row {row}, column {column}: "
+        f"LPS ({where[0]:.4f}, {where[1]:.4f}, {where[2]:.4f}) mm",
+        file=sys.stderr,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     spec = _spec(args)
+    _report_marker(spec)
     progress = Progress(
-        PROG, enabled=progress_wanted(args.progress), total=_count(spec), unit="acquisitions"
+        PROG,
+        enabled=progress_wanted(args.progress),
+        total=acquisition_count(spec),
+        unit="acquisitions",
     )
     messages = _counted(spec, progress)
     if args.output == "-" or args.stream:
@@ -130,12 +215,7 @@ def _run(args: argparse.Namespace) -> int:
             for msg in messages:
                 writer.write(msg)
     else:
-        from ..hdf5 import MrdHdf5Writer
-
-        _clear_group(args.output, args.dataset)
-        with MrdHdf5Writer(args.output, args.dataset) as h5:
-            for msg in messages:
-                h5.write(msg)
+        _write_hdf5(messages, args.output, args.dataset)
     progress.finish()
     return EXIT_OK
 

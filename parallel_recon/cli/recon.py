@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
+from ..files import refuse_same_file
 from .common import (
+    EXIT_OK,
+    ExitStatus,
     add_progress_option,
     open_input,
     open_output,
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Parallel Cartesian reconstruction of an MRD (ISMRMRD v1) raw-data stream.\n"
+        description="Parallel reconstruction of an MRD (ISMRMRD v1) raw-data stream.\n"
         "Reads acquisitions from stdin (or -i FILE) and writes the header, the images in\n"
         "acquisition order and CLOSE to stdout (or -o FILE). Slices, repetitions and\n"
         "contrasts are reconstructed in parallel by --workers processes.",
@@ -96,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     recon = parser.add_argument_group("reconstruction")
     recon.add_argument(
         "--recon",
-        default="cartesian",
+        default="auto",
         metavar="NAME|PATH",
-        help="kernel: 'cartesian' (default) or a path to a .py file defining "
+        help="kernel: 'auto' (default: grappa for accelerated data with calibration lines, "
+        "else cartesian), 'grappa', 'cartesian', or a path to a .py file defining "
         "reconstruct(kspace, context) -> list[Image]",
     )
     recon.add_argument(
@@ -106,7 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="option passed to the kernel in plan.options (repeatable)",
+        help="kernel option (repeatable): prewhiten=on|off; combine=adaptive|rss; "
+        "coils=rss|channels; grappa: lambda=0.01, kx=5, ky=4, kz=3; an unknown key lists "
+        "the kernel's options",
+    )
+    recon.add_argument(
+        "--noise",
+        metavar="FILE",
+        help="take the noise scan (IS_NOISE_MEASUREMENT lines) for prewhitening from this MRD "
+        "stream or HDF5 file instead of the input",
+    )
+    recon.add_argument(
+        "--calibration-lines",
+        type=int,
+        metavar="N",
+        help="calibration lines one slice may have (default: a quarter of the k1 x k2 grid, "
+        "at least 64)",
     )
     recon.add_argument(
         "--series-index", type=int, default=1, metavar="N", help="image_series_index (default 1)"
@@ -147,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.workers < 1:
             raise ConfigurationError(f"--workers {args.workers}: expected at least 1")
+        if args.calibration_lines is not None and args.calibration_lines < 1:
+            raise ConfigurationError(
+                f"--calibration-lines {args.calibration_lines}: expected at least 1"
+            )
         opts = PipelineOptions(
             workers=args.workers,
             recon=args.recon,
@@ -159,9 +182,16 @@ def main(argv: list[str] | None = None) -> int:
             progress=progress_wanted(args.progress),
             verbose=args.verbose,
             prog=PROG,
+            noise_file=args.noise,
+            calibration_lines=args.calibration_lines,
         )
+        outputs = [args.output_file, *([args.profile_json] if args.profile_json else [])]
+        refuse_same_file([args.input], outputs)
         with open_input(args.input) as source, open_output(args.output_file) as sink:
-            return run_pipeline(source, sink, opts)
+            code = run_pipeline(source, sink, opts)
+            if code != EXIT_OK:
+                raise ExitStatus(code)  # an interrupted run leaves no output file
+        return code
 
     return run_command(PROG, body)
 

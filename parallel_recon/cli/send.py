@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..files import refuse_same_file
 from ..net.client import send_stream
 from ..progress import Progress, progress_wanted
 from .common import add_progress_option, open_input, open_output, run_command
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        refuse_same_file([args.input], [args.output])
         progress = Progress("send: reply", enabled=progress_wanted(args.progress), unit="messages")
         with open_input(args.input) as source, open_output(args.output) as sink:
             send_stream(

@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--recon",
-        default="cartesian",
+        default="auto",
         metavar="NAME|PATH",
-        help="default kernel: a name or a module path (default: cartesian)",
+        help="default kernel: a name or a module path (default: auto, i.e. grappa for "
+        "accelerated data with calibration lines, else cartesian)",
     )
     parser.add_argument(
         "--config-map",

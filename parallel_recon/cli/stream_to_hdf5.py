@@ -2,9 +2,15 @@
 
 Same options as the ISMRMRD C++ ``ismrmrd_stream_to_hdf5`` (``-i FILE`` or ``--use-stdin``,
 ``-o FILE``, ``-g GROUP``) plus the seed's positional form ``stream_to_mrdhdf5 images.h5``
-(stream on stdin).  The file is appended to, never truncated.  TEXT messages are stored and
-echoed to stderr as ``TEXT MESSAGE: ...``.  On a damaged stream, everything received before
-the damage is written to the file, then one error line is printed and the exit code is 1.
+(stream on stdin).  TEXT messages are stored and echoed to stderr as ``TEXT MESSAGE: ...``.
+
+What happens to the file (see :mod:`parallel_recon.files`): a new file is written under a
+temporary name and appears only at the end; it holds everything the stream delivered before
+any damage (then one error line, exit 1), and it is not created when nothing valid arrived
+or the disk filled up.  An existing file is appended to through a copy that replaces it only
+when the whole stream was stored: any error leaves it unchanged.  A HEADER that differs from
+the group's stored header is refused unless ``--replace-header``.  Reading stops at CLOSE;
+anything after it is reported as a warning.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ConfigurationError, ProtocolError
+from ..errors import ConfigurationError, OutputFileError, ReconError
+from ..files import PendingFile, refuse_same_file
 from ..hdf5 import MrdHdf5Writer
+from ..hdf5.layout import refuse_non_hdf5_output
 from ..progress import Progress, progress_wanted
-from ..protocol.decode import StreamReader
+from ..protocol.decode import StreamReader, after_close_warning
 from ..protocol.messages import Text
 from .common import EXIT_OK, add_progress_option, open_input, run_command
 
@@ -35,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-i", "--input", help="binary input file (default: stdin)")
     parser.add_argument("--use-stdin", action="store_true", help="read the stream from stdin")
     parser.add_argument("-g", "--group", default="dataset", help="HDF5 group (default: dataset)")
+    parser.add_argument(
+        "--replace-header",
+        action="store_true",
+        help="let the stream's XML header replace a different one stored in the group "
+        "(by default that is refused: the stored header describes the stored data)",
+    )
     add_progress_option(parser)
     return parser
 
@@ -50,24 +64,51 @@ def _output_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.input is not None and args.use_stdin:
-        raise ConfigurationError("give either -i/--input or --use-stdin, not both")
-    output = _output_path(args)
-    progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="messages")
-    with open_input(args.input) as source, MrdHdf5Writer(output, args.group) as writer:
-        reader = StreamReader(source, require_close=True)
+def _store(reader: StreamReader, writer: MrdHdf5Writer, progress: Progress) -> ReconError | None:
+    """Store messages up to CLOSE; returns the problem that stopped it early, if any (a
+    damaged stream, or a message the file cannot take), with what came before it stored."""
+    try:
         for msg in reader:
             if type(msg) is Text:
                 print(f"TEXT MESSAGE: {msg.text}", file=sys.stderr, flush=True)
             writer.write(msg)
             progress.update(1)
-        if reader.peek() is not None:
-            raise ProtocolError(
-                "expected the end of the stream after CLOSE, found another message",
-                reader.offset,
-                reader.index,
-            )
+    except ReconError as exc:
+        return exc
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.input is not None and args.use_stdin:
+        raise ConfigurationError("give either -i/--input or --use-stdin, not both")
+    output = _output_path(args)
+    refuse_same_file([args.input], [output])
+    refuse_non_hdf5_output(output)
+    progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="messages")
+    with open_input(args.input) as source, PendingFile(output, keep_content=True) as pending:
+        reader = StreamReader(source, require_close=True)
+        writer = MrdHdf5Writer(pending.path, args.group, replace_header=args.replace_header)
+        try:
+            problem = _store(reader, writer, progress)
+            try:
+                writer.close()
+            except ReconError as exc:
+                problem = problem or exc
+        except BaseException:
+            writer.abort()
+            raise
+        stored = sum(writer.counts.values())
+        trailing = problem is None and reader.closed and reader.data_after_close(wait=True)
+        if problem is not None and (pending.existed or not stored):
+            pending.discard()  # an append is all or nothing; nothing valid: no file
+            raise OutputFileError(f"{problem}; {pending.outcome}") from None
+        if not stored:
+            pending.discard()
+            print(f"{PROG}: warning: no messages to store; {pending.outcome}", file=sys.stderr)
+    if problem is not None:
+        raise OutputFileError(f"{problem}; {output!r} holds the {stored} messages before it")
+    if trailing:
+        print(f"{PROG}: warning: {after_close_warning(reader)}", file=sys.stderr)
     progress.nbytes = reader.offset
     progress.finish()
     return EXIT_OK

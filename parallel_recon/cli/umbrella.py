@@ -33,6 +33,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "send": ("parallel_recon.cli.send", "send a stream to a server, print its reply"),
     "info": ("parallel_recon.cli.info", "summarise an HDF5 file or a stream"),
     "view": ("parallel_recon.cli.view", "PNG montage of images or k-space"),
+    "export": (
+        "parallel_recon.cli.export",
+        "images -> DICOM, NIfTI or NumPy, with their geometry",
+    ),
 }
 
 

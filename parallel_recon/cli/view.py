@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputFileError
+from ..files import refuse_same_file
 from ..inspect.montage import render_montage
 from ..inspect.montage_sources import ViewOptions, tiles_from_hdf5, tiles_from_stream
 from ..inspect.summary_hdf5 import is_hdf5
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         path = args.input
+        refuse_same_file([path], [args.output])
         if path != "-" and not Path(path).is_file():
             raise InputFileError(f"cannot open input {path!r}: no such file")
         if path != "-" and is_hdf5(path):

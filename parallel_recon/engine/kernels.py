@@ -6,6 +6,7 @@ function (and a broken user module fails at start, not in N workers at once).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -13,14 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from parallel_recon.workers.options import COMMON_OPTIONS, option_table, parse_options
+
 from ..errors import ConfigurationError
 
-__all__ = ["KERNELS", "KernelFunction", "kernel_label", "load_kernel"]
+__all__ = ["KERNELS", "KernelFunction", "check_options", "kernel_label", "load_kernel"]
 
 KernelFunction = Callable[..., Any]
 
 KERNELS: dict[str, str] = {
+    "auto": "parallel_recon.workers.auto",
     "cartesian": "parallel_recon.workers.cartesian",
+    "grappa": "parallel_recon.workers.grappa",
 }
 """``--recon NAME`` -> module that defines ``reconstruct(kspace, context)``."""
 
@@ -60,9 +65,30 @@ def _load_name(name: str) -> Any:
         ) from None
 
 
+@functools.lru_cache(maxsize=8)
+def _module(spec: str) -> Any:
+    return _load_file(Path(spec)) if _is_path(spec) else _load_name(spec)
+
+
+def check_options(spec: str, options: dict[str, str]) -> dict[str, Any]:
+    """Parse ``--recon-option`` values against the kernel's ``OPTIONS`` table.
+
+    Bundled kernels declare every option they know; an unknown key is a ConfigurationError
+    listing the known ones.  A user kernel without an ``OPTIONS`` table gets its options
+    unchecked (only the engine's own, such as ``prewhiten``, are parsed).  Returns the typed
+    values of the options the table (or the engine) knows.
+    """
+    declared = getattr(_module(spec), "OPTIONS", None)
+    if declared is None:
+        common = option_table(COMMON_OPTIONS)
+        known = {k: v for k, v in options.items() if k in common}
+        return parse_options(known, common, kernel_label(spec))
+    return parse_options(options, option_table(COMMON_OPTIONS, declared), kernel_label(spec))
+
+
 def load_kernel(spec: str) -> KernelFunction:
     """The ``reconstruct`` function named by ``--recon`` (a table name or a .py path)."""
-    module = _load_file(Path(spec)) if _is_path(spec) else _load_name(spec)
+    module = _module(spec)
     function = getattr(module, "reconstruct", None)
     if not callable(function):
         raise ConfigurationError(

@@ -25,13 +25,27 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from parallel_recon.workers.api import ReconPlan, UnitKey
+from parallel_recon.workers.noise import DEFAULT_RECEIVER_BANDWIDTH
 
 from ..errors import PipelineError, ReconError
 from ..progress import Progress
 from ..protocol import Header as HeaderMessage
-from ..protocol import MessageId, StreamReader, encode_message, message_id_bytes
-from .kernels import kernel_label, load_kernel
+from ..protocol import (
+    MessageId,
+    StreamReader,
+    after_close_warning,
+    encode_message,
+    message_id_bytes,
+)
+from .calibration import (
+    CalibrationKeeper,
+    CalibrationLayout,
+    CalibrationStore,
+    default_capacity,
+)
+from .kernels import check_options, kernel_label, load_kernel
 from .lifetime import die_with_parent
+from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
 from .profiling import (
     TreeSampler,
@@ -59,7 +73,7 @@ class PipelineOptions:
     """What the command line decides."""
 
     workers: int = 1
-    recon: str = "cartesian"
+    recon: str = "auto"
     output: str = "magnitude"
     series_index: int = 1
     options: Mapping[str, str] = field(default_factory=dict)
@@ -69,6 +83,10 @@ class PipelineOptions:
     progress: bool = False
     verbose: bool = False
     prog: str = "mrd_stream_recon"
+    noise_file: str | None = None
+    """``--noise FILE``: the noise scan comes from this MRD stream or HDF5 file."""
+    calibration_lines: int | None = None
+    """Calibration lines one slice may have (None: a quarter of the k1 x k2 grid, >= 64)."""
 
 
 # ------------------------------------------------------------------- children
@@ -139,13 +157,21 @@ class _Supervisor:
         self.failure: str | None = None
         self.broken_pipe = False
         self.sampler = TreeSampler()
+        self.warnings: list[str] = []
 
     def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
         """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
-        from .plan import plan_from_header, receiver_channels, units_per_repetition
+        from .plan import (
+            plan_from_header,
+            receiver_channels,
+            receiver_noise_bandwidth,
+            units_per_repetition,
+        )
 
         opts = self.opts
         kernel = load_kernel(opts.recon)
+        typed = check_options(opts.recon, dict(opts.options))
+        preset = noise_from_file(opts.noise_file) if opts.noise_file else None
         stream = StreamReader(source)
         prelude = read_prelude(stream)
         self.prelude = prelude
@@ -158,6 +184,8 @@ class _Supervisor:
         )
         if prelude.first_head is None:
             _write_without_data(sink, prelude)
+            if stream.closed and stream.data_after_close(wait=False):
+                _warn(opts.prog, after_close_warning(stream))
             return False
         # room for the first line's channels, or the header's, whichever is larger (a
         # noise scan may come first with fewer channels than the imaging lines)
@@ -167,12 +195,14 @@ class _Supervisor:
         image_bytes = _image_slot_bytes(plan, coils)
         image_slots = 2 * opts.workers + 2
         limit = opts.memory_limit if opts.memory_limit is not None else default_memory_limit()
+        calibration = self._calibration_layout(plan, xml, layout)
+        reserved = image_slots * image_bytes + calibration.nbytes
         slots = choose_slot_count(
             slot_bytes=layout.slot_bytes,
             units_per_repetition=units,
             workers=opts.workers,
             memory_limit=limit,
-            reserved_bytes=image_slots * image_bytes,
+            reserved_bytes=reserved,
             describe=f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)",
         )
         slots = min(slots, _MAX_SLOTS)
@@ -180,17 +210,32 @@ class _Supervisor:
         self.rings.append(kspace)
         images = SharedRing("img", image_bytes, image_slots)
         self.rings.append(images)
+        store = CalibrationStore(calibration) if calibration.buffers else None
+        if store is not None:
+            self.rings.append(store.ring)
         self.memory = {
+            "calibration_buffers": calibration.buffers,
+            "calibration_buffer_bytes": calibration.buffer_bytes,
+            "calibration_lines_per_buffer": calibration.capacity,
             "memory_limit_bytes": limit,
             "units_per_repetition": units,
             "kspace_slots": slots,
             "kspace_slot_bytes": kspace.slot_bytes,
             "image_slots": image_slots,
             "image_slot_bytes": images.slot_bytes,
-            "shared_bytes": kspace.nbytes + images.nbytes,
+            "shared_bytes": kspace.nbytes + images.nbytes + calibration.nbytes,
         }
         shared, self.status = Shared.create(self.ctx, kspace, images, layout, opts.workers)
+        shared.noise = NoiseBlock(self.ctx, coils)
+        shared.calibration = store
         self.shared = shared
+        noise = NoiseGate(
+            shared.noise,
+            prewhiten=bool(typed.get("prewhiten", True)),
+            receiver_bandwidth=receiver_noise_bandwidth(xml, DEFAULT_RECEIVER_BANDWIDTH),
+            preset=preset,
+            source=opts.noise_file or "stream",
+        )
         for slot in range(slots):
             shared.free_slots.put(slot)
         parent = os.getpid()
@@ -201,6 +246,8 @@ class _Supervisor:
             first_head=prelude.first_head,
             slot_count=slots,
             workers=opts.workers,
+            noise=noise,
+            calibration=CalibrationKeeper(store, shared.calibration_release),
         )
         bodies: dict[str, Callable[[], dict[str, Any]]] = {"reader": ingest.run}
         name = kernel_label(opts.recon)
@@ -223,6 +270,23 @@ class _Supervisor:
         sink.close()
         return True
 
+    def _calibration_layout(
+        self, plan: ReconPlan, xml: str, layout: RingLayout
+    ) -> CalibrationLayout:
+        """Room for the calibration of every slice and contrast, plus one per worker in flight.
+
+        Set aside only when the header declares parallel imaging: without it, calibration-only
+        lines are skipped like before and fully sampled data pays nothing.
+        """
+        from .plan import calibration_keys
+
+        declared = any(
+            max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces
+        )
+        capacity = self.opts.calibration_lines or default_capacity(layout.k1, layout.k2)
+        buffers = calibration_keys(xml) + self.opts.workers + 1 if declared else 0
+        return CalibrationLayout(buffers, capacity, layout.coils, layout.k0)
+
     def unlink(self) -> None:
         for ring in self.rings:
             ring.unlink()
@@ -234,6 +298,10 @@ class _Supervisor:
             self.stats[role] = message[2]
         elif kind == "broken_pipe":
             self.broken_pipe = True
+        elif kind == "warning":
+            if message[2] not in self.warnings:
+                self.warnings.append(message[2])
+                print(f"{self.opts.prog}: warning: {message[2]}", file=sys.stderr)
         elif self.failure is None:
             self.failure = message[2]
 
@@ -345,8 +413,14 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     return 0
 
 
+def _warn(prog: str, text: str) -> None:
+    print(f"{prog}: warning: {text}", file=sys.stderr)
+
+
 def _report(supervisor: _Supervisor, opts: PipelineOptions, wall: float, cpu_start: float) -> None:
     stats = supervisor.stats
+    if stats.get("reader", {}).get("after_close"):
+        _warn(opts.prog, stats["reader"]["after_close"])
     prelude = supervisor.prelude
     workers = [stats[r] for r in sorted(stats) if r.startswith("worker ")]
     profile = build_profile(
@@ -358,6 +432,8 @@ def _report(supervisor: _Supervisor, opts: PipelineOptions, wall: float, cpu_sta
         memory=supervisor.memory,
         sampler=supervisor.sampler,
         prelude={"configs": prelude.configs, "texts": len(prelude.texts), "others": prelude.others},
+        kernel=kernel_label(opts.recon),
+        warnings=supervisor.warnings,
     )
     if opts.verbose:
         for config in profile["input"]["config_messages"]:

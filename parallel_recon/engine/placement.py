@@ -65,11 +65,14 @@ class LinePlacement:
     k1: int
     k0_start: int
     k0_stop: int
+    k0_size: int
+    """Readout points of the grid."""
 
     @property
     def full(self) -> bool:
-        """True when the samples fill the whole readout (one contiguous block)."""
-        return self.k0_start == 0
+        """True when the samples fill the whole readout (one contiguous block); a short
+        readout that happens to start at k0 index 0 does not."""
+        return self.k0_start == 0 and self.k0_stop == self.k0_size
 
 
 class Placer:
@@ -105,7 +108,7 @@ class Placer:
                 f"{-self.k2_shift}..{self.k2n - 1 - self.k2_shift})"
             )
         if samples == self.k0n:
-            return LinePlacement(k2, k1, 0, samples)
+            return LinePlacement(k2, k1, 0, samples, self.k0n)
         start = self.k0n // 2 - center_sample
         if samples > self.k0n or start < 0 or start + samples > self.k0n:
             raise ValueError(
@@ -113,7 +116,7 @@ class Placer:
                 f"fit encoding space {self.index}'s {self.k0n} readout points (expected at "
                 f"most {self.k0n} samples with the centre sample at {self.k0n // 2})"
             )
-        return LinePlacement(k2, k1, start, start + samples)
+        return LinePlacement(k2, k1, start, start + samples, self.k0n)
 
     def centre_distance(self, step1: int, step2: int) -> int:
         """How far a line is from the k-space centre (for choosing the reference header)."""

@@ -20,10 +20,12 @@ from ..errors import HeaderError
 
 __all__ = [
     "OUTPUTS",
+    "calibration_keys",
     "encoding_spaces",
     "parse_header",
     "plan_from_header",
     "receiver_channels",
+    "receiver_noise_bandwidth",
     "units_per_repetition",
 ]
 
@@ -90,6 +92,18 @@ def _trajectory(encoding: Any) -> str:
     return str(getattr(value, "value", value) or "cartesian")
 
 
+def _parallel_imaging(encoding: Any) -> tuple[tuple[int, int], str]:
+    """(R along k1, R along k2) and the calibration mode of ``<parallelImaging>``."""
+    imaging = getattr(encoding, "parallelImaging", None)
+    if imaging is None:
+        return (1, 1), ""
+    factor = getattr(imaging, "accelerationFactor", None)
+    r1 = int(getattr(factor, "kspace_encoding_step_1", 1) or 1) if factor is not None else 1
+    r2 = int(getattr(factor, "kspace_encoding_step_2", 1) or 1) if factor is not None else 1
+    mode = getattr(imaging, "calibrationMode", None)
+    return (max(r1, 1), max(r2, 1)), str(getattr(mode, "value", mode) or "")
+
+
 def _space(encoding: Any, index: int) -> EncodingSpace:
     enc_matrix, enc_fov = _triple(encoding.encodedSpace, "encodedSpace", index)
     rec_matrix, rec_fov = _triple(encoding.reconSpace, "reconSpace", index)
@@ -102,6 +116,7 @@ def _space(encoding: Any, index: int) -> EncodingSpace:
                 f"x, y, z, found {matrix}"
             )
     limits = encoding.encodingLimits
+    acceleration, mode = _parallel_imaging(encoding)
     return EncodingSpace(
         encoded_matrix=encoded,
         recon_matrix=recon,
@@ -110,6 +125,8 @@ def _space(encoding: Any, index: int) -> EncodingSpace:
         k1_limits=_limits(limits, "kspace_encoding_step_1", encoded[1]),
         k2_limits=_limits(limits, "kspace_encoding_step_2", encoded[2]),
         trajectory=_trajectory(encoding),
+        acceleration=acceleration,
+        calibration_mode=mode,
     )
 
 
@@ -179,3 +196,19 @@ def receiver_channels(xml: str) -> int | None:
     system = getattr(parse_header(xml), "acquisitionSystemInformation", None)
     channels = getattr(system, "receiverChannels", None) if system is not None else None
     return None if channels is None else int(channels)
+
+
+def calibration_keys(xml: str) -> int:
+    """How many (encoding space, slice, contrast) calibrations a stream can keep at once."""
+    total = 0
+    for encoding in _encodings(parse_header(xml)):
+        limits = encoding.encodingLimits
+        total += _count(limits, "slice") * _count(limits, "contrast")
+    return total
+
+
+def receiver_noise_bandwidth(xml: str, default: float) -> float:
+    """``<acquisitionSystemInformation><relativeReceiverNoiseBandwidth>`` or ``default``."""
+    system = getattr(parse_header(xml), "acquisitionSystemInformation", None)
+    value = getattr(system, "relativeReceiverNoiseBandwidth", None) if system else None
+    return default if value is None or float(value) <= 0 else float(value)

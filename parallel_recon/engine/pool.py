@@ -10,15 +10,18 @@ One FFT thread per worker: the pool, not the FFT, provides the parallelism.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import scipy.fft
 
-from parallel_recon.workers.api import ReconContext, ReconPlan, UnitInfo
+from parallel_recon.workers.api import Calibration, ReconContext, ReconPlan, UnitInfo
+from parallel_recon.workers.noise import whiten_lines
 
-from ..errors import PipelineError
+from ..errors import PipelineError, ReconError
 from ..protocol import Image, encode_buffers
+from .calibration import CalibrationRef, read_calibration
 from .kernels import KernelFunction
 from .ring import Shared
 
@@ -74,6 +77,9 @@ class WorkerLoop:
         self.units = 0
         self.images = 0
         self.fallbacks = 0
+        self.choices: Counter[str] = Counter()
+        self.warned: set[str] = set()
+        self._whitener: np.ndarray | None = None
 
     def run(self) -> dict[str, Any]:
         """Reconstruct units until the stop marker; returns this worker's statistics."""
@@ -83,10 +89,10 @@ class WorkerLoop:
                 item = self.shared.work.get()
                 if item is None:
                     break
-                info, slot = item
+                info, slot, calibration = item
                 began = time.monotonic()
                 self._mark(info)
-                self._unit(info, slot)
+                self._unit(info, slot, calibration)
                 self._mark(None)
                 self.busy_s += time.monotonic() - began
         wall = time.monotonic() - start
@@ -99,6 +105,7 @@ class WorkerLoop:
             "units": self.units,
             "images": self.images,
             "image_queue_fallbacks": self.fallbacks,
+            "kernel_choices": dict(self.choices),
         }
 
     def _mark(self, info: UnitInfo | None) -> None:
@@ -106,23 +113,54 @@ class WorkerLoop:
         values = [-1] * Shared.CURRENT_FIELDS if info is None else [info.sequence, *info.key]
         self.shared.current[base : base + Shared.CURRENT_FIELDS] = values
 
-    def _unit(self, info: UnitInfo, slot: int) -> None:
+    def _prewhitener(self) -> np.ndarray | None:
+        """The shared prewhitening matrix (read once: the reader publishes it before the first
+        unit closes and never changes it), or None without a noise scan or with prewhiten=off."""
+        if self._whitener is None and self.shared.noise is not None:
+            self._whitener = self.shared.noise.matrix()
+        return self._whitener
+
+    def _calibration(self, ref: CalibrationRef | None, coils: int) -> Calibration | None:
+        """A private copy of the unit's calibration; the buffer is released at once."""
+        if ref is None:
+            return None
+        calibration = read_calibration(self.shared.calibration, ref, coils)
+        self.shared.calibration_release.put(ref.buffer)
+        return calibration
+
+    def _unit(self, info: UnitInfo, slot: int, ref: CalibrationRef | None) -> None:
         shared = self.shared
         k2, k1, k0 = self.plan.spaces[info.key.encoding_space].kspace_shape
         kspace = shared.kspace.kspace(slot, (k2, k1, info.coils, k0))
         counts = shared.kspace.counts(slot, shared.layout, (k2, k1))
         _average(kspace, counts)
-        context = ReconContext(plan=self.plan, unit=info)
+        sampled = counts > 0
+        calibration = self._calibration(ref, info.coils)
+        whitener = self._prewhitener()
+        if whitener is not None:
+            whiten_lines(kspace, whitener, sampled)
+            if calibration is not None:
+                whiten_lines(calibration.kspace, whitener, calibration.sampled)
+        context = ReconContext(
+            plan=self.plan,
+            unit=info,
+            calibration=calibration,
+            sampled=sampled,
+            whitened=whitener is not None,
+        )
+        where = describe_unit(info.key, info.sequence)
         try:
             images = self.kernel(kspace, context)
             buffers, spans = self._encode(images, info)
         except PipelineError:
             raise
+        except ReconError as exc:
+            raise PipelineError(f"kernel {self.kernel_name!r}, {where}: {exc}") from None
         except Exception as exc:
             raise PipelineError(
-                f"kernel {self.kernel_name!r} failed on {describe_unit(info.key, info.sequence)}:"
-                f" {type(exc).__name__}: {exc}"
+                f"kernel {self.kernel_name!r} failed on {where}: {type(exc).__name__}: {exc}"
             ) from None
+        self._note(context)
         self._deliver(info.sequence, buffers, spans)
         kspace.fill(0)
         counts.fill(0)
@@ -130,6 +168,17 @@ class WorkerLoop:
         shared.free_slots.put(slot)
         self.units += 1
         self.images += len(spans)
+
+    def _note(self, context: ReconContext) -> None:
+        """Count which kernel ran and why; pass each distinct warning to the supervisor once."""
+        notes = context.notes
+        if "kernel" in notes:
+            why = notes.get("why", "")
+            self.choices[f"{notes['kernel']}: {why}" if why else notes["kernel"]] += 1
+        warning = notes.get("warning")
+        if warning and warning not in self.warned:
+            self.warned.add(warning)
+            self.shared.report("warning", f"worker {self.number}", warning)
 
     def _encode(
         self, images: Any, info: UnitInfo

@@ -14,53 +14,15 @@ import resource
 import time
 from typing import Any
 
-import numpy as np
 import psutil
 
 __all__ = [
-    "NoiseStats",
     "TreeSampler",
     "build_profile",
     "cpu_seconds",
     "format_profile",
     "write_profile_json",
 ]
-
-
-class NoiseStats:
-    """Per-coil mean and variance of noise-measurement samples."""
-
-    def __init__(self) -> None:
-        self.lines = 0
-        self.samples = 0
-        self._sum: np.ndarray | None = None
-        self._power: np.ndarray | None = None
-
-    def add(self, data: np.ndarray) -> None:
-        """``data``: complex64 ``[coils, samples]`` of one noise line."""
-        if self._sum is None or self._sum.shape[0] != data.shape[0]:
-            if self._sum is not None:
-                return  # a different coil count: keep the first one's statistics
-            self._sum = np.zeros(data.shape[0], np.complex128)
-            self._power = np.zeros(data.shape[0], np.float64)
-        assert self._power is not None
-        self.lines += 1
-        self.samples += data.shape[1]
-        self._sum += data.sum(axis=1)
-        self._power += (data.real.astype(np.float64) ** 2 + data.imag.astype(np.float64) ** 2).sum(
-            axis=1
-        )
-
-    def summary(self) -> dict[str, Any]:
-        if self._sum is None or self._power is None or not self.samples:
-            return {"lines": 0, "samples": 0, "coil_variance": []}
-        mean = self._sum / self.samples
-        variance = self._power / self.samples - np.abs(mean) ** 2
-        return {
-            "lines": self.lines,
-            "samples": self.samples,
-            "coil_variance": [float(v) for v in variance],
-        }
 
 
 class TreeSampler:
@@ -114,12 +76,19 @@ def build_profile(
     memory: dict[str, Any],
     sampler: TreeSampler,
     prelude: dict[str, Any],
+    kernel: str = "",
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The profile as a JSON-ready dict (all times in seconds, sizes in bytes)."""
     cpu_s = cpu_seconds() - cpu_start_s
     busy = [w.get("busy_fraction", 0.0) for w in workers]
+    choices: dict[str, int] = {}
+    for w in workers:
+        for choice, count in w.get("kernel_choices", {}).items():
+            choices[choice] = choices.get(choice, 0) + count
     return {
         "wall_s": wall_s,
+        "kernel": {"name": kernel, "choices": choices, "warnings": list(warnings or [])},
         "input": {
             "bytes": reader.get("bytes", 0),
             "mb_per_s": _rate(reader.get("bytes", 0) / 1e6, wall_s),
@@ -129,6 +98,7 @@ def build_profile(
             "imaging_lines": reader.get("imaging_lines", 0),
             "skipped_lines": reader.get("skipped", {}),
             "noise": reader.get("noise", {}),
+            "calibration": reader.get("calibration", {}),
             "config_messages": prelude.get("configs", []) + reader.get("configs", []),
             "text_messages": prelude.get("texts", 0) + reader.get("text_messages", 0),
             "other_messages": {
@@ -213,16 +183,42 @@ def format_profile(profile: dict[str, Any], prog: str) -> str:
         + ", ".join(f"{s:.2f}" for s in w["cpu_s"])
         + f" s; load average {c['load_average_1min']:.2f})",
     ]
-    if noise.get("lines"):
-        variance = noise["coil_variance"]
-        mean = sum(variance) / len(variance) if variance else 0.0
-        lines.append(f"  noise   {noise['lines']} lines, mean coil variance {mean:.3g}")
+    kernel = profile["kernel"]
+    ran = "; ".join(f"{n} x {c}" for c, n in sorted(kernel["choices"].items())) or "-"
+    lines.append(f"  kernel  --recon {kernel['name']}: {ran}")
+    calibration = i["calibration"]
+    if calibration.get("lines"):
+        lines.append(
+            f"  calib   {calibration['lines']} calibration lines, {calibration['published']} "
+            f"calibrations published into {calibration['buffers']} buffers"
+        )
+    if noise.get("lines") or noise.get("coil_std"):
+        lines.append(_noise_line(noise))
     if i["config_messages"] or i["text_messages"] or i["other_messages"]:
         lines.append(
             f"  other   config {i['config_messages'] or 'none'}; text {i['text_messages']} "
             f"(passed through); {i['other_messages'] or 'no other messages'}"
         )
     return "\n".join(lines)
+
+
+def _noise_line(noise: dict[str, Any]) -> str:
+    """``noise   64 lines; coil std 0.9..1.3; max correlation 0.48 (coils 2, 3); ...``"""
+    text = f"  noise   {noise['lines']} lines"
+    std = noise.get("coil_std")
+    if std:
+        text += (
+            f" ({noise.get('source', 'stream')}); coil std {min(std):.3g}..{max(std):.3g}; "
+            f"largest correlation {noise['max_correlation']:.2f} (coils "
+            f"{noise['max_correlation_pair'][0]}, {noise['max_correlation_pair'][1]}); "
+            f"bandwidth scale {noise['bandwidth_scale']:.3g}"
+        )
+    text += f"; prewhitening {noise.get('prewhitening', '-')}"
+    if noise.get("regularised"):
+        text += " (singular covariance: diagonal loading 1e-6)"
+    if noise.get("late_lines"):
+        text += f"; {noise['late_lines']} noise lines after the imaging began (not used)"
+    return text
 
 
 def write_profile_json(profile: dict[str, Any], path: str) -> None:

@@ -27,15 +27,18 @@ from ..protocol import (
     MessageId,
     StreamReader,
     Text,
+    after_close_warning,
     encode_message,
 )
+from .calibration import CalibrationKeeper, CalibrationKey
+from .noise import NoiseGate
 from .placement import Placer, flag_mask, skip_reason
-from .profiling import NoiseStats
 from .ring import Shared
 
 __all__ = ["Prelude", "StreamIngest", "read_prelude"]
 
 _REVERSE = flag_mask(AcquisitionFlag.IS_REVERSE)
+_CAL_AND_IMAGING = flag_mask(AcquisitionFlag.IS_PARALLEL_CALIBRATION_AND_IMAGING)
 _LAST_IN_SLICE = flag_mask(AcquisitionFlag.LAST_IN_SLICE)
 _LAST_IN_REPETITION = flag_mask(AcquisitionFlag.LAST_IN_REPETITION)
 _LAST_IN_MEASUREMENT = flag_mask(AcquisitionFlag.LAST_IN_MEASUREMENT)
@@ -145,6 +148,10 @@ class StreamIngest:
         Number of k-space slots (to detect a dataset that keeps more units open than fit).
     workers:
         Number of workers (each gets a stop marker at the end).
+    noise:
+        Gathers the noise scan and publishes the prewhitening matrix at the first other line.
+    calibration:
+        Keeps calibration lines per slice and hands each closing unit its calibration.
     """
 
     def __init__(
@@ -156,6 +163,8 @@ class StreamIngest:
         first_head: np.void | None,
         slot_count: int,
         workers: int,
+        noise: NoiseGate,
+        calibration: CalibrationKeeper,
     ):
         self.stream = stream
         self.plan = plan
@@ -168,7 +177,8 @@ class StreamIngest:
         self.placers = [Placer(space, i) for i, space in enumerate(plan.spaces)]
         self.open: dict[UnitKey, _OpenUnit] = {}
         self.closed = 0
-        self.noise = NoiseStats()
+        self.noise = noise
+        self.calibration = calibration
         self.counts: dict[str, int] = {"acquisitions": 0, "imaging_lines": 0}
         self.skipped: dict[str, int] = {}
         self.configs: list[str] = []
@@ -204,6 +214,9 @@ class StreamIngest:
                 self.stream.read_message()
                 break
             self._handlers.get(mid, self._other)()
+        # never wait here: a network peer may keep its end open after its CLOSE
+        trailing = self.stream.data_after_close(wait=False)
+        after_close = after_close_warning(self.stream) if trailing else None
         for key in list(self.open):
             self._close(key)
         for _ in range(self.workers):
@@ -219,7 +232,9 @@ class StreamIngest:
             "skipped": self.skipped,
             "configs": self.configs,
             "noise": self.noise.summary(),
+            "calibration": self.calibration.stats(),
             "wait_free_slot_s": self.wait_free_s,
+            "after_close": after_close,
         }
 
     # --------------------------------------------------------------- messages
@@ -266,10 +281,17 @@ class StreamIngest:
             stream.skip(traj_bytes, "trajectory")
         reason = skip_reason(flags)
         if reason == "noise":
-            self.noise.add(self._read_scratch(channels, samples))
+            self.noise.add(self._read_scratch(channels, samples), head)
             self.skipped["noise"] = self.skipped.get("noise", 0) + 1
             return
-        if reason is not None:
+        if not self.noise.frozen:
+            warning = self.noise.freeze(head)
+            if warning:
+                self.shared.report("warning", "reader", warning)
+        if reason == "calibration" and self.calibration.enabled:
+            self._calibration_line(head, flags, samples, channels)
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        elif reason is not None:
             stream.skip(channels * samples * 8, "acquisition samples")
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
         else:
@@ -297,22 +319,9 @@ class StreamIngest:
 
     def _land(self, head: np.void, flags: int, samples: int, channels: int) -> None:
         key = self._key(head)
-        if key.encoding_space >= len(self.placers):
-            raise self.stream.error(
-                f"acquisition refers to encoding space {key.encoding_space}; expected 0.."
-                f"{len(self.placers) - 1} (the header has {len(self.placers)})"
-            )
+        where = self._placement(head, key, samples)
         if channels != self.coils:
             self._check_channels(channels)
-        placer = self.placers[key.encoding_space]
-        idx = head["idx"]
-        step1, step2 = int(idx["kspace_encode_step_1"]), int(idx["kspace_encode_step_2"])
-        try:
-            where = placer.place(step1, step2, samples, int(head["center_sample"]))
-        except ValueError as exc:
-            raise self.stream.error(
-                f"acquisition {self.counts['acquisitions'] - 1}: {exc}"
-            ) from None
         unit = self.open.get(key) or self._open_unit(key)
         line = unit.kspace[where.k2, where.k1]
         first = unit.counts[where.k2, where.k1] == 0
@@ -329,11 +338,56 @@ class StreamIngest:
                 target += block
         unit.counts[where.k2, where.k1] += 1
         unit.lines += 1
+        if flags & _CAL_AND_IMAGING and self.calibration.enabled:
+            self.calibration.note_imaging(
+                CalibrationKey(*key[:3]), where.k2, where.k1, time.monotonic
+            )
         self.counts["imaging_lines"] += 1
-        distance = placer.centre_distance(step1, step2)
+        idx = head["idx"]
+        distance = self.placers[key.encoding_space].centre_distance(
+            int(idx["kspace_encode_step_1"]), int(idx["kspace_encode_step_2"])
+        )
         if distance < unit.distance:
             unit.distance = distance
             unit.reference = head.tobytes()
+
+    def _placement(self, head: np.void, key: UnitKey, samples: int) -> Any:
+        """Where a line of ``key`` goes in its encoding space's grid (stream error if nowhere)."""
+        if key.encoding_space >= len(self.placers):
+            raise self.stream.error(
+                f"acquisition refers to encoding space {key.encoding_space}; expected 0.."
+                f"{len(self.placers) - 1} (the header has {len(self.placers)})"
+            )
+        idx = head["idx"]
+        step1, step2 = int(idx["kspace_encode_step_1"]), int(idx["kspace_encode_step_2"])
+        try:
+            return self.placers[key.encoding_space].place(
+                step1, step2, samples, int(head["center_sample"])
+            )
+        except ValueError as exc:
+            raise self.stream.error(
+                f"acquisition {self.counts['acquisitions'] - 1}: {exc}"
+            ) from None
+
+    def _calibration_line(self, head: np.void, flags: int, samples: int, channels: int) -> None:
+        """A calibration-only line: into its slice's calibration buffer, never image k-space."""
+        key = self._key(head)
+        where = self._placement(head, key, samples)
+        if channels != self.coils:
+            self._check_channels(channels)
+        record, first = self.calibration.line_target(
+            CalibrationKey(*key[:3]), where.k2, where.k1, channels, time.monotonic
+        )
+        self.counts["calibration_lines"] = self.counts.get("calibration_lines", 0) + 1
+        if where.full and first and not flags & _REVERSE:
+            self.stream.readinto(record, "acquisition samples")
+            return
+        block = self._read_scratch(channels, samples)
+        if flags & _REVERSE:
+            block = block[:, ::-1]
+        if first:
+            record[...] = 0
+        record[:, where.k0_start : where.k0_stop] += block
 
     def _check_channels(self, channels: int) -> None:
         room = self.shared.layout.coils
@@ -394,5 +448,10 @@ class StreamIngest:
             lines=unit.lines,
         )
         self.closed += 1
+        calibration = None
+        if self.calibration.enabled:
+            calibration = self.calibration.for_unit(
+                CalibrationKey(*key[:3]), unit.kspace, unit.counts, self.coils
+            )
         del unit.kspace, unit.counts
-        self.shared.work.put((info, unit.slot))
+        self.shared.work.put((info, unit.slot, calibration))

@@ -241,6 +241,11 @@ class Shared:
         lets the supervisor say which unit a killed worker was working on.
     acquisitions_in, images_out:
         Progress counters (one writer each).
+    noise:
+        The prewhitening matrix (:class:`~.noise.NoiseBlock`), written once by the reader.
+    calibration, calibration_release:
+        The calibration ring (:class:`~.calibration.CalibrationStore`, None when none was set
+        aside) and the queue on which workers return its buffer ids.
     """
 
     kspace: SharedRing
@@ -257,6 +262,9 @@ class Shared:
     current: Any
     acquisitions_in: Any
     images_out: Any
+    noise: Any = None
+    calibration: Any = None
+    calibration_release: Any = None
 
     CURRENT_FIELDS = 7
 
@@ -284,6 +292,7 @@ class Shared:
             current=current,
             acquisitions_in=ctx.RawValue("q", 0),
             images_out=ctx.RawValue("q", 0),
+            calibration_release=ctx.SimpleQueue(),
         )
         return shared, status_recv
 

@@ -48,6 +48,7 @@ __all__ = [
     "ndarray_name",
     "open_group",
     "open_mrd_file",
+    "refuse_non_hdf5_output",
     "to_file_pixels",
 ]
 
@@ -145,16 +146,24 @@ def open_mrd_file(path: str | Path, mode: str = "r") -> Iterator[h5py.File]:
                 f"input {str(path)!r} is not an HDF5 file (expected an ISMRMRD HDF5 file; "
                 "for a binary MRD stream use it directly)"
             )
-    elif path.exists() and path.stat().st_size > 0 and not h5py.is_hdf5(path):
-        raise InputFileError(
-            f"output {str(path)!r} exists and is not an HDF5 file; refusing to overwrite it"
-        )
+    else:
+        refuse_non_hdf5_output(path)
     try:
         handle = h5py.File(path, mode)
     except OSError as exc:
         raise InputFileError(f"cannot open HDF5 file {str(path)!r}: {exc}") from None
     with handle:
         yield handle
+
+
+def refuse_non_hdf5_output(path: str | Path) -> None:
+    """Refuse to write HDF5 into an existing, non-empty file that is not HDF5 (a stream,
+    notes): it is someone's data, not an older version of this output."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > 0 and not h5py.is_hdf5(path):
+        raise InputFileError(
+            f"output {str(path)!r} exists and is not an HDF5 file; refusing to overwrite it"
+        )
 
 
 def list_groups(path: str | Path) -> list[str]:

@@ -5,6 +5,11 @@ existing file and group are extended, never truncated.  The layout is the C++ li
 :mod:`.layout`); messages that layout has no place for are kept too: CONFIG_FILE,
 CONFIG_TEXT and TEXT messages are appended to the vlen string datasets ``config_file``,
 ``config_text`` and ``text`` of the group.
+
+Existing content is never changed: a group's XML header describes the data stored under
+it, so a different header is refused (unless ``replace_header``).  Disk space for every
+block is claimed before the block is written (:class:`~parallel_recon.files.SpaceReservation`):
+the HDF5 library cannot recover from a write that fails on a full disk.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from types import TracebackType
 import h5py
 import numpy as np
 
-from ..errors import InputFileError
+from ..errors import InputFileError, ReconError
+from ..files import SpaceReservation
 from ..protocol.layout import (
     ACQUISITION_HEADER_DTYPE,
     DTYPE_TO_DATA_TYPE,
@@ -58,6 +64,16 @@ _BLOCK_ROWS = 4096
 _BLOCK_BYTES = 64 << 20
 _ROW_CHUNK = 1024
 
+# Disk space claimed before each append (tests/test_hdf5_space.py checks these bounds
+# against the files HDF5 really writes): every new chunk in full, the variable-length
+# payload (heap) with its per-object overhead, index entries, and a new dataset's headers.
+_HEAP_FACTOR = 1.05
+_HEAP_OBJECT_BYTES = 32
+_CHUNK_INDEX_BYTES = 64
+_DATASET_BYTES = 8 << 10
+_METADATA_BYTES = 64 << 10
+"""Superblock, root group and the dataset group, claimed when the writer opens the file."""
+
 
 def _object_column(arrays: list[np.ndarray]) -> np.ndarray:
     column = np.empty(len(arrays), dtype=object)
@@ -66,9 +82,47 @@ def _object_column(arrays: list[np.ndarray]) -> np.ndarray:
     return column
 
 
-def _append(group: h5py.Group, name: str, rows: np.ndarray, chunks: tuple[int, ...]) -> None:
-    """Append ``rows`` along axis 0 of ``group[name]``, creating it when missing."""
+def _claim_for_append(
+    space: SpaceReservation,
+    dataset: h5py.Dataset | None,
+    rows: np.ndarray,
+    chunks: tuple[int, ...],
+    heap_bytes: int,
+) -> None:
+    """Claim the disk space that appending ``rows`` (plus ``heap_bytes`` of variable-length
+    data) to ``dataset`` (None: a new one with ``chunks``) can take, before it is written."""
+    start = 0 if dataset is None else len(dataset)
+    chunk_rows = chunks[0] if dataset is None else (dataset.chunks or chunks)[0]
+    new_chunks = -(-(start + len(rows)) // chunk_rows) - -(-start // chunk_rows)
+    row_bytes = rows.dtype.itemsize * int(np.prod(rows.shape[1:], dtype=np.int64))
+    if rows.dtype.hasobject:
+        row_bytes *= 2  # variable-length references are wider in the file than in memory
+    per_object = _HEAP_OBJECT_BYTES * len(rows) if rows.dtype.hasobject else 0
+    space.grow(
+        new_chunks * (chunk_rows * row_bytes + _CHUNK_INDEX_BYTES)
+        + int(heap_bytes * _HEAP_FACTOR)
+        + 2 * per_object
+        + (_DATASET_BYTES if dataset is None else 0)
+    )
+
+
+def _append(
+    group: h5py.Group,
+    name: str,
+    rows: np.ndarray,
+    chunks: tuple[int, ...],
+    space: SpaceReservation,
+    heap_bytes: int = 0,
+) -> None:
+    """Append ``rows`` along axis 0 of ``group[name]``, creating it when missing; the disk
+    space is claimed first (``heap_bytes``: the variable-length data the rows carry)."""
     dataset = group.get(name)
+    if dataset is not None and dataset.shape[1:] != rows.shape[1:]:
+        raise InputFileError(
+            f"cannot append to {dataset.name!r}: it holds items of shape {dataset.shape[1:]}, "
+            f"the new ones have shape {rows.shape[1:]}"
+        )
+    _claim_for_append(space, dataset, rows, chunks, heap_bytes)
     if dataset is None:
         dataset = group.create_dataset(
             name,
@@ -77,19 +131,19 @@ def _append(group: h5py.Group, name: str, rows: np.ndarray, chunks: tuple[int, .
             dtype=rows.dtype,
             chunks=chunks,
         )
-    elif dataset.shape[1:] != rows.shape[1:]:
-        raise InputFileError(
-            f"cannot append to {dataset.name!r}: it holds items of shape {dataset.shape[1:]}, "
-            f"the new ones have shape {rows.shape[1:]}"
-        )
     start = len(dataset)
     dataset.resize(start + len(rows), axis=0)
     dataset[start:] = rows
 
 
-def _append_string(group: h5py.Group, name: str, text: str) -> None:
-    rows = np.array([text.encode("utf-8")], dtype=VLEN_STRING)
-    _append(group, name, rows, (_ROW_CHUNK,))
+def _append_string(group: h5py.Group, name: str, text: str, space: SpaceReservation) -> None:
+    raw = text.encode("utf-8")
+    if b"\0" in raw:
+        raise InputFileError(
+            f"expected {name} text without NUL characters, found one at byte {raw.index(0)} "
+            "(an HDF5 string cannot hold it)"
+        )
+    _append(group, name, np.array([raw], dtype=VLEN_STRING), (_ROW_CHUNK,), space, len(raw))
 
 
 class _ImageSeries:
@@ -110,13 +164,26 @@ class MrdHdf5Writer:
         HDF5 file, created when missing, extended when present.
     group:
         Group holding the dataset (``"dataset"`` like the C++ tools).
+    replace_header:
+        Let a HEADER that differs from the group's stored XML header replace it; by default
+        it is refused (:class:`InputFileError`), since the stored header describes the
+        stored data.
 
-    Use as a context manager; leaving it (also on an error) writes what was buffered.
+    Use as a context manager; leaving it normally or on a :class:`ReconError` (bad input)
+    writes what was buffered; leaving it on any other exception (a full disk, Ctrl-C)
+    closes the file without writing more (:meth:`abort`).
     """
 
-    def __init__(self, path: str | Path, group: str = "dataset"):
+    def __init__(self, path: str | Path, group: str = "dataset", *, replace_header: bool = False):
         self._stack = contextlib.ExitStack()
         self._file = self._stack.enter_context(open_mrd_file(path, "a"))
+        self._space = SpaceReservation(path, release=_trim_to_end_address)
+        try:
+            self._space.grow(_METADATA_BYTES)
+        except BaseException:
+            self._stack.close()
+            raise
+        self._replace_header = replace_header
         self._group = self._file.require_group(group)
         self._acq: tuple[list[bytes], list[np.ndarray], list[np.ndarray]] = ([], [], [])
         self._wfm: tuple[list[bytes], list[np.ndarray]] = ([], [])
@@ -131,9 +198,9 @@ class MrdHdf5Writer:
             Waveform: self._write_waveform,
             Image: self._write_image,
             NDArray: self._write_ndarray,
-            ConfigFile: lambda msg: _append_string(self._group, CONFIG_FILE, msg.name),
-            ConfigText: lambda msg: _append_string(self._group, CONFIG_TEXT, msg.text),
-            Text: lambda msg: _append_string(self._group, TEXT, msg.text),
+            ConfigFile: lambda msg: self._write_string(CONFIG_FILE, msg.name),
+            ConfigText: lambda msg: self._write_string(CONFIG_TEXT, msg.text),
+            Text: lambda msg: self._write_string(TEXT, msg.text),
             Close: lambda msg: None,
         }
 
@@ -152,19 +219,28 @@ class MrdHdf5Writer:
             self.write(msg)
 
     def flush(self) -> None:
-        """Append everything buffered to the file."""
+        """Append everything buffered to the file (its disk space claimed first)."""
+        self._pending_rows = self._pending_bytes = 0
         self._flush_acquisitions()
         self._flush_waveforms()
-        for series, images in self._images.items():
-            self._flush_images(series, images)
-        self._images.clear()
-        self._pending_rows = self._pending_bytes = 0
+        while self._images:  # a series leaves the buffer before it is written: never twice
+            series = next(iter(self._images))
+            self._flush_images(series, self._images.pop(series))
 
     def close(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file, then give back the disk space claimed but not used."""
         try:
             self.flush()
         finally:
+            self._stack.close()
+        self._space.release()
+
+    def abort(self) -> None:
+        """Close the file without writing what is buffered (after a failure elsewhere)."""
+        self._acq = ([], [], [])
+        self._wfm = ([], [])
+        self._images.clear()
+        with contextlib.suppress(Exception):
             self._stack.close()
 
     def __enter__(self) -> MrdHdf5Writer:
@@ -176,18 +252,41 @@ class MrdHdf5Writer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None or isinstance(exc, ReconError):
+            self.close()
+        else:
+            self.abort()
 
     # --------------------------------------------------------------- messages
     def _pending(self, nbytes: int) -> None:
         self._pending_rows += 1
         self._pending_bytes += nbytes
 
+    def _write_string(self, name: str, text: str) -> None:
+        _append_string(self._group, name, text, self._space)
+
     def _write_header(self, msg: Header) -> None:
-        if XML in self._group:
+        xml = msg.xml
+        if "\0" in xml:
+            raise InputFileError(
+                "expected an XML header without NUL characters, found one at character "
+                f"{xml.index(chr(0))} (an HDF5 string cannot hold it)"
+            )
+        stored = self._group.get(XML)
+        if stored is not None:
+            if _stored_text(stored) == xml:
+                return
+            if not self._replace_header:
+                raise InputFileError(
+                    f"group {self._group.name!r} already holds a different XML header, which "
+                    "describes the data stored there: store this stream in another group (-g) "
+                    "or file, or replace the header with --replace-header"
+                )
+        self._space.grow(_DATASET_BYTES + int(len(xml.encode("utf-8")) * _HEAP_FACTOR))
+        if stored is not None:
             del self._group[XML]
         dataset = self._group.create_dataset(XML, shape=(1,), dtype=VLEN_STRING)
-        dataset[0] = msg.xml.encode("utf-8")
+        dataset[0] = xml.encode("utf-8")
 
     def _write_acquisition(self, msg: Acquisition) -> None:
         heads, trajs, datas = self._acq
@@ -210,13 +309,13 @@ class MrdHdf5Writer:
         series.heads.append(head.tobytes())
         series.attributes.append(attributes)
         series.pixels.append(to_file_pixels(msg.data))
-        self._pending(msg.data.nbytes)
+        self._pending(msg.data.nbytes + len(attributes))
 
     def _write_ndarray(self, msg: NDArray) -> None:
         dtype = msg.array.dtype.newbyteorder("<")
         name = ndarray_name(msg.array, msg.version, DTYPE_TO_DATA_TYPE[dtype])
         rows = to_file_pixels(msg.array)[np.newaxis]
-        _append(self._group, name, rows, rows.shape)
+        _append(self._group, name, rows, rows.shape, self._space)
 
     # ----------------------------------------------------------------- blocks
     def _flush_acquisitions(self) -> None:
@@ -227,7 +326,8 @@ class MrdHdf5Writer:
         rows["head"] = np.frombuffer(b"".join(heads), ACQUISITION_HEADER_DTYPE)
         rows["traj"] = _object_column(trajs)
         rows["data"] = _object_column(datas)
-        _append(self._group, ACQUISITIONS, rows, (_ROW_CHUNK,))
+        heap = sum(a.nbytes for a in trajs) + sum(a.nbytes for a in datas)
+        _append(self._group, ACQUISITIONS, rows, (_ROW_CHUNK,), self._space, heap)
         for pending in self._acq:
             pending.clear()
 
@@ -238,12 +338,16 @@ class MrdHdf5Writer:
         rows = np.empty(len(heads), WAVEFORM_ROW_DTYPE)
         rows["head"] = np.frombuffer(b"".join(heads), WAVEFORM_HEADER_DTYPE)
         rows["data"] = _object_column(datas)
-        _append(self._group, WAVEFORMS, rows, (_ROW_CHUNK,))
+        heap = sum(a.nbytes for a in datas)
+        _append(self._group, WAVEFORMS, rows, (_ROW_CHUNK,), self._space, heap)
         for pending in self._wfm:
             pending.clear()
 
     def _flush_images(self, series: int, images: _ImageSeries) -> None:
-        group = self._group.require_group(f"image_{series}")
+        name = f"image_{series}"
+        if name not in self._group:
+            self._space.grow(_DATASET_BYTES)
+        group = self._group.require_group(name)
         shapes = {p.shape for p in images.pixels}
         dtypes = {p.dtype for p in images.pixels}
         if len(shapes) > 1 or len(dtypes) > 1:
@@ -264,6 +368,22 @@ class MrdHdf5Writer:
                 f"cannot append to {existing.name!r}: it holds {existing.dtype} pixels, "
                 f"the new image has {pixels.dtype}"
             )
-        _append(group, "data", pixels, (1, *pixels.shape[1:]))
-        _append(group, "header", np.frombuffer(b"".join(heads), IMAGE_HEADER_DTYPE), (_ROW_CHUNK,))
-        _append(group, "attributes", np.array(attributes, dtype=VLEN_STRING), (_ROW_CHUNK,))
+        space = self._space
+        _append(group, "data", pixels, (1, *pixels.shape[1:]), space)
+        heads_rows = np.frombuffer(b"".join(heads), IMAGE_HEADER_DTYPE)
+        _append(group, "header", heads_rows, (_ROW_CHUNK,), space)
+        texts = np.array(attributes, dtype=VLEN_STRING)
+        _append(group, "attributes", texts, (_ROW_CHUNK,), space, sum(map(len, attributes)))
+
+
+def _stored_text(dataset: h5py.Dataset) -> str:
+    """The one string of a stored ``xml`` dataset (bytes or str, as h5py returns it)."""
+    value = dataset[0] if dataset.shape else dataset[()]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _trim_to_end_address(path: Path) -> None:
+    """Give back claimed blocks past the HDF5 end-of-allocation address: the library
+    truncates a file to that address when it closes a file it opened for writing."""
+    with h5py.File(path, "r+"):
+        pass

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputFileError
 from ..hdf5.layout import open_mrd_file
-from ..protocol import Acquisition, AcquisitionFlag, Image, StreamReader
+from ..protocol import Acquisition, AcquisitionFlag, Image, StreamReader, after_close_warning
 from .montage import Tile, kspace_display, parse_meta, window
 
 __all__ = [
@@ -226,6 +226,8 @@ def tiles_from_stream(source: BinaryIO, opts: ViewOptions) -> list[Tile]:
             assembler.add(message.head, message.data)
     if not reader.closed:
         print("warning: the stream ended without a CLOSE message", file=sys.stderr)
+    elif reader.data_after_close(wait=True):
+        print(f"warning: {after_close_warning(reader)}", file=sys.stderr)
     if opts.kspace or (not tiles and not seen_series):
         return assembler.tiles(opts.max_images)
     if not tiles:

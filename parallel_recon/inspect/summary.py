@@ -29,6 +29,7 @@ from ..protocol import (
     ImageType,
     MessageId,
     StreamReader,
+    after_close_warning,
 )
 from .summary_header import summarize_header
 
@@ -319,6 +320,8 @@ class _StreamScanner:
                     section.add_header_xml(message.xml)
                 if mid is MessageId.CLOSE:
                     section.closed = True
+                    if reader.data_after_close(wait=True):
+                        section.warnings.append(after_close_warning(reader))
                     return
                 continue
             reader.consume_peeked()

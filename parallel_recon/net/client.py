@@ -19,7 +19,7 @@ from typing import IO, Any, BinaryIO, Protocol, TextIO, cast
 
 from ..errors import ProtocolError, ReconError
 from ..progress import Progress
-from ..protocol import Close, StreamReader, Text
+from ..protocol import Close, StreamReader, Text, after_close_warning
 
 __all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stream"]
 
@@ -46,13 +46,22 @@ class TeeReader:
         self._flush_sink = getattr(sink, "flush", None)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._limit: int | None = None
         self.forwarded = 0
+
+    def end_at(self, offset: int) -> None:
+        """Forward nothing past byte ``offset`` of the stream (the end of its CLOSE)."""
+        self._limit = offset
 
     def readinto(self, buffer: memoryview | bytearray) -> int:
         n = self._readinto(buffer)
         if n:
-            self._pending.append(bytes(memoryview(buffer)[:n]))
-            self._pending_bytes += n
+            keep = n
+            if self._limit is not None:
+                keep = max(0, min(n, self._limit - self.forwarded - self._pending_bytes))
+            if keep:
+                self._pending.append(bytes(memoryview(buffer)[:keep]))
+                self._pending_bytes += keep
             if self._pending_bytes >= _CHUNK:
                 self.flush()
         return n or 0
@@ -156,6 +165,7 @@ def send_stream(
         reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
         closed = False
         last_text = ""
+        after_close = ""
         try:
             while (msg := reader.read_message()) is not None:
                 tee.flush()
@@ -170,6 +180,11 @@ def send_stream(
                     last_text = msg.text
                 elif isinstance(msg, Close):
                     closed = True
+                    tee.end_at(reader.offset)  # the reply ends at CLOSE, whatever follows
+                    if reader.data_after_close(wait=True):
+                        after_close = after_close_warning(reader)
+                    tee.flush()
+                    break
         except ProtocolError as exc:
             tee.flush()
             report.bytes_received = tee.forwarded
@@ -186,6 +201,8 @@ def send_stream(
             progress.finish()
         if closed and last_text:
             print(f"server {where}: {last_text}", file=log, flush=True)
+        if after_close:
+            print(f"warning: reply from {where}: {after_close}", file=log, flush=True)
         if not closed:
             why = f" (server said: {last_text})" if last_text else ""
             raise RemoteError(

@@ -72,7 +72,7 @@ class ServerConfig:
     """``--workers`` of each connection's reconstruction (None: the recon's default)."""
     max_connections: int = 8
     """Connections served at once; more wait in the listen backlog."""
-    recon: str = "cartesian"
+    recon: str = "auto"
     """Kernel used when the client's config name does not choose one."""
     config_map: Mapping[str, str] = field(default_factory=dict)
     """CONFIG_FILE name -> kernel (name or path), checked before the built-in names."""

@@ -12,6 +12,7 @@ The spec, header, object and coil maps live in :mod:`.spec`, :mod:`.header`,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -22,14 +23,22 @@ import scipy.fft
 from ..protocol.encode import StreamWriter
 from ..protocol.layout import AcquisitionFlag
 from ..protocol.messages import Acquisition, Header, Message, new_acquisition_head
-from .coils import coil_sensitivities
-from .header import PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM, header_xml
+from .coils import coil_sensitivities, coil_sensitivities_3d
+from .geometry import MARKER_VALUE, directions, marker_voxel, slice_centre
+from .header import header_xml
 from .header import repetition_time_ms as _tr_ms
 from .shepp_logan import phantom_object
-from .spec import PhantomSpec, acquired_lines
+from .spec import (
+    NOISE_BANDWIDTH,
+    PhantomSpec,
+    calibration_range,
+    partition_lines,
+)
 
 __all__ = [
+    "acquisition_count",
     "ground_truth",
+    "noise_covariance",
     "iter_messages",
     "noise_std",
     "object_volume",
@@ -61,13 +70,20 @@ def _depth(spec: PhantomSpec, slice: int, partition: int) -> float:
 
 
 def object_volume(spec: PhantomSpec, slice: int = 0, contrast: int = 0) -> np.ndarray:
-    """The real object of one slice and contrast, float32 ``[partitions, matrix, matrix]``."""
-    return np.stack(
+    """The real object of one slice and contrast, float32 ``[partitions, matrix, matrix]``.
+
+    With a marker, its voxel holds :data:`.geometry.MARKER_VALUE` in every contrast.
+    """
+    volume = np.stack(
         [
             phantom_object(spec.matrix, _depth(spec, slice, p), contrast)
             for p in range(spec.partitions)
         ]
     )
+    marker = marker_voxel(spec)
+    if marker is not None and marker[0] == slice:
+        volume[marker[1:]] = MARKER_VALUE
+    return volume
 
 
 def ground_truth(
@@ -78,7 +94,8 @@ def ground_truth(
     Relation: k-space of coil ``c`` is ``F(pad_x(object * S_c))`` with ``F`` the centered
     orthonormal DFT over (z, y, x) (z only in 3D), ``pad_x`` zero-padding x from ``matrix``
     to ``matrix * oversampling`` samples (the object centred, ``(readout - matrix) // 2``
-    zeros before it), and ``S_c`` the :func:`coil_sensitivities`.  The centered orthonormal
+    zeros before it), and ``S_c`` the :func:`coil_sensitivities` (with k2 acceleration the
+    3D :func:`coil_sensitivities_3d`, which also vary along the slab).  The centered orthonormal
     inverse DFT, cropping x back to ``matrix`` around the centre and RSS over coils then give
     ``|object|`` exactly, because ``sum_c |S_c|**2 == 1``.  Noise: complex Gaussian of
     ``noise_level`` standard deviation (``E|n|**2``) is added to the *unnormalised* DFT, as a
@@ -109,7 +126,8 @@ def _clean_kspace(spec: PhantomSpec, slice: int, maps: np.ndarray) -> np.ndarray
     for contrast in range(spec.contrasts):
         padded = np.zeros((spec.coils, spec.partitions, spec.matrix, spec.readout), np.complex64)
         volume = object_volume(spec, slice, contrast)
-        padded[..., start : start + spec.matrix] = volume[np.newaxis] * maps[:, np.newaxis]
+        profile = maps if maps.ndim == 4 else maps[:, np.newaxis]
+        padded[..., start : start + spec.matrix] = volume[np.newaxis] * profile
         kspace = scipy.fft.fftshift(
             scipy.fft.fftn(scipy.fft.ifftshift(padded, axes=axes), axes=axes, norm="ortho"),
             axes=axes,
@@ -125,6 +143,40 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.n
     pairs = rng.standard_normal((*shape, 2), dtype=np.float32)
     pairs *= np.float32(std / np.sqrt(2.0))
     return pairs.view(np.complex64)[..., 0]
+
+
+def _coil_correlation(spec: PhantomSpec) -> np.ndarray:
+    """float64 ``[coils, coils]``: ``g_i g_j rho**d(i, j)``, d the distance on the coil ring.
+
+    Gains ``g`` run from 0.7 to 1.3 (mean square 1), so coils also differ in noise power.
+    """
+    coils = spec.coils
+    index = np.arange(coils)
+    distance = np.abs(index[:, None] - index[None, :])
+    distance = np.minimum(distance, coils - distance)
+    gains = 1.0 + 0.3 * (np.linspace(-1.0, 1.0, coils) if coils > 1 else np.zeros(1))
+    gains /= np.sqrt(np.mean(gains**2))
+    return np.outer(gains, gains) * spec.noise_correlation ** distance.astype(np.float64)
+
+
+def noise_covariance(spec: PhantomSpec) -> np.ndarray:
+    """The coil noise covariance of one imaging sample, complex128 ``[coils, coils]``.
+
+    ``noise_std(spec)**2`` times the identity, or with ``noise_correlation`` the correlation
+    of :func:`_coil_correlation`.  The noise scan's covariance is this times
+    ``NOISE_BANDWIDTH * 5 us / noise_dwell_time_us`` (its bandwidth is wider by the dwell-time
+    ratio, and the receiver's noise bandwidth is 0.793 of it).
+    """
+    base = _coil_correlation(spec) if spec.noise_correlation > 0 else np.eye(spec.coils)
+    return (noise_std(spec) ** 2 * base).astype(np.complex128)
+
+
+def _colour(spec: PhantomSpec, noise: np.ndarray) -> np.ndarray:
+    """White noise ``[..., coils, samples]`` -> correlated noise (unchanged when rho = 0)."""
+    if spec.noise_correlation == 0:
+        return noise
+    mixing = np.linalg.cholesky(_coil_correlation(spec)).astype(np.complex64)
+    return np.matmul(mixing, noise).astype(np.complex64)
 
 
 class _Scan:
@@ -145,9 +197,7 @@ class _Scan:
         for c in range(spec.coils):
             mask[c // 64] |= np.uint64(1) << np.uint64(c % 64)
         head["channel_mask"] = mask
-        head["read_dir"] = (1.0, 0.0, 0.0)
-        head["phase_dir"] = (0.0, 1.0, 0.0)
-        head["slice_dir"] = (0.0, 0.0, 1.0)
+        head["read_dir"], head["phase_dir"], head["slice_dir"] = directions(spec)
         self.ticks_per_shot = max(int(np.ceil(_tr_ms(spec) / _TICK_MS)), spec.contrasts)
         self.traj_x = (np.arange(spec.readout) - spec.readout // 2) / spec.readout
         self.traj_dims = (3 if spec.is_3d else 2) if spec.kspace_coordinates else 0
@@ -174,12 +224,16 @@ class _Scan:
         return traj
 
 
-def _noise_scan(spec: PhantomSpec, scan: _Scan) -> Acquisition:
+def _noise_scan(spec: PhantomSpec, scan: _Scan) -> Iterator[Acquisition]:
+    """``noise_lines`` noise-only lines with the noise scan's own dwell time (and power)."""
     rng = np.random.default_rng([spec.seed, 0xC0FFEE])
-    data = _noise(rng, (spec.coils, spec.readout), noise_std(spec))
-    acq = scan.acquisition(data, _bit(AcquisitionFlag.IS_NOISE_MEASUREMENT), 0)
-    acq.head["position"] = (0.0, 0.0, 0.0)
-    return acq
+    std = noise_std(spec) * np.sqrt(NOISE_BANDWIDTH * _SAMPLE_TIME_US / spec.noise_dwell_time_us)
+    for _ in range(spec.noise_lines):
+        data = _colour(spec, _noise(rng, (spec.coils, spec.readout), float(std)))
+        acq = scan.acquisition(data, _bit(AcquisitionFlag.IS_NOISE_MEASUREMENT), 0)
+        acq.head["position"] = (0.0, 0.0, 0.0)
+        acq.head["sample_time_us"] = spec.noise_dwell_time_us
+        yield acq
 
 
 def _line_flags(in_pattern: bool, in_calibration: bool) -> int:
@@ -190,52 +244,73 @@ def _line_flags(in_pattern: bool, in_calibration: bool) -> int:
     return _bit(AcquisitionFlag.IS_PARALLEL_CALIBRATION)
 
 
-def _slice_position(spec: PhantomSpec, slice: int) -> tuple[float, float, float]:
-    """Slices are spaced one thickness apart along slice_dir, centred on the isocentre."""
-    thickness = spec.partitions * PARTITION_THICKNESS_MM if spec.is_3d else SLICE_THICKNESS_MM
-    return (0.0, 0.0, (slice - (spec.slices - 1) / 2) * thickness)
+Shot = tuple[int, int, bool, bool]
+"""``(kz, ky, in_pattern, in_calibration)`` of one acquired line."""
+
+
+def _imaging_shots(spec: PhantomSpec, calibrated: bool) -> list[Shot]:
+    return [
+        (kz, ky, pattern, calibration)
+        for kz in range(spec.partitions)
+        for ky, pattern, calibration in partition_lines(spec, kz, calibrated)
+    ]
+
+
+def _reference_shots(spec: PhantomSpec) -> list[Shot]:
+    """The calibration region of a slice, flagged calibration-only (``calibration=separate``)."""
+    partitions = {kz for kz in range(spec.partitions) for _, _, c in partition_lines(spec, kz) if c}
+    return [(kz, ky, False, True) for kz in sorted(partitions) for ky in calibration_range(spec)]
 
 
 def _slice_heads(
-    spec: PhantomSpec, scan: _Scan, slice: int, repetition: int, stamp: int
+    spec: PhantomSpec,
+    scan: _Scan,
+    slice: int,
+    repetition: int,
+    stamp: int,
+    shots: list[Shot],
+    reference: bool = False,
 ) -> np.ndarray:
     """Headers of every acquisition of one slice of one repetition, in scanner order.
 
-    Built as one structured array (no per-acquisition Python work): order is partition,
-    ky line, average, contrast, the last varying fastest.
+    Built as one structured array (no per-acquisition Python work): order is shot (partition,
+    ky line), average, contrast, the last varying fastest.  A reference block (``reference``)
+    carries no slice flags, so it closes nothing.
     """
-    lines = acquired_lines(spec)
     grid = np.meshgrid(
-        np.arange(spec.partitions),
-        np.arange(len(lines)),
+        np.arange(len(shots)),
         np.arange(spec.averages),
         np.arange(spec.contrasts),
         indexing="ij",
     )
-    kz, n, average, contrast = (axis.ravel() for axis in grid)
-    ky = np.array([line[0] for line in lines])[n]
-    line_flags = np.array([_line_flags(p, c) for _, p, c in lines], dtype=np.uint64)
+    n, average, contrast = (axis.ravel() for axis in grid)
+    shot_kz = np.array([shot[0] for shot in shots])
+    kz, ky = shot_kz[n], np.array([shot[1] for shot in shots])[n]
+    line_flags = np.array([_line_flags(p, c) for _, _, p, c in shots], dtype=np.uint64)
     flags = line_flags[n]
+    first_of_kz = np.r_[True, shot_kz[1:] != shot_kz[:-1]]
+    last_of_kz = np.r_[shot_kz[1:] != shot_kz[:-1], True]
     conditions = {
-        AcquisitionFlag.FIRST_IN_ENCODE_STEP1: n == 0,
-        AcquisitionFlag.LAST_IN_ENCODE_STEP1: n == len(lines) - 1,
+        AcquisitionFlag.FIRST_IN_ENCODE_STEP1: first_of_kz[n],
+        AcquisitionFlag.LAST_IN_ENCODE_STEP1: last_of_kz[n],
         AcquisitionFlag.FIRST_IN_ENCODE_STEP2: (kz == 0) & spec.is_3d,
         AcquisitionFlag.LAST_IN_ENCODE_STEP2: (kz == spec.partitions - 1) & spec.is_3d,
-        AcquisitionFlag.FIRST_IN_SLICE: (kz == 0) & (n == 0) & (average == 0),
-        AcquisitionFlag.LAST_IN_SLICE: (kz == spec.partitions - 1)
-        & (n == len(lines) - 1)
-        & (average == spec.averages - 1),
     }
+    if not reference:
+        conditions[AcquisitionFlag.FIRST_IN_SLICE] = (n == 0) & (average == 0)
+        conditions[AcquisitionFlag.LAST_IN_SLICE] = (n == len(shots) - 1) & (
+            average == spec.averages - 1
+        )
     for flag, where in conditions.items():
         flags[where] |= np.uint64(_bit(flag))
-    heads = np.empty(kz.size, dtype=scan.head.dtype)
+    heads = np.empty(n.size, dtype=scan.head.dtype)
     heads[:] = scan.head
     heads["flags"] = flags
-    heads["scan_counter"] = scan.scan_counter + 1 + np.arange(kz.size)
-    scan.scan_counter += kz.size
-    shot = (kz * len(lines) + n) * spec.averages + average
+    heads["scan_counter"] = scan.scan_counter + 1 + np.arange(n.size)
+    scan.scan_counter += n.size
+    shot = n * spec.averages + average
     heads["acquisition_time_stamp"] = stamp + shot * scan.ticks_per_shot + contrast
-    heads["position"] = _slice_position(spec, slice)
+    heads["position"] = slice_centre(spec, slice)
     counters = heads["idx"]
     counters["kspace_encode_step_1"] = ky
     counters["kspace_encode_step_2"] = kz
@@ -247,42 +322,73 @@ def _slice_heads(
 
 
 def _slice_messages(
-    spec: PhantomSpec, scan: _Scan, kspace: np.ndarray, slice: int, repetition: int, stamp: int
+    spec: PhantomSpec,
+    scan: _Scan,
+    kspace: np.ndarray,
+    slice: int,
+    repetition: int,
+    stamp: int,
+    shots: list[Shot],
+    reference: bool = False,
 ) -> Iterator[Acquisition]:
     """Every acquisition of one slice of one repetition, in scanner order (flags partly set)."""
-    heads = _slice_heads(spec, scan, slice, repetition, stamp)
-    lines = len(acquired_lines(spec))
-    per_partition = lines * spec.averages * spec.contrasts
-    rng = np.random.default_rng([spec.seed, repetition, slice])
+    heads = _slice_heads(spec, scan, slice, repetition, stamp, shots, reference)
+    seed = [spec.seed, 0xCA1, slice] if reference else [spec.seed, repetition, slice]
+    rng = np.random.default_rng(seed)
     std = noise_std(spec)
     no_traj = np.zeros((spec.readout, 0), np.float32)
-    for kz in range(spec.partitions):
-        noise = _noise(rng, (per_partition, spec.coils, spec.readout), std)
-        for i in range(per_partition):
-            head = heads[kz * per_partition + i]
+    per_shot = spec.averages * spec.contrasts
+    kzs = [shot[0] for shot in shots]
+    done = 0
+    for kz in sorted(set(kzs), key=kzs.index):
+        count = kzs.count(kz) * per_shot
+        noise = _colour(spec, _noise(rng, (count, spec.coils, spec.readout), std))
+        for i in range(count):
+            head = heads[done + i]
             idx = head["idx"]
             ky, contrast = int(idx["kspace_encode_step_1"]), int(idx["contrast"])
             traj = scan.trajectory(ky, kz) if scan.traj_dims else no_traj
             data = noise[i]
             data += kspace[contrast, kz, ky]
             yield Acquisition(head=head, traj=traj, data=data)
+        done += count
+
+
+def acquisition_count(spec: PhantomSpec) -> int:
+    """How many acquisitions the scan holds (noise scan and reference block included)."""
+    per_shot = spec.averages * spec.contrasts
+    calibrated = len(_imaging_shots(spec, spec.calibration != "separate"))
+    plain = len(_imaging_shots(spec, False))
+    first = calibrated if spec.calibration in ("embedded", "first") else plain
+    later = calibrated if spec.calibration == "embedded" else plain
+    reference = len(_reference_shots(spec)) if spec.calibration == "separate" else 0
+    total = (first + later * (spec.repetitions - 1) + reference) * per_shot * spec.slices
+    return total + (spec.noise_lines if spec.noise_calibration else 0)
 
 
 def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
     """Imaging acquisitions of the whole scan; repetition and measurement flags set here."""
     scan = _Scan(spec)
     if spec.noise_calibration:
-        yield _noise_scan(spec, scan)
-    maps = coil_sensitivities(spec.matrix, spec.coils)
+        yield from _noise_scan(spec, scan)
+    maps = (
+        coil_sensitivities_3d(spec.matrix, spec.coils, spec.partitions)
+        if spec.acceleration_2 > 1
+        else coil_sensitivities(spec.matrix, spec.coils)
+    )
     volume_bytes = spec.contrasts * spec.partitions * spec.matrix * spec.coils * spec.readout * 8
     cache: dict[int, np.ndarray] | None = (
         {} if volume_bytes * spec.slices <= _CACHE_BYTES and spec.repetitions > 1 else None
     )
-    shots_per_slice = spec.partitions * len(acquired_lines(spec)) * spec.averages
     stamp = scan.ticks_per_shot
     pending: Acquisition | None = None
+    separate = spec.calibration == "separate" and spec.calibration_width > 0
     for repetition in range(spec.repetitions):
         first_of_repetition = True
+        calibrated = spec.calibration == "embedded" or (
+            spec.calibration == "first" and repetition == 0
+        )
+        shots = _imaging_shots(spec, calibrated)
         for slice in slice_order(spec.slices):
             if cache is not None and slice in cache:
                 kspace = cache[slice]
@@ -290,14 +396,22 @@ def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
                 kspace = _clean_kspace(spec, slice, maps)
                 if cache is not None:
                     cache[slice] = kspace
-            for acq in _slice_messages(spec, scan, kspace, slice, repetition, stamp):
+            messages = _slice_messages(spec, scan, kspace, slice, repetition, stamp, shots)
+            if separate and repetition == 0:
+                reference = _reference_shots(spec)
+                block = _slice_messages(
+                    spec, scan, kspace, slice, 0, stamp, reference, reference=True
+                )
+                stamp += len(reference) * spec.averages * scan.ticks_per_shot
+                messages = itertools.chain(block, messages)
+            for acq in messages:
                 if first_of_repetition:
                     acq.head["flags"] |= _bit(AcquisitionFlag.FIRST_IN_REPETITION)
                     first_of_repetition = False
                 if pending is not None:
                     yield pending
                 pending = acq
-            stamp += shots_per_slice * scan.ticks_per_shot
+            stamp += len(shots) * spec.averages * scan.ticks_per_shot
             del kspace
         assert pending is not None
         pending.head["flags"] |= _bit(AcquisitionFlag.LAST_IN_REPETITION)

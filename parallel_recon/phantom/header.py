@@ -11,7 +11,7 @@ import uuid
 import ismrmrd.xsd as xsd
 
 from .shepp_logan import ECHO_SPACING
-from .spec import PhantomSpec, first_line
+from .spec import NOISE_BANDWIDTH, PhantomSpec, first_line
 
 __all__ = [
     "FIELD_STRENGTH_T",
@@ -39,6 +39,14 @@ def repetition_time_ms(spec: PhantomSpec) -> float:
 
 def _limit(maximum: int, centre: int, minimum: int = 0) -> xsd.limitType:
     return xsd.limitType(minimum=minimum, maximum=maximum, center=centre)
+
+
+def _calibration_mode(spec: PhantomSpec) -> xsd.calibrationModeType:
+    if not spec.calibration_width:
+        return xsd.calibrationModeType.OTHER
+    if spec.calibration == "separate":
+        return xsd.calibrationModeType.SEPARATE
+    return xsd.calibrationModeType.EMBEDDED
 
 
 def _encoding(spec: PhantomSpec) -> xsd.encodingType:
@@ -69,16 +77,13 @@ def _encoding(spec: PhantomSpec) -> xsd.encodingType:
         encodingLimits=limits,
         trajectory=xsd.trajectoryType.CARTESIAN,
     )
-    if spec.acceleration > 1:
+    if spec.acceleration > 1 or spec.acceleration_2 > 1:
         encoding.parallelImaging = xsd.parallelImagingType(
             accelerationFactor=xsd.accelerationFactorType(
-                kspace_encoding_step_1=spec.acceleration, kspace_encoding_step_2=1
+                kspace_encoding_step_1=spec.acceleration,
+                kspace_encoding_step_2=spec.acceleration_2,
             ),
-            calibrationMode=(
-                xsd.calibrationModeType.EMBEDDED
-                if spec.calibration_width
-                else xsd.calibrationModeType.OTHER
-            ),
+            calibrationMode=_calibration_mode(spec),
         )
     return encoding
 
@@ -93,7 +98,6 @@ def header_xml(spec: PhantomSpec) -> str:
     """
     measurement_id = str(uuid.UUID(int=(spec.seed * 0x9E3779B97F4A7C15) % (1 << 128)))
     header = xsd.ismrmrdHeader(
-        version=1,
         subjectInformation=xsd.subjectInformationType(patientID="Shepp-Logan phantom"),
         measurementInformation=xsd.measurementInformationType(
             measurementID=measurement_id,
@@ -106,6 +110,7 @@ def header_xml(spec: PhantomSpec) -> str:
             systemModel="simulator",
             systemFieldStrength_T=FIELD_STRENGTH_T,
             receiverChannels=spec.coils,
+            relativeReceiverNoiseBandwidth=NOISE_BANDWIDTH if spec.noise_calibration else None,
             institutionName="parallel-recon",
         ),
         experimentalConditions=xsd.experimentalConditionsType(

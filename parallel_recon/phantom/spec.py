@@ -12,7 +12,22 @@ from dataclasses import dataclass
 
 from ..errors import ConfigurationError
 
-__all__ = ["PhantomSpec", "acquired_lines", "calibration_range", "first_line"]
+__all__ = [
+    "CALIBRATION_MODES",
+    "NOISE_BANDWIDTH",
+    "PhantomSpec",
+    "acquired_lines",
+    "calibration_range",
+    "first_line",
+    "partition_lines",
+]
+
+CALIBRATION_MODES = ("embedded", "first", "separate")
+"""Where calibration lines go: in every repetition, in the first only, or in a reference
+block (every slice's calibration region, flagged calibration-only) before the imaging."""
+
+NOISE_BANDWIDTH = 0.793
+"""relativeReceiverNoiseBandwidth the simulated receiver has (written into the header)."""
 
 _MAX_COUNTER = 65535
 _MAX_COILS = 1024  # the acquisition header's channel mask has 1024 bits
@@ -27,6 +42,11 @@ class PhantomSpec:
     every R-th ky line (those with ``(ky - matrix // 2) % R == 0``) plus ``calibration_width``
     lines around the centre; ``partial_fourier`` is the fraction of ky lines acquired (the
     first ones are skipped).  ``noise_level`` is explained in :func:`.phantom.ground_truth`.
+
+    Geometry (see :mod:`.geometry`): ``orientation`` names the read/phase/slice directions
+    (``axial``, ``coronal``, ``sagittal``, ``oblique`` or rotation angles ``"L,P,S"`` in
+    degrees), ``position`` is the centre of the imaged volume in LPS mm, and ``marker`` (LPS
+    mm) puts one voxel of intensity :data:`.geometry.MARKER_VALUE` at the voxel nearest it.
     """
 
     matrix: int = 256
@@ -44,6 +64,19 @@ class PhantomSpec:
     averages: int = 1
     partial_fourier: float = 1.0
     seed: int = 0
+    orientation: str = "axial"
+    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    marker: tuple[float, float, float] | None = None
+    noise_correlation: float = 0.0
+    """Correlation of the noise of neighbouring coils (ring order); also makes the coils'
+    noise powers differ (0.7..1.3 relative std). 0 keeps white, equal-power noise."""
+    noise_lines: int = 1
+    """Lines of the noise scan (``noise_calibration``)."""
+    noise_dwell_time_us: float = 5.0
+    """Sample time of the noise scan; the imaging lines use 5 us."""
+    calibration: str = "embedded"
+    acceleration_2: int = 1
+    """Acceleration along k2 (3D): keeps every R2-th partition (plus the calibration ones)."""
 
     def __post_init__(self) -> None:
         for check in _CHECKS:
@@ -98,9 +131,45 @@ def _noise(spec: PhantomSpec) -> str | None:
     return None
 
 
+def _in_range(name: str, value: float, low: float, high: float) -> str | None:
+    if not (math.isfinite(value) and low <= value <= high):
+        return f"{name} must be a number in [{low}, {high}], got {value!r}"
+    return None
+
+
 def _partial_fourier(spec: PhantomSpec) -> str | None:
     if not 0.5 <= spec.partial_fourier <= 1.0:
         return f"partial_fourier must be in [0.5, 1], got {spec.partial_fourier!r}"
+    return None
+
+
+def _orientation(spec: PhantomSpec) -> str | None:
+    from .geometry import orientation_problem  # geometry needs this module's PhantomSpec
+
+    return orientation_problem(spec.orientation)
+
+
+def _point(name: str) -> Callable[[PhantomSpec], str | None]:
+    def check(spec: PhantomSpec) -> str | None:
+        value = getattr(spec, name)
+        if value is None and name == "marker":
+            return None
+        try:
+            ok = len(value) == 3 and all(math.isfinite(float(v)) for v in value)
+        except (TypeError, ValueError):
+            ok = False
+        return None if ok else f"{name} must be three finite numbers (LPS mm), got {value!r}"
+
+    return check
+
+
+def _marker_inside(spec: PhantomSpec) -> str | None:
+    from .geometry import marker_voxel
+
+    try:
+        marker_voxel(spec)
+    except ConfigurationError as exc:
+        return str(exc)
     return None
 
 
@@ -121,6 +190,24 @@ _CHECKS: tuple[Callable[[PhantomSpec], str | None], ...] = (
     _count("averages", 1, _MAX_COUNTER + 1),
     _partial_fourier,
     _count("seed", 0, 2**63 - 1),
+    _orientation,
+    _point("position"),
+    _point("marker"),
+    _marker_inside,
+    _count("noise_lines", 1, 65536),
+    _count("acceleration_2", 1, _MAX_COUNTER),
+    lambda s: _in_range("noise_correlation", s.noise_correlation, 0.0, 0.95),
+    lambda s: _in_range("noise_dwell_time_us", s.noise_dwell_time_us, 0.01, 1e6),
+    lambda s: (
+        None
+        if s.calibration in CALIBRATION_MODES
+        else f"calibration must be one of {', '.join(CALIBRATION_MODES)}, got {s.calibration!r}"
+    ),
+    lambda s: (
+        None
+        if s.acceleration_2 <= max(1, s.partitions // 2)
+        else f"acceleration_2 must be <= partitions / 2, got {s.acceleration_2}"
+    ),
 )
 
 
@@ -136,18 +223,46 @@ def calibration_range(spec: PhantomSpec) -> range:
     return range(start, min(start + spec.calibration_width, spec.matrix))
 
 
-def acquired_lines(spec: PhantomSpec) -> list[tuple[int, bool, bool]]:
+def acquired_lines(spec: PhantomSpec, calibrated: bool = True) -> list[tuple[int, bool, bool]]:
     """Every acquired ky line in order, as ``(ky, in_pattern, in_calibration)``.
 
     ``in_pattern``: part of the R-fold undersampled imaging pattern; ``in_calibration``: part
-    of the calibration region.  A line is acquired when either holds.
+    of the calibration region.  A line is acquired when either holds; with ``calibrated``
+    False (a repetition without calibration lines) only the pattern is.
     """
     centre = spec.matrix // 2
-    calibration = calibration_range(spec)
+    calibration = calibration_range(spec) if calibrated else range(0)
     lines = []
     for ky in range(first_line(spec), spec.matrix):
         in_pattern = (ky - centre) % spec.acceleration == 0
         in_calibration = ky in calibration
         if in_pattern or in_calibration:
             lines.append((ky, in_pattern, in_calibration))
+    return lines
+
+
+def _partition_calibration(spec: PhantomSpec) -> range:
+    width = min(spec.calibration_width, spec.partitions) if spec.acceleration_2 > 1 else 0
+    start = max(spec.partitions // 2 - width // 2, 0)
+    return range(start, start + width)
+
+
+def partition_lines(
+    spec: PhantomSpec, kz: int, calibrated: bool = True
+) -> list[tuple[int, bool, bool]]:
+    """The ky lines of partition ``kz`` (3D with k2 acceleration: the partition's own pattern).
+
+    A partition outside every R2-th one keeps only its calibration lines (when it lies in the
+    k2 calibration region); in 2D, or without k2 acceleration, it is :func:`acquired_lines`.
+    """
+    if spec.acceleration_2 == 1:
+        return acquired_lines(spec, calibrated)
+    in_pattern_z = (kz - spec.partitions // 2) % spec.acceleration_2 == 0
+    in_calibration_z = calibrated and kz in _partition_calibration(spec)
+    lines = []
+    for ky, pattern, calibration in acquired_lines(spec, calibrated):
+        both_pattern = pattern and in_pattern_z
+        both_calibration = calibration and in_calibration_z
+        if both_pattern or both_calibration:
+            lines.append((ky, both_pattern, both_calibration))
     return lines

@@ -1,6 +1,6 @@
 """The MRD v1 (ISMRMRD) binary stream codec: layouts, messages, reader and writer."""
 
-from .decode import DEFAULT_LIMITS, Limits, StreamReader
+from .decode import DEFAULT_LIMITS, Limits, StreamReader, after_close_warning
 from .encode import StreamWriter, encode_buffers, encode_message, message_id_bytes
 from .layout import (
     ACQUISITION_HEADER_DTYPE,
@@ -57,6 +57,7 @@ __all__ = [
     "StreamWriter",
     "Text",
     "Waveform",
+    "after_close_warning",
     "encode_buffers",
     "copy_record",
     "encode_message",

@@ -156,6 +156,30 @@ class ReadBuffer:
                 return spare
         return bytearray(max(CHUNK_BYTES, nbytes))
 
+    def has_more(self, wait: bool) -> bool:
+        """Whether at least one more byte is buffered or arrives from the source.
+
+        With ``wait`` it blocks until a byte or the end of the source arrives; without, it
+        looks only at what has already arrived (the file descriptor is put in non-blocking
+        mode for one read), so a peer that keeps its end open is never waited on.
+        """
+        if self.end > self.pos:
+            return True
+        if wait:
+            return self.fill(1) > 0
+        try:
+            fd = int(self.source.fileno())
+        except (AttributeError, OSError, ValueError):
+            return False  # no descriptor to ask without waiting
+        blocking = os.get_blocking(fd)
+        try:
+            os.set_blocking(fd, False)
+            return self.fill(1) > 0
+        except BlockingIOError:
+            return False
+        finally:
+            os.set_blocking(fd, blocking)
+
     def take(self, nbytes: int) -> int:
         """Consume ``nbytes`` already made available; returns their start in ``chunk``."""
         start = self.pos

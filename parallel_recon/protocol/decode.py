@@ -49,7 +49,7 @@ from .messages import (
 )
 from .runs import ACQ_HEAD_BYTES, ACQ_SIZES, decode_run
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "StreamReader"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "StreamReader", "after_close_warning"]
 
 _FIRST_PIECE = 8 << 20  # payloads above this are read in growing pieces, then assembled
 _MAX_PIECE = 256 << 20
@@ -291,6 +291,12 @@ class StreamReader:
         self._peeked = mid
         return mid
 
+    def data_after_close(self, *, wait: bool = True) -> bool:
+        """After CLOSE: whether anything follows it (every command stops reading at CLOSE
+        and only warns about the rest).  ``wait=False`` looks only at bytes that have
+        already arrived, for peers that keep their connection open after CLOSE."""
+        return self._buffer.has_more(wait)
+
     def consume_peeked(self) -> MessageId:
         """Mark the peeked message as being read; the caller reads its payload."""
         mid = self.peek()
@@ -514,3 +520,11 @@ class StreamReader:
         dims = struct.unpack_from(f"<{ndim}Q", self._buffer.chunk, start)
         array = self.read_array(DATA_TYPE_TO_DTYPE[data_type], tuple(dims), "NDArray data")
         return NDArray(array=array, version=version)
+
+
+def after_close_warning(reader: StreamReader) -> str:
+    """The warning every command prints when data follows the CLOSE message."""
+    return (
+        f"ignored data after the CLOSE message (at byte offset {reader.offset}, message index "
+        f"{reader.index}): reading stops at CLOSE"
+    )

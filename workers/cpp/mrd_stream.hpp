@@ -5,6 +5,8 @@
 // every error can say where it happened.  All values on the wire are little-endian.
 #pragma once
 
+#include <fcntl.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -139,6 +141,19 @@ class Reader {
 
   // Call after a message's payload was read completely.
   void finish_message() { ++index_; }
+
+  // After CLOSE: whether bytes follow it that have already arrived.  Never waits (the
+  // descriptor is non-blocking for one read): a network peer may keep its end open.
+  bool data_after_close() {
+    const int fd = fileno(source_);
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return false;
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    const int byte = std::fgetc(source_);
+    fcntl(fd, F_SETFL, flags);
+    std::clearerr(source_);
+    return byte != EOF;
+  }
 
   void read(void* buffer, size_t nbytes, const char* what) {
     size_t got = std::fread(buffer, 1, nbytes, source_);

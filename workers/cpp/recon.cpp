@@ -361,6 +361,13 @@ int run() {
   if (!recon) in.fail("the stream has no HEADER message: expected the XML header first");
   recon->finish();
   out.write_close();
+  if (in.data_after_close()) {  // reading stops at CLOSE, as in every parallel-recon command
+    std::fprintf(stderr,
+                 "%s: warning: ignored data after the CLOSE message (at byte offset %llu, "
+                 "message index %llu): reading stops at CLOSE\n",
+                 kProg, static_cast<unsigned long long>(in.offset()),
+                 static_cast<unsigned long long>(in.index() + 1));
+  }
   return 0;
 }
 

@@ -1,0 +1,89 @@
+"""``parallel-recon export INPUT --to dicom|nifti|npy -o OUT``: images where users look at them.
+
+INPUT is an ISMRMRD HDF5 file (all image series, or ``-s``) or an MRD image stream (``-`` =
+stdin), so the command can end a pipe::
+
+    mrd_phantom -o - | mrd_stream_recon | parallel-recon export - --to nifti -o brain.nii.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import InputFileError
+from ..export import FORMATS, ExportInput, export, read_hdf5_input, read_stream_input
+from ..inspect.summary_hdf5 import is_hdf5
+from ..progress import Progress, progress_wanted
+from .common import EXIT_OK, OneLineParser, add_progress_option, open_input, run_command
+
+__all__ = ["build_parser", "main"]
+
+PROG = "parallel-recon export"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Export reconstructed MRD images as DICOM (one MR Image Storage file per "
+        "plane), NIfTI (one .nii/.nii.gz per series, volumes stacked in 4D) or NumPy (.npz "
+        "per series), with the geometry of the image headers.",
+    )
+    parser.add_argument("input", help="ISMRMRD HDF5 file, MRD stream file, or - for stdin")
+    parser.add_argument(
+        "--to", required=True, choices=list(FORMATS), help="output format (dicom, nifti, npy)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="dicom: a new folder; nifti: NAME.nii or NAME.nii.gz; npy: NAME.npz "
+        "(several series: NAME_<series>.EXT)",
+    )
+    parser.add_argument("-g", "--group", help="HDF5 group (default: the first with images)")
+    parser.add_argument(
+        "-s",
+        "--image-series",
+        action="append",
+        default=[],
+        metavar="SERIES",
+        help="export only this series: HDF5 name (image_1) or series index; repeatable",
+    )
+    add_progress_option(parser)
+    return parser
+
+
+def _read(args: argparse.Namespace) -> ExportInput:
+    path = args.input
+    if path != "-" and is_hdf5(path):
+        return read_hdf5_input(path, args.group, args.image_series)
+    if path != "-" and not Path(path).is_file():
+        raise InputFileError(f"cannot open input {path!r}: no such file")
+    if args.group is not None:
+        raise InputFileError(f"-g/--group applies to HDF5 files; {path!r} is a stream")
+    with open_input(None if path == "-" else path) as stream:
+        return read_stream_input(
+            stream, "standard input" if path == "-" else path, args.image_series
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    source = _read(args)
+    total = sum(len(series.images) for series in source.series)
+    progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="images")
+    written = export(source, args.output, args.to, progress=progress.update)
+    progress.finish()
+    if progress.enabled:
+        print(f"{PROG}: {total} images -> {len(written)} files", file=sys.stderr)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``parallel-recon export``."""
+    args = build_parser().parse_args(argv)
+    return run_command(PROG, lambda: _run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Parallel-imaging calibration lines: kept per (encoding space, slice, contrast) in shared memory.
+
+Calibration lines (IS_PARALLEL_CALIBRATION, and IS_PARALLEL_CALIBRATION_AND_IMAGING) belong to
+a slice, not to one unit: a reference block sent once before the imaging lines, or embedded in
+the first repetition only, serves every later repetition.  The reader therefore collects them
+into a *calibration buffer* of a shared-memory ring (line records: samples, grid position,
+average count) and, when a unit of that slice closes, publishes the buffer as the slice's
+current calibration and hands the unit a :class:`CalibrationRef` to it.  Published buffers
+are never written again: a newer calibration of the same slice goes into another buffer, and
+a buffer is reused only when no unit in flight refers to it any more (workers send its id
+back when they are done).  So whichever worker gets a unit reads exactly the calibration the
+stream had given for it, and the bytes out never depend on the worker count.
+
+Calibration-and-imaging lines already land in the unit's k-space; the reader only notes where
+they are, and copies them (with the unit's other imaging lines inside the calibration block)
+into the buffer when it publishes, so the buffer holds a self-contained block that later
+repetitions can reuse.  The reader's per-line work stays one dictionary look-up and one copy
+for calibration-only lines, none for the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from parallel_recon.workers.api import Calibration
+
+from ..errors import ConfigurationError
+from .ring import SharedRing, _round_up
+
+__all__ = [
+    "CalibrationKey",
+    "CalibrationKeeper",
+    "CalibrationLayout",
+    "CalibrationRef",
+    "CalibrationStore",
+    "default_capacity",
+    "read_calibration",
+]
+
+_INDEX_FIELDS = 3  # k2, k1, count (int32 each)
+
+
+class CalibrationKey(NamedTuple):
+    """Calibration is shared by every unit of one (encoding space, slice, contrast)."""
+
+    encoding_space: int
+    slice: int
+    contrast: int
+
+
+@dataclass(frozen=True)
+class CalibrationRef:
+    """Where a unit's calibration lies: buffer, its version number and how many lines."""
+
+    buffer: int
+    version: int
+    lines: int
+
+
+@dataclass(frozen=True)
+class CalibrationLayout:
+    """Geometry of the calibration ring: ``buffers`` buffers of ``capacity`` line records."""
+
+    buffers: int
+    capacity: int
+    coils: int
+    k0: int
+
+    @property
+    def line_bytes(self) -> int:
+        return self.coils * self.k0 * 8
+
+    @property
+    def buffer_bytes(self) -> int:
+        return _round_up(self.capacity * (self.line_bytes + 4 * _INDEX_FIELDS))
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffers * self.buffer_bytes
+
+
+def default_capacity(k1: int, k2: int) -> int:
+    """Line records per buffer: a quarter of the k1 x k2 grid, at least 64 lines (or all)."""
+    return min(k1 * k2, max(64, math.ceil(k1 * k2 / 4)))
+
+
+class CalibrationStore:
+    """The shared-memory ring of calibration buffers (created before forking)."""
+
+    def __init__(self, layout: CalibrationLayout):
+        self.layout = layout
+        self.ring = SharedRing("cal", layout.buffer_bytes, layout.buffers)
+
+    def samples(self, buffer: int, lines: int, coils: int) -> np.ndarray:
+        """complex64 ``[lines, coils, k0]`` records of ``buffer`` (``coils`` in use)."""
+        count = lines * coils * self.layout.k0
+        data = np.frombuffer(self.ring.slot(buffer), dtype=np.complex64, count=count)
+        return data.reshape(lines, coils, self.layout.k0)
+
+    def index(self, buffer: int, lines: int) -> np.ndarray:
+        """int32 ``[lines, 3]``: grid k2, grid k1 and how many lines were added into each."""
+        offset = self.layout.capacity * self.layout.line_bytes
+        data = np.frombuffer(
+            self.ring.slot(buffer), dtype=np.int32, count=lines * _INDEX_FIELDS, offset=offset
+        )
+        return data.reshape(lines, _INDEX_FIELDS)
+
+    def unlink(self) -> None:
+        self.ring.unlink()
+
+
+def read_calibration(store: CalibrationStore, ref: CalibrationRef, coils: int) -> Calibration:
+    """A dense copy of a published buffer: the block spanned by its lines, averaged.
+
+    Runs in a worker.  Lines of the block that the buffer does not hold stay zero and are
+    False in ``Calibration.sampled``.
+    """
+    index = store.index(ref.buffer, ref.lines)
+    records = store.samples(ref.buffer, ref.lines, coils)
+    k2, k1, counts = index[:, 0], index[:, 1], index[:, 2]
+    origin = (int(k2.min()), int(k1.min()))
+    shape = (int(k2.max()) - origin[0] + 1, int(k1.max()) - origin[1] + 1)
+    block = np.zeros((*shape, coils, store.layout.k0), np.complex64)
+    sampled = np.zeros(shape, bool)
+    rows, cols = k2 - origin[0], k1 - origin[1]
+    block[rows, cols] = records / counts.astype(np.float32)[:, None, None]
+    sampled[rows, cols] = True
+    return Calibration(kspace=block, sampled=sampled, origin=origin, version=ref.version)
+
+
+@dataclass
+class _Open:
+    """A calibration buffer being filled."""
+
+    buffer: int
+    rows: dict[tuple[int, int], int] = field(default_factory=dict)
+    imaging: set[tuple[int, int]] = field(default_factory=set)
+    """Positions of calibration-and-imaging lines, copied from the unit when it publishes."""
+
+
+class CalibrationKeeper:
+    """The reader's side of the store: fills buffers, publishes them, recycles them.
+
+    Parameters
+    ----------
+    store:
+        The shared ring, or None when the header declared no parallel imaging and no room was
+        set aside (calibration-only lines are then skipped).
+    release:
+        The queue on which workers return buffer ids when a unit that used them is done.
+    """
+
+    def __init__(self, store: CalibrationStore | None, release: Any):
+        self.store = store
+        self.release = release
+        count = store.layout.buffers if store else 0
+        self.refs = [0] * count
+        self.free = list(range(count))
+        self.open: dict[CalibrationKey, _Open] = {}
+        self.current: dict[CalibrationKey, CalibrationRef] = {}
+        self.versions = 0
+        self.lines_in = 0
+        self.published = 0
+        self.wait_s = 0.0
+        self.coils = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    # ------------------------------------------------------------- buffers
+    def _drain(self, block: bool) -> None:
+        while block or not self.release.empty():
+            buffer = int(self.release.get())
+            block = False
+            self.refs[buffer] -= 1
+            self._maybe_free(buffer)
+
+    def _maybe_free(self, buffer: int) -> None:
+        if self.refs[buffer] > 0 or buffer in self.free:
+            return
+        if any(ref.buffer == buffer for ref in self.current.values()):
+            return
+        if any(o.buffer == buffer for o in self.open.values()):
+            return
+        self.free.append(buffer)
+
+    def _take_buffer(self, key: CalibrationKey, now: Callable[[], float]) -> int:
+        self._drain(block=False)
+        while not self.free:
+            if not any(self.refs):
+                assert self.store is not None
+                raise ConfigurationError(
+                    f"all {self.store.layout.buffers} calibration buffers hold the current "
+                    f"calibration of another slice (starting slice {key.slice}, contrast "
+                    f"{key.contrast}): the data has more slices and contrasts than its header's "
+                    "encoding limits say"
+                )
+            began = now()
+            self._drain(block=True)
+            self.wait_s += now() - began
+        return self.free.pop(0)
+
+    # --------------------------------------------------------------- lines
+    def _row(
+        self, key: CalibrationKey, k2: int, k1: int, now: Callable[[], float]
+    ) -> tuple[int, int, bool]:
+        """(buffer, row, first) for a calibration-only line at grid (k2, k1)."""
+        assert self.store is not None
+        entry = self.open.get(key)
+        if entry is None:
+            entry = self.open[key] = _Open(self._take_buffer(key, now))
+        row = entry.rows.get((k2, k1))
+        if row is not None:
+            return entry.buffer, row, False
+        row = len(entry.rows)
+        if row >= self.store.layout.capacity:
+            raise ConfigurationError(
+                f"slice {key.slice}, contrast {key.contrast} has more than "
+                f"{self.store.layout.capacity} calibration lines, the most one calibration "
+                "buffer holds: raise --calibration-lines"
+            )
+        entry.rows[(k2, k1)] = row
+        return entry.buffer, row, True
+
+    def line_target(
+        self, key: CalibrationKey, k2: int, k1: int, coils: int, now: Callable[[], float]
+    ) -> tuple[np.ndarray, bool]:
+        """The record ``[coils, k0]`` a calibration-only line goes into, and whether it is new."""
+        assert self.store is not None
+        buffer, row, first = self._row(key, k2, k1, now)
+        self.coils = coils
+        index = self.store.index(buffer, row + 1)[row]
+        if first:
+            index[:] = (k2, k1, 1)
+        else:
+            index[2] += 1
+        self.lines_in += 1
+        return self.store.samples(buffer, row + 1, coils)[row], first
+
+    def note_imaging(self, key: CalibrationKey, k2: int, k1: int, now: Callable[[], float]) -> None:
+        """A calibration-and-imaging line landed in its unit at grid (k2, k1)."""
+        entry = self.open.get(key)
+        if entry is None:
+            entry = self.open[key] = _Open(self._take_buffer(key, now))
+        entry.imaging.add((k2, k1))
+        self.lines_in += 1
+
+    # -------------------------------------------------------------- units
+    def for_unit(
+        self, key: CalibrationKey, kspace: np.ndarray, counts: np.ndarray, coils: int
+    ) -> CalibrationRef | None:
+        """Publish ``key``'s open calibration (completed from this closing unit) and return
+        the reference the unit gets, counted as in use until a worker releases it."""
+        entry = self.open.pop(key, None)
+        if entry is not None:
+            self._publish(key, entry, kspace, counts, coils)
+        ref = self.current.get(key)
+        if ref is not None:
+            self.refs[ref.buffer] += 1
+        return ref
+
+    def _publish(
+        self,
+        key: CalibrationKey,
+        entry: _Open,
+        kspace: np.ndarray,
+        counts: np.ndarray,
+        coils: int,
+    ) -> None:
+        assert self.store is not None
+        positions = set(entry.rows) | entry.imaging
+        k2s = [p[0] for p in positions]
+        k1s = [p[1] for p in positions]
+        rows = dict(entry.rows)
+        capacity = self.store.layout.capacity
+        for k2 in range(min(k2s), max(k2s) + 1):
+            for k1 in range(min(k1s), max(k1s) + 1):
+                if (k2, k1) in rows or counts[k2, k1] == 0:
+                    continue
+                row = len(rows)
+                if row >= capacity:
+                    raise ConfigurationError(
+                        f"the calibration block of slice {key.slice}, contrast {key.contrast} "
+                        f"spans more than {capacity} lines, the most one calibration buffer "
+                        "holds: raise --calibration-lines"
+                    )
+                rows[(k2, k1)] = row
+                index = self.store.index(entry.buffer, row + 1)[row]
+                index[:] = (k2, k1, int(counts[k2, k1]))
+                self.store.samples(entry.buffer, row + 1, coils)[row] = kspace[k2, k1]
+        self.versions += 1
+        self.published += 1
+        previous = self.current.get(key)
+        self.current[key] = CalibrationRef(entry.buffer, self.versions, len(rows))
+        if previous is not None:
+            self._maybe_free(previous.buffer)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines_in,
+            "published": self.published,
+            "buffers": len(self.refs),
+            "wait_s": self.wait_s,
+        }

@@ -1,0 +1,198 @@
+"""The next version of an output file, written beside it under a temporary name.
+
+An output appears only when it is complete: it is written as ``.NAME.XXXXXXXX.partial`` in
+the same folder and renamed over ``NAME`` at the end (a rename within one filesystem is
+atomic), so an error, a full disk, Ctrl-C or a crash leaves either the previous file or
+none.  An append starts from a copy of the existing file, so a failed append leaves the
+original untouched, byte for byte; the price is the copy (time and free space for one more
+copy of the file while the append runs).
+
+The replaced file keeps its path (a symbolic link keeps pointing at it: the file the link
+names is replaced), its permission bits and, where allowed, its owner; a hard link elsewhere
+keeps the old version.  Outputs that are not regular files (``/dev/null``, a FIFO, a
+terminal) are written directly: there is nothing to rename.  A process killed without its
+cleanup (``kill -9``) can leave a ``.NAME.*.partial`` file behind; it is safe to delete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import OutputFileError
+from .space import free_bytes, is_disk_full
+
+__all__ = ["PendingFile", "disk_full_message"]
+
+_SUFFIX = ".partial"
+_TRIES = 100
+
+
+def _human(nbytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+def disk_full_message(name: str, folder: Path, outcome: str) -> str:
+    """One line for a full disk: which file, how much is free there, what became of it."""
+    try:
+        free = f"{_human(free_bytes(folder))} free there"
+    except OSError:
+        free = "free space unknown"
+    return f"no space left on device for {name!r} ({free}); {outcome}"
+
+
+class PendingFile:
+    """The next version of ``target``, committed by an atomic rename.
+
+    Parameters
+    ----------
+    target:
+        The output path as the user gave it (symbolic links are followed).
+    keep_content:
+        Start from a copy of the existing file (appending); otherwise start empty.
+    suffix:
+        Ending of the temporary name after ``.partial``, for writers that choose their
+        format by the name (``.nii.gz``).
+
+    Write to :attr:`path`, then :meth:`commit`.  As a context manager it commits when the
+    block ends normally and discards on any exception; a disk-full OSError then becomes one
+    :class:`OutputFileError` line that also says what became of the target.
+    """
+
+    def __init__(self, target: str | Path, *, keep_content: bool = False, suffix: str = ""):
+        self.name = str(target)
+        self._suffix = suffix
+        self.target = Path(os.path.realpath(target))
+        info = _stat(self.target)
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            raise OutputFileError(f"cannot write {self.name!r}: it is a directory")
+        self.existed = info is not None and stat.S_ISREG(info.st_mode)
+        """The target was a regular file before this run."""
+        self.direct = info is not None and not self.existed
+        """The target is a device, FIFO or socket: written in place, nothing to rename."""
+        self._old = info
+        self._open = not self.direct
+        self.path = self.target if self.direct else self._create_temporary()
+        """Where to write."""
+        if keep_content and self.existed and info is not None and info.st_size > 0:
+            self._copy_existing(info.st_size)
+
+    # ----------------------------------------------------------------- state
+    @property
+    def outcome(self) -> str:
+        """What becomes of the target when this version is discarded, for error messages."""
+        if self.direct:
+            return f"{self.name!r} may hold part of the output"
+        if self.existed:
+            return f"{self.name!r} is unchanged"
+        return f"{self.name!r} was not created"
+
+    def commit(self) -> None:
+        """Rename the new version over the target (keeping the old file's mode and owner)."""
+        if not self._open:
+            return
+        self._open = False
+        old = self._old
+        try:
+            if old is not None:
+                os.chmod(self.path, stat.S_IMODE(old.st_mode))
+                with contextlib.suppress(PermissionError):
+                    os.chown(self.path, old.st_uid, old.st_gid)
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            self._remove()
+            raise OutputFileError(
+                f"cannot put the output in place as {self.name!r}: {exc.strerror}; {self.outcome}"
+            ) from None
+
+    def discard(self) -> None:
+        """Remove the new version; the target stays as it was (or absent)."""
+        if self._open:
+            self._open = False
+            self._remove()
+
+    def __enter__(self) -> PendingFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.commit()
+            return
+        self.discard()
+        if is_disk_full(exc):
+            raise OutputFileError(
+                disk_full_message(self.name, self.target.parent, self.outcome)
+            ) from None
+
+    # --------------------------------------------------------------- helpers
+    def _remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def _create_temporary(self) -> Path:
+        folder = self.target.parent
+        if not folder.is_dir():
+            raise OutputFileError(
+                f"cannot write {self.name!r}: folder {str(folder)!r} does not exist"
+            )
+        for _ in range(_TRIES):
+            path = folder / f".{self.target.name}.{secrets.token_hex(4)}{_SUFFIX}{self._suffix}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise OutputFileError(
+                        disk_full_message(self.name, folder, self.outcome)
+                    ) from None
+                raise OutputFileError(
+                    f"cannot create {self.name!r}: {exc.strerror} (in folder {str(folder)!r})"
+                ) from None
+            os.close(fd)
+            return path
+        raise OutputFileError(f"cannot create a temporary file beside {self.name!r}")
+
+    def _copy_existing(self, size: int) -> None:
+        """Copy the target to the new version (an append), or fail leaving both as they were."""
+        try:
+            if size > free_bytes(self.target.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            shutil.copyfile(self.target, self.path)
+        except OSError as exc:
+            self._open = False
+            self._remove()
+            if is_disk_full(exc):
+                raise OutputFileError(
+                    disk_full_message(
+                        self.name,
+                        self.target.parent,
+                        f"appending needs room for a copy of it ({_human(size)}); {self.outcome}",
+                    )
+                ) from None
+            raise OutputFileError(
+                f"cannot copy {self.name!r} to append to it: {exc.strerror}; {self.outcome}"
+            ) from None
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputFileError(f"cannot use output {str(path)!r}: {exc.strerror}") from None
