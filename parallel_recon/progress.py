@@ -3,6 +3,8 @@
 A recon engineer watching a long conversion in a terminal wants to see it move; a script
 capturing stderr wants it clean.  ``Progress`` redraws one line with ``\\r`` on a terminal
 and, when forced on a non-terminal (``--progress``), prints a plain line at most once a second.
+When the total bytes are known (a batch of files), the line has a bar and an ETA from the
+byte rate so far.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import time
 from typing import TextIO
 
 __all__ = ["Progress", "progress_wanted"]
+
+_BAR_WIDTH = 24
 
 
 def progress_wanted(flag: bool | None, stream: TextIO | None = None) -> bool:
@@ -37,10 +41,12 @@ class Progress:
         unit: str = "messages",
         stream: TextIO | None = None,
         interval: float = 0.25,
+        total_bytes: int | None = None,
     ):
         self.label = label
         self.enabled = enabled
         self.total = total
+        self.total_bytes = total_bytes
         self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
         self.tty = enabled and progress_wanted(None, self.stream)
@@ -65,9 +71,24 @@ class Progress:
         elapsed = max(now - self._start, 1e-9)
         done = f"{self.count}" if self.total is None else f"{self.count}/{self.total}"
         text = f"{self.label}: {done} {self.unit}"
+        if self.total_bytes:
+            return self._bar_line(done, elapsed)
         if self.nbytes:
             text += f", {self.nbytes / 1e6:.1f} MB ({self.nbytes / 1e6 / elapsed:.1f} MB/s)"
         return text + f", {elapsed:.1f} s"
+
+    def _bar_line(self, done: str, elapsed: float) -> str:
+        """``label: [#####.....] 3/10 files, 12.0/40.0 MB, 5.1 MB/s, ETA 6 s, 2.4 s``."""
+        total = max(self.total_bytes or 1, 1)
+        fraction = min(1.0, self.nbytes / total)
+        filled = round(fraction * _BAR_WIDTH)
+        bar = "#" * filled + "." * (_BAR_WIDTH - filled)
+        rate = self.nbytes / elapsed
+        eta = f"{(total - self.nbytes) / rate:.0f} s" if rate > 0 else "?"
+        return (
+            f"{self.label}: [{bar}] {done} {self.unit}, {self.nbytes / 1e6:.1f}/"
+            f"{total / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s, ETA {eta}, {elapsed:.1f} s"
+        )
 
     def _draw(self, now: float) -> None:
         line = self._line(now)

@@ -79,3 +79,12 @@ def close_after_reading(proc: subprocess.Popen[bytes], nbytes: int) -> tuple[int
             proc.kill()
         proc.wait()
         proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def batch_study(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """20 phantom scans, 2 bad inputs and the single-file pipeline's images of each scan
+    (``tests/batch_helpers.py``), shared by the batch tests, local and on Dask."""
+    from batch_helpers import make_study
+
+    return make_study(tmp_path_factory.mktemp("batch"))

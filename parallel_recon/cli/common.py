@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
-from ..errors import InputFileError, ReconError
+from ..errors import ConfigurationError, InputFileError, ReconError
 from ..files import PendingFile, is_disk_full
 
 __all__ = [
@@ -28,7 +28,10 @@ __all__ = [
     "add_progress_option",
     "open_input",
     "open_output",
+    "parse_recon_options",
+    "positive_int",
     "run_command",
+    "single_threaded_math",
 ]
 
 EXIT_OK = 0
@@ -38,6 +41,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 _BUFFER = 1 << 20
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _silence_stdout() -> None:
@@ -55,6 +59,35 @@ class ExitStatus(Exception):
     def __init__(self, code: int):
         super().__init__(code)
         self.code = code
+
+
+def parse_recon_options(pairs: list[str]) -> dict[str, str]:
+    """``--recon-option KEY=VALUE`` arguments as a dict (later keys win)."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
+        options[key] = value
+    return options
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
+    return value
+
+
+def single_threaded_math() -> None:
+    """One BLAS/OpenMP thread per process (set before numpy is imported): the pool is the
+    parallelism, and N workers x M threads would only oversubscribe the cores."""
+    for name in _THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:

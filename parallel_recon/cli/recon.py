@@ -19,13 +19,21 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..files import refuse_same_file
-from .common import EXIT_OK, ExitStatus, add_progress_option, open_input, open_output, run_command
+from .common import (
+    EXIT_OK,
+    ExitStatus,
+    add_progress_option,
+    open_input,
+    open_output,
+    parse_recon_options,
+    run_command,
+    single_threaded_math,
+)
 
 __all__ = ["IMAGE_OUTPUTS", "build_parser", "main"]
 
 PROG = "mrd_stream_recon"
 IMAGE_OUTPUTS = ("magnitude", "complex", "phase")
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 class _OutputAction(argparse.Action):
@@ -147,28 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(pairs: list[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
-        options[key] = value
-    return options
-
-
-def _single_threaded_math() -> None:
-    """One BLAS/OpenMP thread per process (set before numpy is imported): the pool is the
-    parallelism, and N workers x M threads would only oversubscribe the cores."""
-    for name in _THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        _single_threaded_math()
+        single_threaded_math()
         from ..engine.pipeline import PipelineOptions, run_pipeline
         from ..engine.ring import parse_memory_size
         from ..progress import progress_wanted
@@ -184,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             recon=args.recon,
             output=args.image_output,
             series_index=args.series_index,
-            options=_options(args.recon_option),
+            options=parse_recon_options(args.recon_option),
             memory_limit=parse_memory_size(args.memory_limit) if args.memory_limit else None,
             profile=args.profile,
             profile_json=args.profile_json,

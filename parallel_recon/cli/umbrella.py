@@ -25,6 +25,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "parallel_recon.cli.recon",
         "parallel reconstruction, stream in -> images out (= mrd_stream_recon)",
     ),
+    "batch": (
+        "parallel_recon.cli.batch",
+        "reconstruct many files into a folder, here or on a Dask cluster",
+    ),
     "serve": ("parallel_recon.cli.serve", "TCP reconstruction server"),
     "send": ("parallel_recon.cli.send", "send a stream to a server, print its reply"),
     "info": ("parallel_recon.cli.info", "summarise an HDF5 file or a stream"),

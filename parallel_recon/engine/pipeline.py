@@ -14,7 +14,6 @@ Children die with the supervisor (``PR_SET_PDEATHSIG``), so none can be orphaned
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -45,6 +44,7 @@ from .calibration import (
     default_capacity,
 )
 from .kernels import check_options, kernel_label, load_kernel
+from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
 from .profiling import (
@@ -90,20 +90,9 @@ class PipelineOptions:
 
 
 # ------------------------------------------------------------------- children
-def _die_with_parent(parent: int, role: str) -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (exit if it already has), and
-    name it ``pr-reader``, ``pr-worker-N`` or ``pr-writer`` for ps, top and the tests."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        libc.prctl(15, ctypes.c_char_p(f"pr-{role}".replace(" ", "-").encode()[:15]))
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _child(role: str, shared: Shared, parent: int, body: Callable[[], dict[str, Any]]) -> None:
     """Common frame of every child: signals, error reporting, a hard exit."""
-    _die_with_parent(parent, role)
+    die_with_parent(parent, role)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's business
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

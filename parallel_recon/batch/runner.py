@@ -1,0 +1,152 @@
+"""A long-lived process that reconstructs one file after another.
+
+The cost this removes is the per-file start of interpreters and imports: a runner imports
+everything once, then for each job runs the engine in-process (which forks its reader,
+workers and writer from the already-imported runner) and writes the outputs.  Each job ends
+as a :class:`~.model.FileResult`, whatever happened: a bad input, a kernel error or an
+internal error becomes a failed row, and the runner goes on with the next job.
+
+Runners speak JSON lines: a request ``{"job": ..., "settings": ..., "files_at_once": N}``
+per line in, a :class:`~.model.FileResult` per line out.  On one machine the batch forks
+them from its own process (:mod:`.local`); on a Dask worker they are started as
+``python -m parallel_recon.batch.service`` (:mod:`.service`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import sys
+import time
+from typing import IO
+
+from ..errors import ReconError
+from .model import FAILED, OK, BatchSettings, FileJob, FileResult, to_json
+
+__all__ = ["engine_share", "handle_request", "import_engine", "run_job", "serve"]
+
+PROG = "parallel-recon batch"
+
+
+def engine_share(settings: BatchSettings, files_at_once: int) -> tuple[int, int | None]:
+    """Workers and memory budget of one file's engine when ``files_at_once`` files share
+    this machine: ``--workers`` or the cores divided among the files, and
+    ``--memory-limit`` (or the engine's default budget) divided among them."""
+    from ..engine.ring import default_memory_limit
+
+    files = max(1, files_at_once)
+    workers = settings.workers or max(1, (os.cpu_count() or 1) // files)
+    budget = settings.memory_limit
+    if budget is None and files > 1:
+        budget = default_memory_limit()
+    return workers, None if budget is None else budget // files
+
+
+def import_engine(settings: BatchSettings) -> None:
+    """Import what every job needs, once, before runners are forked from this process
+    (so that no runner pays for the imports, and none pays twice)."""
+    import scipy.fft  # noqa: F401
+
+    from ..engine import pipeline, plan, pool, reader, writer  # noqa: F401
+    from ..engine.kernels import load_kernel
+    from ..hdf5 import read, write  # noqa: F401
+    from ..phantom import PhantomSpec
+    from ..phantom.header import header_xml
+    from . import feed  # noqa: F401
+    from .engine_run import resolve_recon
+
+    load_kernel(resolve_recon(settings.recon))
+    # the XML header model builds its parser tables on first use (~0.1 s): build them here
+    plan.plan_from_header(header_xml(PhantomSpec(matrix=8, coils=1)))
+    if settings.png:
+        from ..inspect import montage, montage_sources  # noqa: F401
+
+
+def _internal(exc: BaseException) -> str:
+    if os.environ.get("PARALLEL_RECON_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> FileResult:
+    """Reconstruct one job in this process and write its outputs; never raises for a
+    problem of the input (only for Ctrl-C and termination)."""
+    from ..engine.kernels import kernel_label
+    from .engine_run import (
+        pipeline_options,
+        raw_file_source,
+        release_engine_memory,
+        resolve_recon,
+        run_engine,
+    )
+    from .outputs import make_stamp, write_outputs
+
+    started = time.monotonic()
+    host = f"{socket.gethostname()}:{os.getpid()}"
+    kernel = kernel_label(resolve_recon(settings.recon))
+    try:
+        stat = os.stat(job.input)
+        workers, memory = engine_share(settings, files_at_once)
+        opts = pipeline_options(
+            recon=settings.recon,
+            output=settings.output,
+            options=settings.options,
+            series_index=settings.series_index,
+            workers=workers,
+            memory_limit=memory,
+            prog=PROG,
+        )
+        with raw_file_source(job.input, job.kind, job.group) as source:
+            images_stream = run_engine(source, opts)
+        with images_stream:
+            images = write_outputs(images_stream, job, settings, make_stamp(job, settings, stat))
+    except ReconError as exc:
+        error = str(exc)
+    except OSError as exc:
+        error = f"{exc.filename or job.input}: {exc.strerror or exc}"  # unreadable, disk full
+    except Exception as exc:
+        error = _internal(exc)
+    else:
+        seconds = time.monotonic() - started
+        return FileResult.for_job(
+            job,
+            OK,
+            images=images,
+            seconds=round(seconds, 4),
+            mb_per_s=round(job.input_bytes / 1e6 / max(seconds, 1e-9), 3),
+            kernel=kernel,
+            host=host,
+        )
+    release_engine_memory()  # the failed run's exception no longer holds its rings
+    seconds = time.monotonic() - started
+    return FileResult.for_job(
+        job, FAILED, seconds=round(seconds, 4), kernel=kernel, error=error, host=host
+    )
+
+
+def handle_request(line: str | bytes) -> str:
+    """One JSON request line in, one JSON result line out (without the newline)."""
+    request = json.loads(line)
+    job = FileJob(**request["job"])
+    settings = BatchSettings(**request["settings"])
+    return to_json(run_job(job, settings, int(request.get("files_at_once", 1))))
+
+
+def serve(requests: IO[bytes], replies: IO[bytes], idle_exit_s: float | None = None) -> None:
+    """Answer requests until ``requests`` ends (or none came for ``idle_exit_s``)."""
+    while True:
+        if idle_exit_s is not None:
+            ready, _, _ = select.select([requests], [], [], idle_exit_s)
+            if not ready:
+                break
+        line = requests.readline()
+        if not line:
+            break
+        if line.strip():
+            replies.write(handle_request(line).encode("utf-8") + b"\n")
+            replies.flush()
+    sys.stderr.flush()
