@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -197,6 +198,18 @@ def assert_all_gone(processes: list[psutil.Process], timeout: float = 10.0) -> N
     ended once reaped by their parent, which the test does)."""
     _, alive = psutil.wait_procs(processes, timeout=timeout)
     assert not alive, [(p.pid, p.name()) for p in alive]
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """SIGTERM a child started with ``start_new_session=True`` and its group, as an operator
+    stops a Dask process (it closes cleanly, and Python's resource tracker, which ignores
+    SIGTERM, unlinks the semaphores it registered); SIGKILL what is left after ``grace``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
