@@ -1,8 +1,8 @@
 """parallel-recon: streaming MRI reconstruction for the ISMRMRD/MRD v1 stream protocol.
 
 The Python API (:mod:`parallel_recon.api`) is re-exported here: ``reconstruct``,
-``read_images``, ``write_images``.  Importing the package stays cheap; the engine and its
-dependencies are imported by the first call.
+``read_images``, ``write_images``, ``export``.  Importing the package stays cheap; the engine
+and its dependencies are imported by the first call.
 """
 
 from . import api as _api

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .engine.pipeline import PipelineOptions
     from .protocol import Image, Message
 
-__all__ = ["read_images", "reconstruct", "write_images"]
+__all__ = ["export", "read_images", "reconstruct", "write_images"]
 
 Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | Iterable[Message]"
 """A path (ISMRMRD HDF5 or MRD stream file), the bytes of a stream, or its messages."""
@@ -198,6 +198,7 @@ def write_images(
         ``path``.
     """
     from .errors import ConfigurationError
+    from .files import PendingFile
     from .hdf5 import MrdHdf5Writer
     from .protocol import Header, StreamWriter
 
@@ -205,22 +206,46 @@ def write_images(
         raise ConfigurationError(
             f"format {format!r}: expected {' or '.join(repr(f) for f in _STREAM_FORMATS)}"
         )
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    partial.unlink(missing_ok=True)
-    try:
+    with PendingFile(Path(path)) as pending:
         if format == "hdf5":
-            with MrdHdf5Writer(partial, group) as writer:
+            with MrdHdf5Writer(pending.path, group) as writer:
                 if header is not None:
                     writer.write(Header(header))
                 writer.write_all(images)
         else:
-            with open(partial, "wb") as handle, StreamWriter(handle) as stream:
+            with open(pending.path, "wb") as handle, StreamWriter(handle) as stream:
                 if header is not None:
                     stream.write(Header(header))
                 stream.write_all(images)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return target
+    return Path(path)
+
+
+def export(
+    images: Iterable[Message | Image],
+    path: str | os.PathLike[str],
+    to: str = "nifti",
+    *,
+    header: str | None = None,
+) -> list[Path]:
+    """Export images to DICOM (a new folder), NIfTI (``.nii``/``.nii.gz``) or ``.npz``.
+
+    Parameters
+    ----------
+    images:
+        Image messages, e.g. from :func:`reconstruct` or :func:`read_images`; a HEADER among
+        them supplies the XML header (patient, study and sequence facts for DICOM).
+    path:
+        The folder (``to="dicom"``) or file name; several series get ``_<series>`` names.
+    to:
+        ``"dicom"``, ``"nifti"`` or ``"npy"``.
+    header:
+        The ISMRMRD XML header when it is not among ``images``.
+
+    Returns
+    -------
+    list[pathlib.Path]
+        The files written (see ``parallel-recon export`` in README for the geometry).
+    """
+    from .export import export as export_images
+
+    return export_images(images, Path(path), to, header_xml=header)

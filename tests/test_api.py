@@ -185,3 +185,24 @@ def test_importing_the_package_does_not_import_the_engine() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True)
     assert out.stdout.strip() == b"[]"
     assert callable(pr.reconstruct) and set(pr.__all__) >= {"reconstruct", "read_images"}
+
+
+def test_export_writes_what_the_export_command_writes(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from parallel_recon.phantom import PhantomSpec, write_stream
+
+    raw = io.BytesIO()
+    write_stream(PhantomSpec(matrix=32, coils=4, slices=2, orientation="sagittal"), raw)
+    (tmp_path / "raw.bin").write_bytes(raw.getvalue())
+    header = _header_of(tmp_path / "raw.bin")
+    images = pr.reconstruct(raw.getvalue(), workers=1)
+    written = pr.export(images, tmp_path / "api.nii.gz", to="nifti", header=header)
+    assert written == [tmp_path / "api.nii.gz"]
+    stored = pr.write_images(tmp_path / "images.h5", images, header=header)
+    cli = tmp_path / "cli.nii.gz"
+    run_cli("parallel-recon", "export", str(stored), "--to", "nifti", "-o", str(cli))
+    ours, theirs = nib.load(written[0]), nib.load(cli)
+    assert ours.shape == theirs.shape and ours.shape[:2] == (32, 32)
+    assert np.array_equal(ours.get_fdata(), theirs.get_fdata())
+    assert np.array_equal(ours.affine, theirs.affine)

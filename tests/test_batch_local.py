@@ -29,11 +29,12 @@ from batch_helpers import (
     batch,
     csv_rows,
     finished_outputs,
+    ismrmrd_images,
     partial_files,
     start_batch,
     wait_for,
 )
-from conftest import script
+from conftest import run_cli, script
 
 from parallel_recon.batch import BatchSettings, run_batch
 
@@ -230,3 +231,38 @@ def test_progress_bar_on_a_terminal(study: Study, tmp_path: Path) -> None:
     shown = b"".join(chunks).decode()
     assert "\r\x1b[K" in shown and "] 1/1 files" in shown and "ETA" in shown
     assert "1 ok, 0 failed" in shown
+
+
+def test_to_exports_each_output_like_the_export_command(study: Study, tmp_path: Path) -> None:
+    """``--to`` writes each output's exports beside it, equal to ``parallel-recon export`` of
+    that output; a re-run skips them, a missing export makes its output stale."""
+    import nibabel as nib
+    import numpy as np
+    import pydicom
+
+    names = [n for n in study.good if n.endswith(".h5")][:2]
+    inputs = [str(study.root / name) for name in names]
+    out = tmp_path / "out"
+    formats = ("--to", "nifti", "--to", "npy", "--to", "dicom")
+    proc = batch(*inputs, "-o", str(out), *formats, check_exit=0)
+    assert f"{len(names)} ok" in proc.stderr.decode()
+    for name in names:
+        output = study.output(out, name)
+        assert_same_images(output, study.reference / Path(name).with_suffix(".h5"))
+        stem = output.with_suffix("")
+        expected = tmp_path / f"expected_{stem.name}.nii.gz"
+        run_cli("parallel-recon", "export", str(output), "--to", "nifti", "-o", str(expected))
+        ours, theirs = nib.load(f"{stem}.nii.gz"), nib.load(expected)
+        assert np.array_equal(ours.get_fdata(), theirs.get_fdata())
+        assert np.array_equal(ours.affine, theirs.affine)
+        with np.load(f"{stem}.npz", allow_pickle=False) as archive:
+            assert archive["data"].shape[0] == len(ismrmrd_images(output))
+        dicoms = sorted(Path(f"{stem}_dicom").rglob("*.dcm"))
+        assert dicoms and all(pydicom.dcmread(p).Modality == "MR" for p in dicoms)
+    assert not list(out.rglob(".*partial*"))
+    again = batch(*inputs, "-o", str(out), *formats, check_exit=0)
+    assert "nothing to do" in again.stderr.decode()
+    missing = study.output(out, names[0]).with_suffix(".npz")
+    missing.unlink()
+    third = batch(*inputs, "-o", str(out), *formats, check_exit=0)
+    assert "1 ok" in third.stderr.decode() and missing.is_file()

@@ -52,6 +52,8 @@ class BatchSettings:
         gets its share); None: the engine's default budget, shared the same way.
     png:
         Also write a PNG montage beside each output.
+    to:
+        Also export each output to these formats (``dicom``, ``nifti``, ``npy``), beside it.
     force:
         Redo outputs that are up to date.
     """
@@ -63,7 +65,12 @@ class BatchSettings:
     workers: int | None = None
     memory_limit: int | None = None
     png: bool = False
+    to: tuple[str, ...] = ()
     force: bool = False
+
+    def __post_init__(self) -> None:
+        # JSON (runner processes, Dask tasks) brings the formats back as a list
+        object.__setattr__(self, "to", tuple(self.to))
 
     def fingerprint(self) -> dict[str, Any]:
         """What the images depend on, recorded in each output to tell whether it is stale.
@@ -80,6 +87,7 @@ class BatchSettings:
             "output": self.output,
             "options": dict(sorted(self.options.items())),
             "series_index": self.series_index,
+            "to": sorted(self.to),
         }
 
 

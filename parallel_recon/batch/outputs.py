@@ -9,8 +9,12 @@ file or a ``.partial`` that nobody takes for a result.  Partial files whose writ
 Each HDF5 output records in the root attribute ``parallel_recon_batch`` (JSON) the input it
 was made from (name, group, size, modification time in ns) and the settings the images
 depend on; an output is up to date when that record equals what the input and the settings
-are now.  The PNG montage, when asked for, is renamed into place before the HDF5 file, so a
-finished HDF5 file implies a finished PNG.
+are now.  The PNG montage and the exports (``--to``), when asked for, are put in place
+before the HDF5 file, so a finished HDF5 file implies a finished PNG and finished exports.
+
+Exports sit beside the output and share its stem: ``scan.h5`` gives ``scan_dicom/`` (one
+folder per export, a subfolder per series), ``scan.nii.gz`` and ``scan.npz`` (``scan_<series>``
+names when there are several series).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from ..protocol import Image, StreamReader
 from .model import BatchSettings, FileJob
 
 __all__ = [
+    "EXPORT_NAMES",
     "STAMP_ATTRIBUTE",
+    "export_path",
     "is_partial_name",
     "is_up_to_date",
     "make_stamp",
@@ -45,6 +51,8 @@ __all__ = [
 STAMP_ATTRIBUTE = "parallel_recon_batch"
 OUTPUT_GROUP = "dataset"
 MONTAGE_TILES = 64
+EXPORT_NAMES = {"dicom": "_dicom", "nifti": ".nii.gz", "npy": ".npz"}
+"""``--to`` format -> what follows the output's stem in the export's name."""
 _PARTIAL = re.compile(r"^\..+~(?P<host>[^~/]+)~(?P<pid>\d+)\.partial$")
 
 
@@ -66,6 +74,12 @@ def partial_path(final: str | Path) -> Path:
 def png_path(output: str | Path) -> Path:
     """Where ``--png`` puts the montage of an output: beside it, suffix ``.png``."""
     return Path(output).with_suffix(".png")
+
+
+def export_path(output: str | Path, to: str) -> Path:
+    """Where ``--to FORMAT`` puts the export of an output (see the module docstring)."""
+    output = Path(output)
+    return output.with_name(output.stem + EXPORT_NAMES[to])
 
 
 def make_stamp(job: FileJob, settings: BatchSettings, stat: os.stat_result) -> dict[str, Any]:
@@ -108,7 +122,11 @@ def is_up_to_date(job: FileJob, settings: BatchSettings) -> bool:
     except OSError:
         return False
     images = stamp.pop("images", 0)
+    exports = stamp.pop("exports", [])
     if stamp != expected:
+        return False
+    folder = Path(job.output).parent
+    if not all((folder / name).exists() for name in exports):
         return False
     return not (settings.png and images and not png_path(job.output).is_file())
 
@@ -169,6 +187,26 @@ def _write_hdf5(images_stream: BinaryIO, partial: Path, want_tiles: bool) -> tup
     return writer.counts.get("Image", 0), tiles[:MONTAGE_TILES]
 
 
+def _export(partial: Path, final: Path, formats: Iterable[str]) -> list[str]:
+    """Export the finished (not yet published) HDF5 output; returns the names written,
+    relative to the output's folder.  A batch rewrites its own exports: an older DICOM
+    folder of this output is removed first (the writer refuses to mix two exports)."""
+    import shutil
+
+    from ..export import export, read_hdf5_input
+
+    source = read_hdf5_input(str(partial), OUTPUT_GROUP)
+    names: list[str] = []
+    for to in formats:
+        target = export_path(final, to)
+        if to == "dicom" and target.is_dir():
+            shutil.rmtree(target)
+        written = export(source, target, to=to)
+        top = {p.relative_to(final.parent).parts[0] for p in written}
+        names += sorted(top)
+    return names
+
+
 def write_outputs(
     images_stream: BinaryIO, job: FileJob, settings: BatchSettings, stamp: dict[str, Any]
 ) -> int:
@@ -184,8 +222,10 @@ def write_outputs(
     png_partial = partial_path(png_final)
     try:
         images, tiles = _write_hdf5(images_stream, partial, settings.png)
+        exports = _export(partial, final, settings.to) if settings.to and images else []
         with h5py.File(partial, "a") as handle:
-            handle.attrs[STAMP_ATTRIBUTE] = json.dumps({**stamp, "images": images})
+            record = {**stamp, "images": images, "exports": exports}
+            handle.attrs[STAMP_ATTRIBUTE] = json.dumps(record)
         if settings.png and tiles:
             from ..inspect.montage import render_montage
 

@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--series-index", type=int, default=1, metavar="N", help="image_series_index (1)"
     )
     recon.add_argument("--png", action="store_true", help="also write a PNG montage per output")
+    recon.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        choices=("dicom", "nifti", "npy"),
+        help="also export each output beside it (repeatable): scan.h5 -> scan_dicom/, "
+        "scan.nii.gz, scan.npz (as parallel-recon export)",
+    )
     run = parser.add_argument_group("running")
     run.add_argument(
         "-j",
@@ -134,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             memory_limit=parse_memory_size(args.memory_limit) if args.memory_limit else None,
             png=args.png,
+            to=tuple(dict.fromkeys(args.to)),
             force=args.force,
         )
         try:
