@@ -206,3 +206,12 @@ def test_export_writes_what_the_export_command_writes(tmp_path: Path) -> None:
     assert ours.shape == theirs.shape and ours.shape[:2] == (32, 32)
     assert np.array_equal(ours.get_fdata(), theirs.get_fdata())
     assert np.array_equal(ours.affine, theirs.affine)
+
+
+def test_export_stays_the_api_function_after_the_export_subpackage_is_imported() -> None:
+    import importlib
+
+    importlib.import_module("parallel_recon.export.nifti")
+    assert pr.export is pr.api.export
+    assert callable(pr.export)
+    assert importlib.import_module("parallel_recon.export").__name__ == "parallel_recon.export"

@@ -91,7 +91,10 @@ def _start(distributed: Any, scheduler: str) -> tuple[Any, Any, int]:
                 processes=True,
                 host="127.0.0.1",
                 dashboard_address=None,
-                silence_logs=logging.ERROR,
+                # The batch reports every file's failure itself (task errors, lost workers);
+                # Dask's own shutdown races (a heartbeat to a scheduler already closing) log
+                # tracebacks at ERROR that say nothing about the user's files.
+                silence_logs=logging.CRITICAL,
                 preload=[RUNNER_PRELOAD],
             )
             return distributed.Client(cluster), cluster, count
