@@ -432,11 +432,13 @@ def test_missing_command_is_one_clear_line() -> None:
     assert "'no_such_recon_program': expected an executable program" in err
 
 
-def test_recon_failure_reaches_the_client_as_one_line(serve, stream: bytes) -> None:
-    server = serve("--workers", "1", "--recon", "no_such_kernel")
+def test_recon_failure_reaches_the_client_as_one_line(serve, stream: bytes, tmp_path: Path) -> None:
+    kernel = tmp_path / "failing_kernel.py"
+    kernel.write_text("def reconstruct(kspace, context):\n    raise ValueError('no_such_thing')\n")
+    server = serve("--workers", "1", "--recon", str(kernel))
     proc = send(server.address, stream, check=False)
     err = proc.stderr.decode()
     assert proc.returncode == 1 and err.count("\n") == 1, err
-    assert "without sending CLOSE" in err and "no_such_kernel" in err
+    assert "without sending CLOSE" in err and "no_such_thing" in err
     (line,) = server.wait_for_connections(1)
-    assert "reconstruction exited with status 1" in line and "no_such_kernel" in line
+    assert "reconstruction exited with status 1" in line and "no_such_thing" in line
