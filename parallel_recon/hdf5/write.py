@@ -146,12 +146,19 @@ def _refuse_empty(shape: tuple[int, ...], what: str, axes: str) -> None:
         )
 
 
+_STRING_MESSAGES = {
+    CONFIG_FILE: "a CONFIG_FILE name",
+    CONFIG_TEXT: "a CONFIG_TEXT message",
+    TEXT: "a TEXT message",
+}
+
+
 def _append_string(group: h5py.Group, name: str, text: str, space: SpaceReservation) -> None:
     raw = text.encode("utf-8")
     if b"\0" in raw:
         raise InputFileError(
-            f"expected {name} text without NUL characters, found one at byte {raw.index(0)} "
-            "(an HDF5 string cannot hold it)"
+            f"expected {_STRING_MESSAGES.get(name, name)} without NUL characters, found one at "
+            f"byte {raw.index(0)} (an HDF5 string cannot hold it)"
         )
     _append(group, name, np.array([raw], dtype=VLEN_STRING), (_ROW_CHUNK,), space, len(raw))
 
