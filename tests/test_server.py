@@ -357,7 +357,9 @@ def test_eight_clients_at_once_with_a_garbage_and_a_vanishing_one(
     (gone,) = [line for line in failed if line.startswith(f"serve: 127.0.0.1:{vanished[0]} ")]
     # A reset seen by the server reads "client disconnected" (or "dropped before the
     # header"); one that only looks like an early end of input is the recon's "truncated".
-    assert any(word in gone for word in ("client disconnected", "client dropped", "truncated"))
+    assert any(word in gone for word in ("client disconnected", "client dropped", "truncated")), (
+        gone
+    )
     assert _wait_until(lambda: server.children() == [], 30), server.children()
     pids = [int(m.group(1)) for line in lines if (m := re.search(r" pid=(\d+) ", line))]
     # Every connection but the garbage one started a recon (the vanishing one may, on a slow

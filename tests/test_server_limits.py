@@ -107,7 +107,7 @@ def test_early_hang_up_and_reset_during_shutdown_are_logged(
         while early.recv(65536):
             pass
     (line,) = server.wait_for_connections(1)
-    assert line.endswith(f"client hung up mid-stream: no CLOSE after {len(stream) // 2} bytes")
+    assert line.endswith(f"client disconnected mid-stream: no CLOSE after {len(stream) // 2} bytes")
     reset = socket.create_connection(("127.0.0.1", server.port), timeout=30)
     reset.sendall(stream[: len(stream) // 2])
     deadline = time.monotonic() + 30
@@ -120,7 +120,7 @@ def test_early_hang_up_and_reset_during_shutdown_are_logged(
     assert server.proc.wait(timeout=30) == 0
     lines = server.connection_lines()
     assert len(lines) == 2, server.lines
-    assert "client disconnected mid-stream (connection reset)" in lines[1], lines[1]
+    assert "client disconnected mid-stream" in lines[1], lines[1]  # reset or end of file
     assert server.lines[-1] == "serve: stopped"
 
 

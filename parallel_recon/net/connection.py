@@ -42,8 +42,8 @@ OUTCOMES = {
     "ok": "the reply was complete and the client took it",
     "error: ...": "the reconstruction failed (bad input, a kernel error); the client got a TEXT",
     "idle: ...": "the client sent nothing for --idle-timeout seconds before its CLOSE",
-    "client hung up ...": "the client closed its side before its stream's CLOSE",
-    "client disconnected ...": "the connection was reset or the client stopped reading",
+    "client disconnected ...": "the client went away (closed or reset) before its stream's "
+    "CLOSE, or stopped taking the reply",
     "client sent no header ...": "the connection closed before a HEADER",
     "stopped by server shutdown": "the server was stopped while this connection ran or waited",
 }
@@ -96,7 +96,7 @@ def read_prelude(reader: StreamReader) -> tuple[list[Message], MessageId | None]
 
 class _Prefixed:
     """``readinto`` from ``first`` and then from ``source`` (the prelude the server already
-    read, followed by the rest of the socket)."""
+    read, followed by the rest of the unbuffered socket file)."""
 
     def __init__(self, first: bytes, source: Any):
         self._first = memoryview(first)
@@ -115,8 +115,8 @@ class _Prefixed:
         return taken if taken is not None else int(self._source.readinto(buffer) or 0)
 
     def readinto1(self, buffer: memoryview | bytearray) -> int:
-        taken = self._take(buffer)
-        return taken if taken is not None else int(self._source.readinto1(buffer) or 0)
+        """What is ready (one recv of the unbuffered socket file returns just that)."""
+        return self.readinto(buffer)
 
 
 class _InputTee(TeeReader):
@@ -200,7 +200,9 @@ class Connection:
 
     def _serve(self) -> None:
         self.sock.settimeout(self._idle)
-        source = cast(BinaryIO, self.sock.makefile("rb", buffering=_CHUNK))
+        # unbuffered: one recv per read, so a reset is reported as such (a buffered reader
+        # would return the data before it and then an end of file)
+        source = cast(BinaryIO, self.sock.makefile("rb", buffering=0))
         reader = StreamReader(source, require_close=False)
         try:
             prelude, first = read_prelude(reader)
@@ -279,12 +281,11 @@ class Connection:
             self.report.outcome = self._idle_outcome("in the middle of its stream")
         elif self.stopping:
             self._fail("stopped by server shutdown")
-        elif state == "ended" and failed:
+        elif state in ("ended", "reset") and failed:
+            how = " (connection reset)" if state == "reset" else ""
             self.report.outcome = (
-                f"client hung up mid-stream: no CLOSE after {self.report.bytes_in} bytes"
+                f"client disconnected mid-stream{how}: no CLOSE after {self.report.bytes_in} bytes"
             )
-        elif state == "reset" and failed:
-            self.report.outcome = "client disconnected mid-stream (connection reset)"
         elif self._reply_gone:
             self.report.outcome = "client disconnected before taking the whole reply"
         elif failed:
@@ -357,7 +358,7 @@ class Connection:
         """Raw copy until EOF; once the child stops reading, discard."""
         while True:
             try:
-                chunk = source.read1(_CHUNK)  # type: ignore[attr-defined]
+                chunk = source.read(_CHUNK)  # one recv: what has arrived
             except TimeoutError:
                 self.input_state = "idle"
                 self.stop_child()
