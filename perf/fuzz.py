@@ -14,9 +14,7 @@ Every run that broke a rule is listed with its mutation and its last stderr line
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,35 +23,10 @@ from pathlib import Path
 from typing import Any
 
 PERF = Path(__file__).resolve().parent
-REPO = PERF.parent
-HARNESS = REPO / "tests" / "fuzzing.py"
 RESULTS = PERF / "results"
+sys.path.insert(0, str(PERF.parent / "tests"))
 
-
-def _run(seed: int, mutants: int, shards: int, folder: Path) -> list[dict[str, Any]]:
-    """One seed, split into ``shards`` harness processes running at once."""
-    procs = []
-    for shard in range(shards):
-        out = folder / f"seed{seed}_shard{shard}.json"
-        cmd = [
-            sys.executable,
-            str(HARNESS),
-            "--seed",
-            str(seed),
-            "--mutants",
-            str(mutants),
-            "--shard",
-            f"{shard}/{shards}",
-            "--json",
-            str(out),
-        ]
-        procs.append((subprocess.Popen(cmd), out))
-    outcomes: list[dict[str, Any]] = []
-    for proc, out in procs:
-        if proc.wait() != 0:
-            raise SystemExit(f"fuzz harness failed: exit status {proc.returncode}")
-        outcomes += json.loads(out.read_text())
-    return outcomes
+from fuzzing import RUN_TIMEOUT_S, run_campaign  # noqa: E402
 
 
 def _table(outcomes: list[dict[str, Any]]) -> list[str]:
@@ -94,8 +67,9 @@ def report(outcomes: list[dict[str, Any]], seeds: list[int], mutants: int, wall:
         f"commands, in {wall:.0f} s on the shared 2-core machine (1-minute load average "
         f"{load:.1f} at the end).  Mutations applied (1 to 3 per mutant): {dict(kinds)}.",
         "",
-        "A run keeps the rules when it ends within 30 s with exit status 0 or 1, at most 3 "
-        "lines on stderr and no Python traceback, leaving no process and nothing in /dev/shm.",
+        f"A run keeps the rules when it ends within {RUN_TIMEOUT_S:g} s with exit status 0 or 1, "
+        "at most 3 lines on stderr and no Python traceback, leaving no process and nothing in "
+        "/dev/shm.",
         "",
         *_table(outcomes),
         "",
@@ -126,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="pr-fuzz-perf-") as folder:
         for seed in seeds:
-            outcomes += _run(seed, args.mutants, args.shards, Path(folder))
+            outcomes += run_campaign(seed, args.mutants, args.shards, Path(folder))
             print(f"seed {seed}: {len(outcomes)} runs so far", file=sys.stderr)
     text = report(outcomes, seeds, args.mutants, time.monotonic() - start)
     args.output.write_text(text)

@@ -31,6 +31,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ __all__ = [
     "COMMANDS",
     "Outcome",
     "mutants",
+    "run_campaign",
     "run_mutant",
     "seed_streams",
     "summarize",
@@ -595,6 +597,26 @@ def run_shard(seed: int, per_stream: int, shard: int, shards: int) -> list[Outco
             outcomes.append(
                 Outcome(-1, "", [], "cleanup", 0, 0.0, "", [f"files left behind: {left}"])
             )
+    return outcomes
+
+
+def run_campaign(seed: int, per_stream: int, shards: int, folder: Path) -> list[dict[str, Any]]:
+    """All mutants of ``seed``, shared by ``shards`` harness processes running at once (one
+    per core); returns every outcome as a dict (see :class:`Outcome`)."""
+    procs = []
+    for shard in range(shards):
+        out = folder / f"seed{seed}_shard{shard}.json"
+        cmd = [
+            sys.executable, __file__, "--seed", str(seed), "--mutants", str(per_stream),
+            "--shard", f"{shard}/{shards}", "--json", str(out),
+        ]  # fmt: skip
+        procs.append((subprocess.Popen(cmd, stderr=subprocess.PIPE), out))
+    outcomes: list[dict[str, Any]] = []
+    for proc, out in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"fuzz harness failed:\n{err.decode(errors='replace')}")
+        outcomes += json.loads(out.read_text())
     return outcomes
 
 

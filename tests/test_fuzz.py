@@ -11,14 +11,11 @@ process and nothing in /dev/shm.  Two harness processes share the mutants, one p
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fuzzing import run_campaign
 
-HARNESS = Path(__file__).resolve().parent / "fuzzing.py"
 SEED = 0
 MUTANTS_PER_STREAM = 100
 SHARDS = 2
@@ -26,27 +23,7 @@ SHARDS = 2
 
 @pytest.mark.timeout(900)
 def test_mutated_streams_get_clear_answers(tmp_path: Path) -> None:
-    procs = []
-    for shard in range(SHARDS):
-        out = tmp_path / f"shard{shard}.json"
-        cmd = [
-            sys.executable,
-            str(HARNESS),
-            "--seed",
-            str(SEED),
-            "--mutants",
-            str(MUTANTS_PER_STREAM),
-            "--shard",
-            f"{shard}/{SHARDS}",
-            "--json",
-            str(out),
-        ]
-        procs.append((subprocess.Popen(cmd, stderr=subprocess.PIPE), out))
-    outcomes = []
-    for proc, out in procs:
-        _, err = proc.communicate(timeout=840)
-        assert proc.returncode == 0, err.decode(errors="replace")
-        outcomes += json.loads(out.read_text())
+    outcomes = run_campaign(SEED, MUTANTS_PER_STREAM, SHARDS, tmp_path)
     assert len(outcomes) == 3 * 3 * MUTANTS_PER_STREAM
     broken = [
         f"mutant {o['mutant']} ({o['stream']}: {', '.join(o['changes'])}) {o['command']}: "
