@@ -68,8 +68,8 @@ def report(outcomes: list[dict[str, Any]], seeds: list[int], mutants: int, wall:
         f"{load:.1f} at the end).  Mutations applied (1 to 3 per mutant): {dict(kinds)}.",
         "",
         f"A run keeps the rules when it ends within {RUN_TIMEOUT_S:g} s with exit status 0 or 1, "
-        "at most 3 lines on stderr and no Python traceback, leaving no process and nothing in "
-        "/dev/shm.",
+        "at most 3 lines on stderr and no Python traceback or warning, leaving no process and "
+        "nothing in /dev/shm.",
         "",
         *_table(outcomes),
         "",
@@ -80,7 +80,8 @@ def report(outcomes: list[dict[str, Any]], seeds: list[int], mutants: int, wall:
         for o in broken:
             last = (o["stderr"].strip().splitlines() or [""])[-1][:160]
             lines.append(
-                f"- mutant {o['mutant']} ({o['stream']}: {', '.join(o['changes'])}), "
+                f"- seed {o['seed']} mutant {o['mutant']} ({o['stream']}: "
+                f"{', '.join(o['changes'])}), "
                 f"{o['command']}: {'; '.join(o['problems'])}: `{last}`"
             )
     else:

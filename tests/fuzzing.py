@@ -5,7 +5,8 @@ message type) are mutated with a fixed seed: length fields, message ids, header 
 XML header, and random bytes (flips, insertions, deletions, truncation, trailing garbage).
 Each mutant goes through ``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5`` and
 ``parallel-recon info -``, and every run must end within its timeout with exit status 0 or
-1, at most 3 lines on stderr and no "Traceback", leaving nothing in /dev/shm and no process.
+1, at most 3 lines on stderr and no "Traceback" (nor a Python warning), leaving nothing in
+/dev/shm and no process.
 
 Runs are forked from this process, which imports the package once: the child redirects its
 standard streams to files and calls the command's ``main(argv)`` exactly as the console
@@ -30,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # like mrd_stream_recon, before n
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -409,6 +411,7 @@ MUTATIONS: dict[str, Callable[[list[bytes], random.Random], str]] = {
 
 @dataclass(frozen=True)
 class Mutant:
+    seed: int
     number: int
     stream: str
     changes: tuple[str, ...]
@@ -425,7 +428,7 @@ def mutants(seed: int, per_stream: int) -> Iterator[Mutant]:
             messages = list(original)
             kinds = rng.sample(sorted(MUTATIONS), k=rng.choice([1, 1, 1, 2, 3]))
             changes = tuple(MUTATIONS[kind](messages, rng) for kind in kinds)
-            yield Mutant(number, name, changes, b"".join(messages))
+            yield Mutant(seed, number, name, changes, b"".join(messages))
             number += 1
 
 
@@ -441,6 +444,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
 
 @dataclass
 class Outcome:
+    seed: int
     mutant: int
     stream: str
     changes: list[str]
@@ -544,12 +548,22 @@ def run_mutant(mutant: Mutant, command: str, work: Path, timeout: float = RUN_TI
         problems.append(f"{len(lines)} stderr lines")
     if "Traceback" in text:
         problems.append("Traceback")
+    if re.search(r"\b\w+Warning: ", text):
+        problems.append("a Python warning")
     for path in work.glob(f".out{mutant.number}.h5.*"):  # never expected: a leftover temp file
         problems.append(f"temporary file left: {path.name}")
     with contextlib.suppress(FileNotFoundError):
         out.unlink()
     return Outcome(
-        mutant.number, mutant.stream, list(mutant.changes), command, code, seconds, text, problems
+        mutant.seed,
+        mutant.number,
+        mutant.stream,
+        list(mutant.changes),
+        command,
+        code,
+        seconds,
+        text,
+        problems,
     )
 
 
@@ -595,7 +609,7 @@ def run_shard(seed: int, per_stream: int, shard: int, shards: int) -> list[Outco
         left = sorted(p.name for p in work.iterdir() if p.name not in ("in.bin", "err.txt"))
         if left:
             outcomes.append(
-                Outcome(-1, "", [], "cleanup", 0, 0.0, "", [f"files left behind: {left}"])
+                Outcome(seed, -1, "", [], "cleanup", 0, 0.0, "", [f"files left behind: {left}"])
             )
     return outcomes
 

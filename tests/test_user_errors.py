@@ -298,10 +298,17 @@ def test_a_terminal_on_stdin_is_refused_at_once(command: str, tmp_path: Path) ->
     assert not (tmp_path / "out.h5").exists()
 
 
-def test_binary_output_to_a_terminal_needs_force(raw: Path) -> None:
-    code, err = _pty_run([script(RECON), "--workers", "1"], "stdout", raw)
-    assert code == 1 and "binary output is not written to a terminal" in err, err
-    assert "--force" in err and len(err.strip().splitlines()) == 1
+def test_binary_output_to_a_terminal_needs_force(raw: Path, tmp_path: Path) -> None:
+    h5 = tmp_path / "raw.h5"
+    run_cli("mrd_phantom", "-m", "16", "-c", "2", "-o", str(h5))
+    for argv in (
+        [script(RECON), "--workers", "1"],
+        [script("mrdhdf5_to_stream"), str(h5)],
+        [script("mrd_phantom"), "-m", "16", "-c", "2", "-o", "-"],
+    ):
+        code, err = _pty_run(argv, "stdout", raw)
+        assert code == 1 and "binary output is not written to a terminal" in err, err
+        assert "--force" in err and len(err.strip().splitlines()) == 1
     code, err = _pty_run([script(RECON), "--workers", "1", "--force"], "stdout", raw)
     assert code == 0 and err == "", err
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 from pathlib import Path
 
 import h5py
@@ -195,3 +196,14 @@ def test_info_reads_a_header_declaring_an_unknown_encoding(tmp_path: Path, heade
     proc = run_cli(*INFO, "--json", "-", input=stream_of([Header(xml)]))
     (section,) = json.loads(proc.stdout)["sections"]
     assert section["header"]["encodings"][0]["encoded_space"]["matrix"] == [32, 16, 1]
+
+
+def test_an_empty_array_with_impossible_dimensions_is_one_line(tmp_path: Path) -> None:
+    """Found by perf/fuzz.py: dims (2**32, 1, 0, 2**49) hold no element, yet numpy cannot
+    make an array of that shape."""
+    dims = (2**32, 1, 0, 2**49)
+    payload = struct.pack("<HHHH", 1030, 5, 0, len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
+    for argv in (("parallel-recon", "info", "-"), ("stream_to_mrdhdf5", str(tmp_path / "o.h5"))):
+        proc = run_cli(*argv, input=payload + b"\x04\x00", check=False)
+        line = one_line(proc, " ".join(argv[:2]) if argv[0] == "parallel-recon" else argv[0])
+        assert proc.returncode == 1 and "dimensions an array can have" in line, line

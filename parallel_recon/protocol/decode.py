@@ -257,6 +257,11 @@ class StreamReader:
         """Read a payload array of ``shape`` after checking its size against the limits."""
         count = math.prod(shape)
         nbytes = count * dtype.itemsize
+        if not count and math.prod(max(d, 1) for d in shape) > self.limits.max_payload_bytes:
+            raise self.error(  # empty, yet no array can have these dimensions
+                f"expected {what} with dimensions an array can have, found {list(shape)} "
+                "(corrupt header?)"
+            )
         if nbytes < DIRECT_BYTES:
             start = self._available(nbytes, what)
             return np.frombuffer(self._buffer.chunk, dtype, count, start).reshape(shape)
