@@ -82,3 +82,6 @@ class ConfigurationError(ReconError):
 
 class PipelineError(ReconError):
     """A process of the reconstruction pipeline failed or was killed."""
+
+    detail: str = ""
+    """The full traceback behind a kernel's failure (shown with ``--verbose``), or ''."""

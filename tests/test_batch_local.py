@@ -148,7 +148,16 @@ def test_ctrl_c_stops_every_process_and_reports_what_was_not_run(
     study: Study, tmp_path: Path
 ) -> None:
     out, report = tmp_path / "out", tmp_path / "report.csv"
-    proc = start_batch(str(study.root), "-o", str(out), "--report", str(report), "-j", "2")
+    kernel = tmp_path / "slow.py"  # the same images, slowly: the batch must still be running
+    kernel.write_text(
+        "import time\n"
+        "from parallel_recon.workers.cartesian import reconstruct as cartesian\n"
+        "def reconstruct(kspace, context):\n"
+        "    time.sleep(0.1)\n"
+        "    return cartesian(kspace, context)\n"
+    )
+    args = ("-o", str(out), "--report", str(report), "-j", "2", "--recon", str(kernel))
+    proc = start_batch(str(study.root), *args)
     tree = TreeWatch()
 
     def started() -> bool:

@@ -81,7 +81,7 @@ def recon(tmp_path_factory: pytest.TempPathFactory) -> Recon:
             if which not in streams:
                 streams[which] = _replicas_stream()
             found = recon_images(
-                streams[which], "--noise", str(noise_file), "--output", "complex",
+                streams[which], "--noise", str(noise_file), "--image-type", "complex",
                 *METHODS[method],
             )  # fmt: skip
             done[which, method] = np.stack([image.data[:, 0] for image in found])

@@ -313,7 +313,7 @@ def test_full_disk_when_the_copy_for_an_append_does_not_fit(
             "{stream}",
             "-o",
             "{out}.bin",
-            "--output",
+            "--image-type",
             "complex",
             "--recon-option",
             "coils=channels",

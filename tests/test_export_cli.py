@@ -178,7 +178,7 @@ def test_repetitions_stack_as_4d_like_dcm2niix(tmp_path: Path) -> None:
 
 
 def test_complex_and_multichannel_images(tmp_path: Path) -> None:
-    complex_stream = recon(("-s", "2"), "--output", "complex")
+    complex_stream = recon(("-s", "2"), "--image-type", "complex")
     messages = _messages(complex_stream)
     export(messages, tmp_path / "cd", to="dicom")
     export(messages, tmp_path / "c.nii", to="nifti")

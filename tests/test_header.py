@@ -137,15 +137,15 @@ BAD_HEADERS = {
         lambda xml: xml[: xml.index("<encoding>")] + xml[xml.index("</encoding>") + 11 :],
         "<encoding>",
     ),
-    "no reconSpace": (
+    "no encodedSpace": (
         lambda xml: (
-            xml[: xml.index("<reconSpace>")]
-            + xml[xml.index("</reconSpace>") + len("</reconSpace>") :]
+            xml[: xml.index("<encodedSpace>")]
+            + xml[xml.index("</encodedSpace>") + len("</encodedSpace>") :]
         ),
-        "<reconSpace>",
+        "<encodedSpace>",
     ),
-    "no matrixSize": (
-        lambda xml: xml.replace("<matrixSize><x>16</x><y>16</y><z>1</z></matrixSize>", "", 1),
+    "no encoded matrixSize": (
+        lambda xml: xml.replace("<matrixSize><x>32</x><y>16</y><z>1</z></matrixSize>", "", 1),
         "<matrixSize>",
     ),
     "matrix not a number": (lambda xml: xml.replace("<x>32</x>", "<x>many</x>", 1), "many"),
@@ -164,7 +164,7 @@ def test_bad_header_is_one_clear_error(case: str) -> None:
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("case", ["no reconSpace", "matrix not a number"])
+@pytest.mark.parametrize("case", ["no encodedSpace", "matrix not a number"])
 def test_bad_header_through_the_cli(case: str) -> None:
     change, word = BAD_HEADERS[case]
     stream = header_message(change(synthetic_header(Synthetic()))) + b"\x04\x00"

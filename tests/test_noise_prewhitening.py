@@ -31,7 +31,7 @@ COILS = 8
 BASE = dict(matrix=128, coils=COILS, noise_level=2.0, noise_correlation=0.5, noise_lines=128)
 SCAN = PhantomSpec(**BASE, noise_calibration=True, noise_dwell_time_us=10.0, repetitions=2, seed=3)
 """Correlated noise, and a noise scan sampled twice as slowly as the imaging lines."""
-CHANNELS = ("--recon", "cartesian", "--output", "complex", "--recon-option", "coils=channels")
+CHANNELS = ("--recon", "cartesian", "--image-type", "complex", "--recon-option", "coils=channels")
 
 
 @pytest.fixture(scope="module")

@@ -214,6 +214,9 @@ def test_header_without_acquisitions_gives_header_and_close(tmp_path: Path) -> N
 OPTIONS_KERNEL = """
 import numpy as np
 from parallel_recon.protocol import Image
+from parallel_recon.workers.options import KernelOption
+
+OPTIONS = (KernelOption("a", "", "test", str), KernelOption("b", "", "test", str))
 
 
 def reconstruct(kspace, context):
@@ -233,10 +236,10 @@ def reconstruct(kspace, context):
     [
         ([], "magnitude;1;"),
         (
-            ["--output", "complex", "--recon-option", "a=1", "--recon-option", "b=x=y"],
+            ["--image-type", "complex", "--recon-option", "a=1", "--recon-option", "b=x=y"],
             "complex;1;a=1,b=x=y",
         ),
-        (["--image-output", "phase", "--series-index", "7"], "phase;7;"),
+        (["--image-type", "phase", "--series-index", "7"], "phase;7;"),
         (["--output-magnitude"], "magnitude;1;"),
     ],
 )

@@ -125,7 +125,7 @@ class Recon:
             code = self.proc.wait(timeout=within)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.communicate()  # reaps it and closes its pipes
             raise AssertionError(f"{RECON} still running {within} s after the failure") from None
         assert time.monotonic() - start <= within
         assert self.proc.stderr is not None

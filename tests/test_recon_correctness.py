@@ -70,7 +70,7 @@ def check_against_reference(
 ) -> list[ismrmrd.Image]:
     """Every image equals the reference's image of the same unit; returns the images."""
     expected = reference_recon(stream, output)
-    images = recon(stream, "--output", output, *args)
+    images = recon(stream, "--image-type", output, *args)
     assert sorted(image_key(i) for i in images) == sorted(expected)
     assert [i.image_index for i in images] == list(range(1, len(images) + 1))
     for image in images:

@@ -357,7 +357,9 @@ def test_eight_clients_at_once_with_a_garbage_and_a_vanishing_one(
     (gone,) = [line for line in failed if line.startswith(f"serve: 127.0.0.1:{vanished[0]} ")]
     # A reset seen by the server reads "client disconnected" (or "dropped before the
     # header"); one that only looks like an early end of input is the recon's "truncated".
-    assert any(word in gone for word in ("client disconnected", "client dropped", "truncated"))
+    assert any(word in gone for word in ("client disconnected", "client dropped", "truncated")), (
+        gone
+    )
     assert _wait_until(lambda: server.children() == [], 30), server.children()
     pids = [int(m.group(1)) for line in lines if (m := re.search(r" pid=(\d+) ", line))]
     # Every connection but the garbage one started a recon (the vanishing one may, on a slow
@@ -432,11 +434,13 @@ def test_missing_command_is_one_clear_line() -> None:
     assert "'no_such_recon_program': expected an executable program" in err
 
 
-def test_recon_failure_reaches_the_client_as_one_line(serve, stream: bytes) -> None:
-    server = serve("--workers", "1", "--recon", "no_such_kernel")
+def test_recon_failure_reaches_the_client_as_one_line(serve, stream: bytes, tmp_path: Path) -> None:
+    kernel = tmp_path / "failing_kernel.py"
+    kernel.write_text("def reconstruct(kspace, context):\n    raise ValueError('no_such_thing')\n")
+    server = serve("--workers", "1", "--recon", str(kernel))
     proc = send(server.address, stream, check=False)
     err = proc.stderr.decode()
     assert proc.returncode == 1 and err.count("\n") == 1, err
-    assert "without sending CLOSE" in err and "no_such_kernel" in err
+    assert "without sending CLOSE" in err and "no_such_thing" in err
     (line,) = server.wait_for_connections(1)
-    assert "reconstruction exited with status 1" in line and "no_such_kernel" in line
+    assert "reconstruction exited with status 1" in line and "no_such_thing" in line

@@ -10,14 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ConfigurationError
 from .common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    OneLineParser,
     add_progress_option,
+    add_version_option,
+    int_range,
     parse_recon_options,
-    positive_int,
     run_command,
     single_threaded_math,
 )
@@ -30,7 +31,7 @@ _EXIT_BY_STOP = {"interrupt": EXIT_INTERRUPTED, "terminate": EXIT_TERMINATED}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="kernel name or a .py file defining reconstruct(kspace, context) (default: auto)",
     )
     recon.add_argument(
-        "--output",
+        "--image-type",
         choices=("magnitude", "complex", "phase"),
         default="magnitude",
-        help="image type (default magnitude)",
+        help="magnitude (float32, default), complex (complex64) or phase (float32 radians)",
     )
     recon.add_argument(
         "--recon-option",
@@ -69,7 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="option passed to the kernel (repeatable)",
     )
     recon.add_argument(
-        "--series-index", type=int, default=1, metavar="N", help="image_series_index (1)"
+        "--series-index",
+        type=int_range(0, 65535),
+        default=1,
+        metavar="N",
+        help="image_series_index of the images, 0..65535 (default 1)",
     )
     recon.add_argument("--png", action="store_true", help="also write a PNG montage per output")
     recon.add_argument(
@@ -84,14 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-j",
         "--jobs",
-        type=positive_int,
+        type=int_range(1),
         metavar="N",
         help="files in flight on this machine (default: one per core)",
     )
     run.add_argument(
         "-w",
         "--workers",
-        type=positive_int,
+        type=int_range(1),
         metavar="N",
         help="worker processes per file (default: the cores divided among the files)",
     )
@@ -111,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     run.add_argument("--report", metavar="FILE", help="write one row per input to FILE.csv|.json")
     add_progress_option(run)
+    add_version_option(parser)
     return parser
 
 
@@ -132,11 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..batch.cluster import parse_scheduler
 
             parse_scheduler(args.scheduler)
-        if args.series_index < 0:
-            raise ConfigurationError(f"--series-index {args.series_index}: expected >= 0")
         settings = BatchSettings(
             recon=args.recon,
-            output=args.output,
+            output=args.image_type,
             options=parse_recon_options(args.recon_option),
             series_index=args.series_index,
             workers=args.workers,

@@ -1,8 +1,11 @@
 """What every command shares: error reporting, exit codes, and standard-stream plumbing.
 
 Programs are filters: ``-`` (or no path) means a standard stream, diagnostics go to stderr,
-user errors print one line and exit 1, a closed downstream pipe exits quietly with 141
-(128 + SIGPIPE, what the shell reports for ``cat`` in the same place), Ctrl-C exits 130.
+user errors print one line and exit 1, usage errors one line and exit 2, a closed downstream
+pipe exits quietly with 141 (128 + SIGPIPE, what the shell reports for ``cat`` in the same
+place), Ctrl-C exits 130.  Binary streams are never read from or written to a terminal
+(like gzip): a terminal on stdin means the user forgot the input, and binary bytes on a
+terminal are garbage that can leave it in a bad state; ``--force`` writes them anyway.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
+from .. import __version__
 from ..errors import ConfigurationError, InputFileError, ReconError
 from ..files import PendingFile, is_disk_full
 
@@ -25,11 +29,15 @@ __all__ = [
     "EXIT_USAGE",
     "ExitStatus",
     "OneLineParser",
+    "add_force_option",
     "add_progress_option",
+    "add_version_option",
+    "int_range",
     "open_input",
     "open_output",
     "parse_recon_options",
-    "positive_int",
+    "port_number",
+    "refuse_terminal_output",
     "run_command",
     "single_threaded_math",
 ]
@@ -72,17 +80,6 @@ def parse_recon_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
-    return value
-
-
 def single_threaded_math() -> None:
     """One BLAS/OpenMP thread per process (set before numpy is imported): the pool is the
     parallelism, and N workers x M threads would only oversubscribe the cores."""
@@ -117,11 +114,29 @@ def _is_std(path: str | None) -> bool:
     return path is None or path == "-"
 
 
+def _is_terminal(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def open_input(path: str | None) -> Iterator[BinaryIO]:
-    """A buffered binary reader for ``path``, or stdin for None / ``-``."""
+def open_input(path: str | None, *, file_option: str = "-i FILE") -> Iterator[BinaryIO]:
+    """A buffered binary reader for ``path``, or stdin for None / ``-``.
+
+    Stdin that is a terminal is refused at once (one line saying what is expected) instead
+    of waiting silently for binary data nobody will type; ``file_option`` names the
+    command's way to give a file instead.
+    """
     if _is_std(path):
-        with os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=_BUFFER) as stdin:
+        fd = sys.stdin.fileno()
+        if _is_terminal(fd):
+            raise InputFileError(
+                "standard input is a terminal: expected an MRD stream piped or redirected "
+                f"into it (... | CMD, or CMD < raw.bin), or a file ({file_option})"
+            )
+        with os.fdopen(os.dup(fd), "rb", buffering=_BUFFER) as stdin:
             yield stdin
         return
     assert path is not None
@@ -133,15 +148,29 @@ def open_input(path: str | None) -> Iterator[BinaryIO]:
         yield handle
 
 
+def refuse_terminal_output(path: str | None, force: bool, file_option: str = "-o FILE") -> None:
+    """Refuse binary output on a terminal stdout unless forced (gzip's rule)."""
+    if force or not _is_std(path) or not _is_terminal(sys.stdout.fileno()):
+        return
+    raise ConfigurationError(
+        "binary output is not written to a terminal: redirect standard output (> out.bin), "
+        f"pipe it on (| ...), give a file ({file_option}), or use --force"
+    )
+
+
 @contextlib.contextmanager
-def open_output(path: str | None) -> Iterator[BinaryIO]:
+def open_output(
+    path: str | None, *, force: bool = False, file_option: str = "-o FILE"
+) -> Iterator[BinaryIO]:
     """A buffered binary writer for ``path``, or stdout for None / ``-``.
 
     A file appears only when the block ends normally: it is written under a temporary name
     and renamed into place (see :class:`parallel_recon.files.PendingFile`); on an error the
-    previous file, if any, is left as it was.
+    previous file, if any, is left as it was.  A terminal stdout is refused unless ``force``
+    (see :func:`refuse_terminal_output`).
     """
     if _is_std(path):
+        refuse_terminal_output(path, force, file_option)
         sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=_BUFFER)
         try:
             yield sink
@@ -177,3 +206,53 @@ def add_progress_option(parser: argparse._ActionsContainer) -> None:
         help="show progress on stderr even when it is not a terminal "
         "(progress is automatic on a terminal)",
     )
+
+
+def add_force_option(parser: argparse._ActionsContainer) -> None:
+    """``--force``: write binary output even when stdout is a terminal."""
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write binary output to standard output even when it is a terminal",
+    )
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the package version, as every console script prints it."""
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"{parser.prog} {__version__}"
+        if parser.prog.startswith("parallel-recon")
+        else f"{parser.prog} (parallel-recon) {__version__}",
+        help="print the version and exit",
+    )
+
+
+def port_number(text: str) -> int:
+    """An argparse type for a TCP port, 0..65535 (0: the system picks a free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number 0..65535, found {text!r}"
+        ) from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, found {value}")
+    return value
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type for an integer in ``low..high`` (no upper bound when None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+        if value < low or (high is not None and value > high):
+            wanted = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"expected {wanted}, found {value}")
+        return value
+
+    return parse

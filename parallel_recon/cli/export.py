@@ -16,7 +16,14 @@ from ..errors import InputFileError
 from ..export import FORMATS, ExportInput, export, read_hdf5_input, read_stream_input
 from ..inspect.summary_hdf5 import is_hdf5
 from ..progress import Progress, progress_wanted
-from .common import EXIT_OK, OneLineParser, add_progress_option, open_input, run_command
+from .common import (
+    EXIT_OK,
+    OneLineParser,
+    add_progress_option,
+    add_version_option,
+    open_input,
+    run_command,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -51,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="export only this series: HDF5 name (image_1) or series index; repeatable",
     )
     add_progress_option(parser)
+    add_version_option(parser)
     return parser
 
 

@@ -22,7 +22,15 @@ from ..progress import Progress, progress_wanted
 from ..protocol.encode import encode_message
 from ..protocol.layout import CONFIG_FILE_SIZE
 from ..protocol.messages import Close, ConfigFile, ConfigText, Message
-from .common import EXIT_OK, add_progress_option, open_output, run_command
+from .common import (
+    EXIT_OK,
+    OneLineParser,
+    add_force_option,
+    add_progress_option,
+    add_version_option,
+    open_output,
+    run_command,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -30,7 +38,7 @@ PROG = "mrdhdf5_to_stream"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Write an ISMRMRD HDF5 dataset as an MRD v1 binary stream "
         "(to stdout unless -o is given).",
@@ -47,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         default=[],
         metavar="SERIES",
-        help="stream the images of these series (e.g. image_0) instead of the raw data",
+        help="stream the images of these series (e.g. image_0) instead of the raw data; a "
+        "word that names an existing file is the input file, not a series",
     )
     parser.add_argument("-c", "--config-file", help="send a CONFIG_FILE message with this name")
     parser.add_argument(
@@ -59,10 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the contents of FILE as a CONFIG_TEXT message",
     )
     add_progress_option(parser)
+    add_force_option(parser)
+    add_version_option(parser)
     return parser
 
 
+def _file_among_series(args: argparse.Namespace) -> None:
+    """``-s image_1 images.h5``: ``-s`` takes every word up to the next option, so the input
+    file lands among the series names.  A word that names an existing file is never a series
+    name: take it back as the positional input."""
+    files = [name for name in args.image_series if Path(name).is_file()]
+    if files and not args.input_file:
+        args.input_file = files[-1]
+        args.image_series = [name for name in args.image_series if name != files[-1]]
+    for name in args.image_series:
+        if Path(name).is_file():
+            raise ConfigurationError(
+                f"-s {name!r} is a file, not an image series name; give one input file"
+            )
+
+
 def _input_path(args: argparse.Namespace) -> str:
+    _file_among_series(args)
     if args.input and args.input_file:
         raise ConfigurationError(
             f"two inputs given ({args.input_file!r} and -i {args.input!r}); give one"
@@ -70,6 +97,11 @@ def _input_path(args: argparse.Namespace) -> str:
     path = args.input or args.input_file
     if not path:
         raise ConfigurationError("expected an input HDF5 file (mrdhdf5_to_stream FILE or -i FILE)")
+    if path == "-":
+        raise ConfigurationError(
+            "expected an HDF5 file name, found - (standard input): HDF5 needs a file it can "
+            "seek in, so save the data to a file first (a stream on stdin is already a stream)"
+        )
     return str(path)
 
 
@@ -112,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
     wanted = progress_wanted(args.progress)
     total = _total(path, args.group, args.image_series) if wanted else None
     progress = Progress(PROG, enabled=wanted, total=total, unit="messages")
-    with open_output(args.output) as sink:
+    with open_output(args.output, force=args.force) as sink:
         for msg in config:
             sink.write(encode_message(msg))
         for segment in segments:

@@ -17,7 +17,7 @@ from ..errors import InputFileError, ReconError
 from ..hdf5.layout import open_mrd_file
 from ..inspect.summary import summarize_stream
 from ..inspect.summary_hdf5 import is_hdf5, list_mrd_groups, summarize_hdf5_group
-from .common import EXIT_OK, open_input, run_command
+from .common import EXIT_OK, OneLineParser, add_version_option, open_input, run_command
 
 __all__ = ["build_parser", "collect", "format_text", "main"]
 
@@ -25,7 +25,7 @@ PROG = "parallel-recon info"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Summarise an ISMRMRD HDF5 file or an MRD v1 stream: header, message "
         "counts, acquisition flags and counters, image series, warnings.",
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object (keys: path, format, file_bytes, groups, sections, "
         "warnings, error)",
     )
+    add_version_option(parser)
     return parser
 
 
@@ -60,9 +61,28 @@ def _collect_hdf5(path: str, group: str | None) -> dict[str, Any]:
 
 
 def _collect_stream(path: str | None) -> dict[str, Any]:
-    with open_input(path) as source:
+    with open_input(path, file_option="a file name instead of -") as source:
         section = summarize_stream(source).to_dict()
+    if section["stream_bytes"] == 0 and not section["error"]:
+        where = "standard input" if path is None else repr(path)
+        raise InputFileError(
+            f"{where} is empty: expected an MRD stream or an ISMRMRD HDF5 file, found 0 bytes"
+        )
     return {"format": "stream", "groups": [], "sections": [section]}
+
+
+def _check_file(path: str) -> None:
+    """A clear line for a path that is not a readable file (before anything is printed)."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputFileError(
+            f"cannot read {path!r}: it is a directory (expected an ISMRMRD HDF5 file or an "
+            "MRD stream file)"
+        )
+    if not target.exists():
+        raise InputFileError(f"cannot open input {path!r}: no such file")
+    if not target.is_file() and not target.is_fifo() and not target.is_char_device():
+        raise InputFileError(f"cannot read {path!r}: not a regular file")
 
 
 def collect(path: str, group: str | None = None) -> dict[str, Any]:
@@ -74,9 +94,9 @@ def collect(path: str, group: str | None = None) -> dict[str, Any]:
     sections' warnings, prefixed by section name), ``error`` (null or the first error).
     """
     is_std = path == "-"
-    if not is_std and not Path(path).is_file():
-        raise InputFileError(f"cannot open input {path!r}: no such file")
-    if not is_std and is_hdf5(path):
+    if not is_std:
+        _check_file(path)
+    if not is_std and Path(path).is_file() and is_hdf5(path):
         result = _collect_hdf5(path, group)
     else:
         if group is not None:
@@ -87,7 +107,7 @@ def collect(path: str, group: str | None = None) -> dict[str, Any]:
     return (
         {
             "path": path,
-            "file_bytes": None if is_std else Path(path).stat().st_size,
+            "file_bytes": None if is_std or not Path(path).is_file() else Path(path).stat().st_size,
         }
         | result
         | {"warnings": warnings, "error": errors[0] if errors else None}

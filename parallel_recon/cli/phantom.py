@@ -30,7 +30,15 @@ from ..phantom.spec import CALIBRATION_MODES
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import StreamWriter
 from ..protocol.messages import Acquisition, Message
-from .common import EXIT_OK, OneLineParser, add_progress_option, open_output, run_command
+from .common import (
+    EXIT_OK,
+    OneLineParser,
+    add_force_option,
+    add_progress_option,
+    add_version_option,
+    open_output,
+    run_command,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -132,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="3D: acceleration along k2 (partitions; default 1)",
     )
     add_progress_option(parser)
+    add_force_option(parser)
+    add_version_option(parser)
     return parser
 
 
@@ -211,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     messages = _counted(spec, progress)
     if args.output == "-" or args.stream:
-        with open_output(args.output) as sink, StreamWriter(sink) as writer:
+        with open_output(args.output, force=args.force) as sink, StreamWriter(sink) as writer:
             for msg in messages:
                 writer.write(msg)
     else:

@@ -2,27 +2,33 @@
 
 A reader process, a pool of worker processes and an ordering writer, sharing k-space in
 shared memory.  Options follow the ISMRMRD C++ ``ismrmrd_stream_recon_cartesian_2d`` where
-it has them (``-i/--input``, ``-o/--output``, ``--use-stdin``, ``--use-stdout``,
-``--output-magnitude``).  The issue's ``--output complex|magnitude|phase`` shares its name
-with the C++ output-file option, so ``--output`` means the image type when its value is one
-of those three words and the output file otherwise; ``-o`` is always the file and
-``--image-output`` always the type.
+it has them (``-i/--input``, ``-o/--output FILE``, ``--use-stdin``, ``--use-stdout``,
+``--output-magnitude``).  The image type has its own option, ``--image-type``, so that an
+output file and an image type never share a spelling: ``--output`` always names the file,
+and a value that reads like an image type (``--output complex``, ``--output magnitdue``) is
+refused with the fix instead of silently becoming a file of that name.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
-from ..errors import ConfigurationError
-from ..files import refuse_same_file
+from ..files import PendingFile, refuse_same_file
 from .common import (
     EXIT_OK,
     ExitStatus,
+    OneLineParser,
+    add_force_option,
     add_progress_option,
+    add_version_option,
+    int_range,
     open_input,
     open_output,
     parse_recon_options,
@@ -30,14 +36,25 @@ from .common import (
     single_threaded_math,
 )
 
-__all__ = ["IMAGE_OUTPUTS", "build_parser", "main"]
+__all__ = ["IMAGE_TYPES", "build_parser", "main", "max_workers"]
 
 PROG = "mrd_stream_recon"
-IMAGE_OUTPUTS = ("magnitude", "complex", "phase")
+IMAGE_TYPES = ("magnitude", "complex", "phase")
+_WORKERS_PER_CORE = 4
 
 
-class _OutputAction(argparse.Action):
-    """``--output WORD``: an image type when WORD is one, else the output file (C++ style)."""
+def max_workers() -> int:
+    """The most worker processes a run starts: 4 per core (at least 8)."""
+    return max(8, _WORKERS_PER_CORE * (os.cpu_count() or 1))
+
+
+class _OutputFileAction(argparse.Action):
+    """``--output FILE`` (the C++ tool's spelling of ``-o``), refusing image-type look-alikes.
+
+    The image type used to share this spelling (``--output complex``); a word that is, or
+    nearly is, an image type and has no path separator or extension is most likely meant
+    as one, so it is a usage error that names both fixes.
+    """
 
     def __call__(
         self,
@@ -47,14 +64,33 @@ class _OutputAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         value = str(values)
-        if value in IMAGE_OUTPUTS:
-            namespace.image_output = value
-        else:
-            namespace.output_file = value
+        plain = "/" not in value and "." not in value
+        match = difflib.get_close_matches(value.lower(), IMAGE_TYPES, n=1, cutoff=0.75)
+        if plain and match:
+            parser.error(
+                f"{option_string} {value}: {option_string} names the output file; the image "
+                f"type is --image-type {match[0]} (to write a file of that name, give "
+                f"-o ./{value})"
+            )
+        namespace.output_file = value
+
+
+class _DeprecatedImageOutput(argparse.Action):
+    """``--image-output TYPE``: the old name of ``--image-type`` (works, with a note)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.image_type = str(values)
+        namespace.deprecated = f"{option_string} is deprecated; use --image-type {values}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -65,37 +101,45 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  mrdhdf5_to_stream raw.h5 | mrd_stream_recon | stream_to_mrdhdf5 images.h5\n"
         "  mrd_stream_recon --workers 8 --profile < raw.bin > images.bin\n"
-        "  mrd_stream_recon --output complex -i raw.bin -o images.bin\n"
+        "  mrd_stream_recon --image-type complex -i raw.bin -o images.bin\n"
         "  mrd_stream_recon --recon my_recon.py --recon-option lambda=0.1 < raw.bin > img.bin\n"
-        "\nexit codes: 0 ok, 1 error (one line on stderr), 130 Ctrl-C, 141 output pipe "
-        "closed, 143 SIGTERM",
+        "\nexit codes: 0 ok, 1 error (one line on stderr), 2 usage error, 130 Ctrl-C, "
+        "141 output pipe closed, 143 SIGTERM",
     )
     io = parser.add_argument_group("input and output")
     io.add_argument("-i", "--input", metavar="FILE", help="raw-data stream file (default stdin)")
     io.add_argument(
-        "-o",
-        "--output-file",
-        dest="output_file",
-        metavar="FILE",
-        help="image stream file (default stdout)",
+        "-o", dest="output_file", metavar="FILE", help="image stream file (default stdout)"
     )
     io.add_argument(
         "--output",
-        action=_OutputAction,
-        metavar="TYPE|FILE",
-        help="magnitude (default), complex or phase images; any other value is taken as the "
-        "output file, as in the ISMRMRD C++ tool",
+        "--output-file",
+        action=_OutputFileAction,
+        metavar="FILE",
+        help="same as -o (the ISMRMRD C++ spelling); the image type is --image-type",
     )
-    io.add_argument("--image-output", choices=IMAGE_OUTPUTS, default="magnitude", help="image type")
+    io.add_argument(
+        "--image-type",
+        choices=IMAGE_TYPES,
+        default="magnitude",
+        help="magnitude (float32, default), complex (complex64) or phase (float32 radians)",
+    )
+    io.add_argument(
+        "--image-output",
+        action=_DeprecatedImageOutput,
+        choices=IMAGE_TYPES,
+        help="deprecated name of --image-type",
+    )
     io.add_argument(
         "--output-magnitude",
         action="store_const",
         const="magnitude",
-        dest="image_output",
-        help="same as --image-output magnitude (ISMRMRD C++ spelling)",
+        dest="image_type",
+        help="same as --image-type magnitude (ISMRMRD C++ spelling)",
     )
     io.add_argument("--use-stdin", action="store_true", help="read stdin (the default)")
     io.add_argument("--use-stdout", action="store_true", help="write stdout (the default)")
+    add_force_option(io)
     recon = parser.add_argument_group("reconstruction")
     recon.add_argument(
         "--recon",
@@ -122,22 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     recon.add_argument(
         "--calibration-lines",
-        type=int,
+        type=int_range(1),
         metavar="N",
         help="calibration lines one slice may have (default: a quarter of the k1 x k2 grid, "
         "at least 64)",
     )
     recon.add_argument(
-        "--series-index", type=int, default=1, metavar="N", help="image_series_index (default 1)"
+        "--series-index",
+        type=int_range(0, 65535),
+        default=1,
+        metavar="N",
+        help="image_series_index of the images, 0..65535 (default 1)",
     )
     engine = parser.add_argument_group("engine")
     engine.add_argument(
         "-w",
         "--workers",
-        type=int,
+        type=int_range(1),
         default=os.cpu_count() or 1,
         metavar="N",
-        help="worker processes (default: number of cores, %(default)s here)",
+        help="worker processes (default: number of cores, %(default)s here; at most 4 per core)",
     )
     engine.add_argument(
         "--memory-limit",
@@ -149,10 +197,41 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--profile", action="store_true", help="print stage statistics at the end")
     diag.add_argument("--profile-json", metavar="FILE", help="write the statistics as JSON")
     diag.add_argument(
-        "-v", "--verbose", action="store_true", help="report config messages and other details"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="report config messages and other details; a kernel's full traceback",
     )
     add_progress_option(diag)
+    add_version_option(parser)
     return parser
+
+
+def _worker_count(wanted: int) -> int:
+    """``--workers``, capped at :func:`max_workers` with one warning that says why."""
+    most = max_workers()
+    if wanted <= most:
+        return wanted
+    cores = os.cpu_count() or 1
+    print(
+        f"{PROG}: warning: --workers {wanted}: using {most} ({_WORKERS_PER_CORE} per core on "
+        f"{cores} cores): more processes than that only share the same cores, and each one "
+        "costs memory and start-up time",
+        file=sys.stderr,
+    )
+    return most
+
+
+@contextlib.contextmanager
+def _profile_file(path: str | None) -> Iterator[str | None]:
+    """Where the engine writes ``--profile-json``: a temporary file beside ``path``, renamed
+    into place when the run succeeds.  Made before the recon starts, so a folder that does
+    not exist or refuses files fails at once, not after the whole reconstruction."""
+    if path is None:
+        yield None
+        return
+    with PendingFile(path) as pending:
+        yield str(pending.path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,16 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         from ..engine.ring import parse_memory_size
         from ..progress import progress_wanted
 
-        if args.workers < 1:
-            raise ConfigurationError(f"--workers {args.workers}: expected at least 1")
-        if args.calibration_lines is not None and args.calibration_lines < 1:
-            raise ConfigurationError(
-                f"--calibration-lines {args.calibration_lines}: expected at least 1"
-            )
+        if getattr(args, "deprecated", None):
+            print(f"{PROG}: warning: {args.deprecated}", file=sys.stderr)
         opts = PipelineOptions(
-            workers=args.workers,
+            workers=_worker_count(args.workers),
             recon=args.recon,
-            output=args.image_output,
+            output=args.image_type,
             series_index=args.series_index,
             options=parse_recon_options(args.recon_option),
             memory_limit=parse_memory_size(args.memory_limit) if args.memory_limit else None,
@@ -187,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         outputs = [args.output_file, *([args.profile_json] if args.profile_json else [])]
         refuse_same_file([args.input], outputs)
-        with open_input(args.input) as source, open_output(args.output_file) as sink:
-            code = run_pipeline(source, sink, opts)
+        with (
+            open_input(args.input) as source,
+            open_output(args.output_file, force=args.force) as sink,
+            _profile_file(args.profile_json) as profile_path,
+        ):
+            code = run_pipeline(source, sink, replace(opts, profile_json=profile_path))
             if code != EXIT_OK:
                 raise ExitStatus(code)  # an interrupted run leaves no output file
         return code

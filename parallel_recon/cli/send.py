@@ -14,7 +14,15 @@ import sys
 from ..files import refuse_same_file
 from ..net.client import send_stream
 from ..progress import Progress, progress_wanted
-from .common import add_progress_option, open_input, open_output, run_command
+from .common import (
+    OneLineParser,
+    add_force_option,
+    add_progress_option,
+    add_version_option,
+    open_input,
+    open_output,
+    run_command,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -22,7 +30,7 @@ PROG = "parallel-recon send"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Send an MRD stream to a reconstruction server and write its reply.",
     )
@@ -39,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for the connection (default 30); the reply has no timeout",
     )
     add_progress_option(parser)
+    add_force_option(parser)
+    add_version_option(parser)
     return parser
 
 
@@ -49,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         refuse_same_file([args.input], [args.output])
         progress = Progress("send: reply", enabled=progress_wanted(args.progress), unit="messages")
-        with open_input(args.input) as source, open_output(args.output) as sink:
+        with (
+            open_input(args.input) as source,
+            open_output(args.output, force=args.force) as sink,
+        ):
             send_stream(
                 args.address,
                 source,

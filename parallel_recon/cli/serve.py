@@ -2,8 +2,10 @@
 
 Each connection gets its own full reconstruction (the ``mrd_stream_recon`` pipeline) and
 its images back on the same socket.  The server binds loopback unless told otherwise,
-logs one line per connection on stderr, and on SIGTERM or Ctrl-C stops accepting, lets
-running connections finish (up to ``--drain-timeout``) and exits 0.
+logs one line per connection on stderr, closes clients that stay silent before their
+stream is complete (``--idle-timeout``), and on SIGTERM or Ctrl-C stops accepting, lets
+running connections finish (up to ``--drain-timeout``) and exits 0.  Kernels and their
+options are checked at start-up, so a typo fails the server, not every connection.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..errors import ConfigurationError
-from ..net.server import ReconServer, ServerConfig
-from .common import run_command
+from ..net.server import DEFAULT_IDLE_TIMEOUT, ReconServer, ServerConfig
+from .common import OneLineParser, add_version_option, port_number, run_command
+from .recon import IMAGE_TYPES
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +35,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, found {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, found {text}")
+    return value
+
+
 def _mapping(text: str) -> tuple[str, str]:
     name, sep, kernel = text.partition("=")
     if not sep or not name or not kernel:
@@ -40,7 +53,7 @@ def _mapping(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="TCP reconstruction server: each connection sends an MRD stream and "
         "receives the reconstructed image stream on the same socket.",
@@ -50,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     parser.add_argument(
-        "--port", type=int, default=9222, help="TCP port (default 9222; 0 picks a free one)"
+        "--port",
+        type=port_number,
+        default=9222,
+        help="TCP port, 0..65535 (default 9222; 0 picks a free one)",
     )
     parser.add_argument(
         "--workers",
@@ -87,6 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. mrd_stream_recon_cpp); config names are then ignored",
     )
     parser.add_argument(
+        "--image-type",
+        choices=IMAGE_TYPES,
+        help="image type of every connection's reconstruction (default magnitude)",
+    )
+    parser.add_argument(
+        "--recon-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="kernel option for every connection (repeatable), as in mrd_stream_recon",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_non_negative_seconds,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"close a client that sends nothing for this long before its stream's CLOSE "
+        f"(default {DEFAULT_IDLE_TIMEOUT:g}; 0: never); after CLOSE it may wait silently",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=60.0,
@@ -94,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds SIGTERM waits for running connections (default 60); "
         "a second signal stops them at once",
     )
+    add_version_option(parser)
     return parser
 
 
@@ -106,6 +143,18 @@ def _config(args: argparse.Namespace) -> ServerConfig:
             f"--command {command[0]!r}: expected an executable program, found none "
             "(give a path or put it on PATH)"
         )
+    recon_args: list[str] = []
+    if args.image_type:
+        recon_args += ["--image-type", args.image_type]
+    for option in args.recon_option:
+        recon_args += ["--recon-option", option]
+    if command and recon_args:
+        raise ConfigurationError(
+            "--image-type and --recon-option are options of the built-in recon; with "
+            "--command give them in CMD"
+        )
+    if not command:
+        _check_kernels(args)
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -115,7 +164,27 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         config_map=dict(args.config_map),
         command=command,
         drain_timeout=args.drain_timeout,
+        idle_timeout=args.idle_timeout or None,
+        recon_args=recon_args,
     )
+
+
+def _check_kernels(args: argparse.Namespace) -> None:
+    """Load every kernel a connection may use and check the options against each, so that
+    ``--recon nosuch.py`` or ``--recon-option lamda=1`` fails now, not per connection."""
+    from ..engine.kernels import check_options, load_kernel
+
+    options = dict(pair.partition("=")[::2] for pair in args.recon_option)
+    for pair in args.recon_option:
+        if "=" not in pair or pair.startswith("="):
+            raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
+    kernels = {args.recon: "", **{k: f" (from --config-map {n}={k})" for n, k in args.config_map}}
+    for kernel, where in kernels.items():
+        try:
+            load_kernel(kernel)
+            check_options(kernel, options)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc}{where}") from None
 
 
 def _install_stop(server: ReconServer) -> dict[int, Callable[..., object] | int | None]:

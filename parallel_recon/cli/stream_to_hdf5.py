@@ -25,7 +25,15 @@ from ..hdf5.layout import refuse_non_hdf5_output
 from ..progress import Progress, progress_wanted
 from ..protocol.decode import StreamReader, after_close_warning
 from ..protocol.messages import Text
-from .common import EXIT_OK, add_progress_option, open_input, run_command
+from ..protocol.text import printable
+from .common import (
+    EXIT_OK,
+    OneLineParser,
+    add_progress_option,
+    add_version_option,
+    open_input,
+    run_command,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -33,7 +41,7 @@ PROG = "stream_to_mrdhdf5"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Store an MRD v1 binary stream (stdin unless -i is given) in an ISMRMRD "
         "HDF5 file, appending to what the file already holds.",
@@ -50,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(by default that is refused: the stored header describes the stored data)",
     )
     add_progress_option(parser)
+    add_version_option(parser)
     return parser
 
 
@@ -70,7 +79,7 @@ def _store(reader: StreamReader, writer: MrdHdf5Writer, progress: Progress) -> R
     try:
         for msg in reader:
             if type(msg) is Text:
-                print(f"TEXT MESSAGE: {msg.text}", file=sys.stderr, flush=True)
+                print(f"TEXT MESSAGE: {printable(msg.text)}", file=sys.stderr, flush=True)
             writer.write(msg)
             progress.update(1)
     except ReconError as exc:

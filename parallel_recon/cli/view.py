@@ -1,7 +1,9 @@
-"""``parallel-recon view FILE|- -o out.png``: a labelled PNG montage of images or k-space.
+"""``parallel-recon view FILE|- -o out.png``: a labelled PNG (or JPEG) montage.
 
 Image series (HDF5) and image streams (e.g. ``mrd_stream_recon`` output) show as windowed
-images; raw data shows as log-magnitude k-space of one coil.
+images; raw data shows as log-magnitude k-space of one coil.  The file format follows the
+output name (``.png``, ``.jpg``/``.jpeg``; PNG without an extension or on stdout), and a
+montage cut at ``--max-images`` says so on stderr.
 """
 
 from __future__ import annotations
@@ -10,14 +12,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InputFileError
+from ..errors import ConfigurationError, InputFileError
 from ..files import refuse_same_file
 from ..inspect.montage import render_montage
 from ..inspect.montage_sources import ViewOptions, tiles_from_hdf5, tiles_from_stream
 from ..inspect.summary_hdf5 import is_hdf5
-from .common import EXIT_OK, open_input, open_output, run_command
+from .common import (
+    EXIT_OK,
+    OneLineParser,
+    add_force_option,
+    add_version_option,
+    open_input,
+    open_output,
+    run_command,
+)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["FORMATS", "build_parser", "image_format", "main"]
 
 PROG = "parallel-recon view"
 
@@ -36,14 +46,36 @@ def _non_negative(text: str) -> int:
     return value
 
 
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+"""Output name ending -> Pillow format."""
+
+
+def image_format(path: str) -> str:
+    """The Pillow format for ``path``: by its extension, PNG for stdout or no extension."""
+    suffix = "" if path == "-" else Path(path).suffix.lower()
+    if not suffix:
+        return "PNG"
+    if suffix not in FORMATS:
+        raise ConfigurationError(
+            f"-o {path!r}: expected a .png, .jpg or .jpeg name (the format follows the "
+            f"extension), found {suffix!r}"
+        )
+    return FORMATS[suffix]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Write a labelled PNG montage of the images in an ISMRMRD HDF5 file or an "
         "MRD stream, or of raw k-space (log magnitude of one coil).",
     )
     parser.add_argument("input", help="HDF5 file, stream file, or - for a stream on stdin")
-    parser.add_argument("-o", "--output", required=True, help="PNG file to write (- = stdout)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="image file to write: NAME.png, NAME.jpg or NAME.jpeg (- = PNG on stdout)",
+    )
     parser.add_argument("-g", "--group", help="HDF5 group (default: the first with images)")
     parser.add_argument(
         "-s",
@@ -62,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--coil", type=_non_negative, default=0, help="coil for --kspace (0)")
     parser.add_argument("--columns", type=_positive, help="tiles per row (default: square)")
+    add_force_option(parser)
+    add_version_option(parser)
     return parser
 
 
@@ -71,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = ViewOptions(
         group=args.group,
         series=args.series,
-        max_images=args.max_images,
+        max_images=args.max_images + 1,  # one more tells whether the montage is cut
         kspace=args.kspace,
         coil=args.coil,
     )
@@ -79,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         path = args.input
         refuse_same_file([path], [args.output])
+        kind = image_format(args.output)
         if path != "-" and not Path(path).is_file():
             raise InputFileError(f"cannot open input {path!r}: no such file")
         if path != "-" and is_hdf5(path):
@@ -88,9 +123,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputFileError(f"-g/--group applies to HDF5 files; {path!r} is a stream")
             with open_input(None if path == "-" else path) as source:
                 tiles = tiles_from_stream(source, opts)
+        if len(tiles) > args.max_images:
+            tiles = tiles[: args.max_images]
+            print(
+                f"{PROG}: notice: showing the first {args.max_images} tiles (--max-images): "
+                "the input has more; choose series with -s or raise --max-images",
+                file=sys.stderr,
+            )
         montage = render_montage(tiles, args.columns)
-        with open_output(args.output) as sink:
-            montage.save(sink, format="PNG")
+        with open_output(args.output, force=args.force) as sink:
+            montage.save(sink, format=kind)
         if args.output != "-":
             print(
                 f"{args.output}: {len(tiles)} tiles, {montage.width}x{montage.height} pixels",

@@ -1,7 +1,9 @@
 """Choosing the reconstruction kernel: a name from the table or a path to the user's module.
 
 The supervisor loads the kernel once, before forking, so every worker inherits the same
-function (and a broken user module fails at start, not in N workers at once).
+function (and a broken user module fails at start, not in N workers at once).  A user's
+module is imported with its own folder on the import path, so it can import a helper module
+that sits next to it; when it fails, :func:`failure_location` names its file and line.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,17 @@ from parallel_recon.workers.options import COMMON_OPTIONS, option_table, parse_o
 
 from ..errors import ConfigurationError
 
-__all__ = ["KERNELS", "KernelFunction", "check_options", "kernel_label", "load_kernel"]
+__all__ = [
+    "KERNELS",
+    "KernelFunction",
+    "NON_CARTESIAN_TRAJECTORIES",
+    "check_options",
+    "check_trajectories",
+    "failure_location",
+    "full_traceback",
+    "kernel_label",
+    "load_kernel",
+]
 
 KernelFunction = Callable[..., Any]
 
@@ -34,6 +48,31 @@ def _is_path(spec: str) -> bool:
     return spec.endswith(".py") or "/" in spec
 
 
+def failure_location(exc: BaseException, kernel_file: str = "") -> str:
+    """``my_kernel.py line 12, in reconstruct``: where an exception in a kernel was raised.
+
+    The innermost frame in the kernel's folder (``kernel_file`` itself or a helper module
+    next to it) when there is one, else the innermost frame: the line that the kernel's
+    author can act on, not one deep inside numpy.
+    """
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{Path(exc.filename).name} line {exc.lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    chosen = frames[-1]
+    if kernel_file:
+        folder = Path(kernel_file).resolve().parent
+        own = [f for f in frames if Path(f.filename).resolve().parent == folder]
+        chosen = own[-1] if own else chosen
+    return f"{Path(chosen.filename).name} line {chosen.lineno}, in {chosen.name}"
+
+
+def full_traceback(exc: BaseException) -> str:
+    """The whole traceback of ``exc`` as text (shown with ``--verbose``)."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
 def _load_file(path: Path) -> Any:
     if not path.is_file():
         raise ConfigurationError(f"--recon {str(path)!r}: expected a Python file, found nothing")
@@ -42,11 +81,16 @@ def _load_file(path: Path) -> Any:
     if spec is None or spec.loader is None:
         raise ConfigurationError(f"--recon {str(path)!r}: cannot load it as a Python module")
     module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # helper modules beside the kernel, as for a script
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
+        where = failure_location(exc, str(path))
         raise ConfigurationError(
             f"--recon {str(path)!r}: importing it failed: {type(exc).__name__}: {exc}"
+            + (f" ({where})" if where else "")
         ) from None
     return module
 
@@ -73,17 +117,44 @@ def _module(spec: str) -> Any:
 def check_options(spec: str, options: dict[str, str]) -> dict[str, Any]:
     """Parse ``--recon-option`` values against the kernel's ``OPTIONS`` table.
 
-    Bundled kernels declare every option they know; an unknown key is a ConfigurationError
-    listing the known ones.  A user kernel without an ``OPTIONS`` table gets its options
-    unchecked (only the engine's own, such as ``prewhiten``, are parsed).  Returns the typed
-    values of the options the table (or the engine) knows.
+    Every kernel declares the options it reads (bundled kernels and user kernels alike, in a
+    module-level ``OPTIONS`` table); the engine's own (``prewhiten``) are always known.  An
+    unknown key is a ConfigurationError listing the known ones, so a typo is never silently
+    ignored; a user kernel without a table accepts only the engine's options.  Returns the
+    typed values of every known option.
     """
     declared = getattr(_module(spec), "OPTIONS", None)
-    if declared is None:
-        common = option_table(COMMON_OPTIONS)
-        known = {k: v for k, v in options.items() if k in common}
-        return parse_options(known, common, kernel_label(spec))
-    return parse_options(options, option_table(COMMON_OPTIONS, declared), kernel_label(spec))
+    table = option_table(COMMON_OPTIONS, declared or ())
+    if declared is None and set(options) - set(table):
+        unknown = sorted(set(options) - set(table))[0]
+        raise ConfigurationError(
+            f"--recon-option {unknown}: the kernel {kernel_label(spec)} declares no options "
+            f"of its own (known: {', '.join(table)}); to take {unknown}=..., list it in a "
+            "module-level OPTIONS table of parallel_recon.workers.options.KernelOption"
+        )
+    return parse_options(options, table, kernel_label(spec))
+
+
+NON_CARTESIAN_TRAJECTORIES = ("radial", "goldenangle", "spiral")
+"""ismrmrd.xsd trajectories whose readouts do not lie on a Cartesian grid: the engine places
+lines by their encode steps, so no kernel it runs can reconstruct them (``cartesian``,
+``epi`` and ``other`` are placed, EPI lines reversed by their IS_REVERSE flag)."""
+
+
+def check_trajectories(spec: str, trajectories: list[str]) -> None:
+    """Refuse encoding spaces with a non-Cartesian trajectory, naming it.
+
+    Without this check a spiral or radial scan fails later, in the reader, with a confusing
+    readout-length or encode-step mismatch.
+    """
+    for number, trajectory in enumerate(trajectories):
+        if trajectory.lower() in NON_CARTESIAN_TRAJECTORIES:
+            raise ConfigurationError(
+                f"encoding {number} has a {trajectory} trajectory: the {kernel_label(spec)} "
+                "kernel reconstructs Cartesian data only (lines placed on a grid by their "
+                "encode steps); non-Cartesian data needs a gridding reconstruction such as "
+                "Gadgetron's or BART's"
+            )
 
 
 def load_kernel(spec: str) -> KernelFunction:

@@ -20,14 +20,17 @@ import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from parallel_recon.workers.api import ReconPlan, UnitKey
 from parallel_recon.workers.noise import DEFAULT_RECEIVER_BANDWIDTH
 
-from ..errors import PipelineError, ReconError
+from ..errors import PipelineError, ProtocolError, ReconError
 from ..progress import Progress
 from ..protocol import Header as HeaderMessage
 from ..protocol import (
@@ -43,7 +46,7 @@ from .calibration import (
     CalibrationStore,
     default_capacity,
 )
-from .kernels import check_options, kernel_label, load_kernel
+from .kernels import check_options, check_trajectories, kernel_label, load_kernel
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
@@ -93,6 +96,7 @@ class PipelineOptions:
 def _child(role: str, shared: Shared, parent: int, body: Callable[[], dict[str, Any]]) -> None:
     """Common frame of every child: signals, error reporting, a hard exit."""
     die_with_parent(parent, role)
+    _quiet_numerics()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's business
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -100,6 +104,8 @@ def _child(role: str, shared: Shared, parent: int, body: Callable[[], dict[str, 
     try:
         shared.report("stats", role, body())
     except ReconError as exc:
+        if isinstance(exc, PipelineError) and exc.detail:
+            shared.report("detail", role, exc.detail)
         shared.report("error", role, str(exc))
         code = 1
     except BrokenPipeError:
@@ -114,6 +120,14 @@ def _child(role: str, shared: Shared, parent: int, body: Callable[[], dict[str, 
     os._exit(code)
 
 
+def _quiet_numerics() -> None:
+    """No numpy floating-point warnings from the children: a NaN or an overflow in the data
+    (``invalid value encountered in add``) is carried into the images, and a warning printed
+    from a child would only push the one line that matters off the user's screen."""
+    np.seterr(all="ignore")
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
+
+
 # ----------------------------------------------------------------- start-up
 def _layout(plan: ReconPlan, coils: int) -> RingLayout:
     shapes = [space.kspace_shape for space in plan.spaces]
@@ -123,6 +137,34 @@ def _layout(plan: ReconPlan, coils: int) -> RingLayout:
         coils=coils,
         k0=max(s[2] for s in shapes),
     )
+
+
+MAX_COILS = 1024
+"""More receive channels than any scanner has: a first acquisition claiming more (without a
+header that declares them) is a damaged stream, not a reason to allocate gigabytes."""
+
+
+def _slot_coils(first: int, declared: int | None) -> int:
+    """Channels the slots hold: the first line's or the header's ``receiverChannels``,
+    whichever is larger (a noise scan may come first with fewer channels), checked."""
+    limit = declared if declared is not None else MAX_COILS
+    if first > limit:
+        source = "the header's receiverChannels" if declared is not None else "the most we take"
+        raise ProtocolError(
+            f"the first acquisition has {first} active channels; expected at most {limit} "
+            f"({source})",
+            None,
+            None,
+        )
+    coils = max(first, declared or 0)
+    if coils < 1:
+        raise ProtocolError(
+            "the first acquisition has 0 active channels and the header declares no "
+            "receiverChannels: expected k-space samples to reconstruct",
+            None,
+            None,
+        )
+    return coils
 
 
 def _image_slot_bytes(plan: ReconPlan, coils: int) -> int:
@@ -158,11 +200,14 @@ class _Supervisor:
         self.broken_pipe = False
         self.sampler = TreeSampler()
         self.warnings: list[str] = []
+        self.details: list[str] = []
+        """Full tracebacks behind a failure (printed with --verbose)."""
 
     def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
         """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
         from .plan import (
             plan_from_header,
+            read_header,
             receiver_channels,
             receiver_noise_bandwidth,
             units_per_repetition,
@@ -182,6 +227,10 @@ class _Supervisor:
             series_index=opts.series_index,
             options=dict(opts.options),
         )
+        check_trajectories(opts.recon, [space.trajectory for space in plan.spaces])
+        bent = read_header(xml).warning()
+        if bent:
+            _warn(opts.prog, bent)
         if prelude.first_head is None:
             _write_without_data(sink, prelude)
             if stream.closed and stream.data_after_close(wait=False):
@@ -189,7 +238,7 @@ class _Supervisor:
             return False
         # room for the first line's channels, or the header's, whichever is larger (a
         # noise scan may come first with fewer channels than the imaging lines)
-        coils = max(int(prelude.first_head["active_channels"]), receiver_channels(xml) or 0)
+        coils = _slot_coils(int(prelude.first_head["active_channels"]), receiver_channels(xml))
         layout = _layout(plan, coils)
         units = units_per_repetition(xml)
         image_bytes = _image_slot_bytes(plan, coils)
@@ -298,6 +347,8 @@ class _Supervisor:
             self.stats[role] = message[2]
         elif kind == "broken_pipe":
             self.broken_pipe = True
+        elif kind == "detail":
+            self.details.append(message[2])
         elif kind == "warning":
             if message[2] not in self.warnings:
                 self.warnings.append(message[2])
@@ -406,6 +457,9 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     if supervisor.failure is not None or supervisor.broken_pipe:
         supervisor.stop()
         if supervisor.failure is not None and not supervisor.broken_pipe:
+            if opts.verbose:
+                for detail in supervisor.details:
+                    print(detail, file=sys.stderr)
             raise PipelineError(supervisor.failure)
         raise BrokenPipeError()
     supervisor.stop()

@@ -1,29 +1,36 @@
 """The XML header, reduced to what placement and reconstruction need.
 
-Parsing goes through ``ismrmrd.xsd`` (the schema model ismrmrd-python ships) so that what we
-accept is what the reference tools accept; every failure becomes one
-:class:`~parallel_recon.errors.HeaderError` line that names the missing or malformed element.
+Headers written by other tools often bend ismrmrd.xsd: capitalised enumeration values
+(``<trajectory>Cartesian</trajectory>``), a missing ``<reconSpace>`` or ``<encodingLimits>``,
+no namespace, an empty optional number.  A reconstruction needs only a few facts (the
+encoded matrix above all), so the header is read leniently with ElementTree: each fact
+that is missing or malformed falls back to what the data implies (recon space = encoded
+space, encoding limits = the whole encoded matrix centred, trajectory Cartesian) and is
+noted, and the notes reach the user as one warning line (:attr:`HeaderFacts.notes`).  Only
+what makes a reconstruction impossible is a :class:`~parallel_recon.errors.HeaderError`: no
+XML, no ``<encoding>``, no encoded matrix, a matrix that is not a positive integer.
 """
 
 from __future__ import annotations
 
-import re
-import warnings
-from collections.abc import Mapping
-from typing import Any
-
-import ismrmrd.xsd
+import functools
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
 
 from parallel_recon.workers.api import EncodingSpace, ReconPlan
 
 from ..errors import HeaderError
+from ..protocol.text import parse_xml
 
 __all__ = [
     "OUTPUTS",
+    "TRAJECTORIES",
+    "HeaderFacts",
     "calibration_keys",
-    "encoding_spaces",
-    "parse_header",
     "plan_from_header",
+    "read_header",
     "receiver_channels",
     "receiver_noise_bandwidth",
     "units_per_repetition",
@@ -32,114 +39,260 @@ __all__ = [
 OUTPUTS = ("magnitude", "phase", "complex")
 """Values of ``ReconPlan.output`` the bundled kernels understand."""
 
+TRAJECTORIES = ("cartesian", "epi", "radial", "goldenangle", "spiral", "other")
+"""ismrmrd.xsd's ``trajectoryType`` values."""
+
+CALIBRATION_MODES = ("embedded", "interleaved", "separate", "external", "other")
+"""ismrmrd.xsd's ``calibrationModeType`` values."""
+
 _COUNTERS_PER_REPETITION = ("slice", "contrast", "phase", "set")
 """Encoding-limit counters whose combinations can all be open inside one repetition."""
 
-_MISSING = re.compile(r"^(\w+)\.__init__\(\) missing .*?arguments?: (.*)$")
+_T = TypeVar("_T")
 
 
-def _missing_elements(exc: TypeError) -> str:
-    """Turn the model's ``__init__() missing ... 'a', and 'b'`` into a readable phrase."""
-    match = _MISSING.match(str(exc))
-    if match is None:
-        return str(exc)
-    parent, names = match.groups()
-    elements = [n for n in re.findall(r"'(\w+)'", names)]
-    parent = parent[: -len("Type")] if parent.endswith("Type") else parent
-    listed = ", ".join(f"<{name}>" for name in elements)
-    noun = "element" if len(elements) == 1 else "elements"
-    return f"required {noun} {listed} missing inside <{parent}>"
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What the engine takes from an XML header."""
+
+    spaces: tuple[EncodingSpace, ...]
+    units_per_repetition: int
+    """Units one repetition can keep open: sum over encodings of slices x contrasts x phases
+    x sets (each ``maximum + 1`` of its encoding limit, 1 when absent)."""
+    calibration_keys: int
+    """(encoding space, slice, contrast) calibrations a stream can keep at once."""
+    receiver_channels: int | None
+    noise_bandwidth: float | None
+    """``relativeReceiverNoiseBandwidth`` when present and positive."""
+    notes: tuple[str, ...]
+    """How the header bends ismrmrd.xsd and what was assumed instead (for one warning)."""
+
+    def warning(self) -> str | None:
+        """One warning line for the notes, or None when the header follows the schema."""
+        if not self.notes:
+            return None
+        return "XML header bends ismrmrd.xsd, reconstructing anyway: " + "; ".join(self.notes)
 
 
-def parse_header(xml: str) -> Any:
-    """The ``ismrmrd.xsd`` model of an XML header; HeaderError on malformed or incomplete XML."""
+# ----------------------------------------------------------------- reading
+def _child(node: ET.Element | None, name: str) -> ET.Element | None:
+    return None if node is None else node.find(name)
+
+
+def _text(node: ET.Element | None) -> str | None:
+    if node is None or node.text is None or not node.text.strip():
+        return None
+    return node.text.strip()
+
+
+class _Reader:
+    """Reads one header, collecting notes about every fallback it takes."""
+
+    def __init__(self, root: ET.Element):
+        self.root = root
+        self.notes: list[str] = []
+
+    def number(
+        self, node: ET.Element | None, name: str, convert: Callable[[str], _T], where: str
+    ) -> _T | None:
+        """``node/name`` converted, or None when absent, empty or malformed (noted)."""
+        element = _child(node, name)
+        if element is None:
+            return None
+        text = _text(element)
+        try:
+            if text is None:
+                raise ValueError
+            return convert(text)
+        except ValueError:
+            self.notes.append(f"{where}<{name}> {text or 'empty'!r} ignored (not a number)")
+            return None
+
+    def enumeration(self, node: ET.Element | None, values: tuple[str, ...], where: str) -> str:
+        """An enumeration value matched without regard to case ('' when absent)."""
+        text = _text(node)
+        if text is None:
+            return ""
+        for value in values:
+            if text.lower() == value.lower():
+                if text != value:
+                    self.notes.append(f"{where} {text!r} read as {value!r}")
+                return value
+        self.notes.append(f"{where} {text!r} is not one of {', '.join(values)}")
+        return text
+
+    def matrix(self, space: ET.Element, where: str) -> tuple[int, int, int] | None:
+        """``matrixSize`` x, y, z (absent axes are 1, as in the schema); None if missing."""
+        node = _child(space, "matrixSize")
+        if node is None:
+            return None
+        axes = []
+        for axis in ("x", "y", "z"):
+            element = _child(node, axis)
+            if element is None:
+                axes.append(1)
+                continue
+            text = _text(element) or ""
+            try:
+                value = int(text)
+            except ValueError:
+                value = 0
+            if value < 1:
+                raise HeaderError(
+                    f"XML header: {where}<matrixSize><{axis}>: expected a positive integer, "
+                    f"found {text!r}"
+                )
+            axes.append(value)
+        return (axes[0], axes[1], axes[2])
+
+    def fov(self, space: ET.Element | None, where: str) -> tuple[float, float, float] | None:
+        node = _child(space, "fieldOfView_mm")
+        if node is None:
+            return None
+        values = [self.number(node, axis, float, f"{where}<fieldOfView_mm>") for axis in "xyz"]
+        return tuple(v or 0.0 for v in values)  # type: ignore[return-value]
+
+    def limits(
+        self, limits: ET.Element | None, name: str, extent: int, where: str
+    ) -> tuple[int, int, int]:
+        """(minimum, maximum, center) of one limit; the full extent, centred, when absent."""
+        full = (0, extent - 1, extent // 2)
+        node = _child(limits, name)
+        if node is None:
+            return full
+        values = [self.number(node, key, int, f"{where}<{name}>") for key in _LIMIT_KEYS]
+        if any(v is None for v in values):
+            self.notes.append(f"{where}<{name}> incomplete: the whole encoded matrix is used")
+            return full
+        low, high, centre = (int(v or 0) for v in values)
+        return (low, high, centre)
+
+    def count(self, limits: ET.Element | None, name: str, where: str) -> int:
+        maximum = self.number(_child(limits, name), "maximum", int, f"{where}<{name}>")
+        return max(1, (maximum or 0) + 1)
+
+    def space(self, encoding: ET.Element, index: int) -> EncodingSpace:
+        where = f"<encoding> {index} "
+        encoded_node = _child(encoding, "encodedSpace")
+        encoded = (
+            None if encoded_node is None else self.matrix(encoded_node, f"{where}<encodedSpace>")
+        )
+        if encoded_node is None or encoded is None:
+            missing = "<encodedSpace>" if encoded_node is None else "<encodedSpace><matrixSize>"
+            raise HeaderError(
+                f"XML header: {where}has no {missing}: the encoded matrix sizes the k-space "
+                "grid, so the data cannot be placed"
+            )
+        recon_node = _child(encoding, "reconSpace")
+        try:
+            recon = None if recon_node is None else self.matrix(recon_node, f"{where}<reconSpace>")
+        except HeaderError as exc:
+            self.notes.append(
+                f"{str(exc).removeprefix('XML header: ')}: recon space = encoded space"
+            )
+            recon = encoded
+        if recon is None:
+            missing = "<reconSpace>" if recon_node is None else "<reconSpace><matrixSize>"
+            self.notes.append(f"{where}has no {missing}: recon space = encoded space")
+            recon = encoded
+        encoded_fov = self.fov(encoded_node, f"{where}<encodedSpace>")
+        recon_fov = self.fov(recon_node, f"{where}<reconSpace>")
+        if recon_fov is None and recon_node is not None:
+            self.notes.append(f"{where}<reconSpace> has no <fieldOfView_mm>: the encoded one")
+        if encoded_fov is None:
+            self.notes.append(f"{where}<encodedSpace> has no <fieldOfView_mm>")
+        recon_fov = recon_fov or encoded_fov or (0.0, 0.0, 0.0)
+        encoded_fov = encoded_fov or recon_fov
+        limits = _child(encoding, "encodingLimits")
+        if limits is None:
+            self.notes.append(f"{where}has no <encodingLimits>: the whole encoded matrix, centred")
+        trajectory_node = _child(encoding, "trajectory")
+        trajectory = self.enumeration(trajectory_node, TRAJECTORIES, f"{where}<trajectory>")
+        if not trajectory:
+            self.notes.append(f"{where}has no <trajectory>: Cartesian assumed")
+            trajectory = "cartesian"
+        acceleration, mode = self.parallel_imaging(encoding, where)
+        return EncodingSpace(
+            encoded_matrix=encoded,
+            recon_matrix=recon,
+            encoded_fov=encoded_fov,
+            recon_fov=recon_fov,
+            k1_limits=self.limits(limits, "kspace_encoding_step_1", encoded[1], where),
+            k2_limits=self.limits(limits, "kspace_encoding_step_2", encoded[2], where),
+            trajectory=trajectory,
+            acceleration=acceleration,
+            calibration_mode=mode,
+        )
+
+    def parallel_imaging(self, encoding: ET.Element, where: str) -> tuple[tuple[int, int], str]:
+        """(R along k1, R along k2) and the calibration mode of ``<parallelImaging>``."""
+        imaging = _child(encoding, "parallelImaging")
+        if imaging is None:
+            return (1, 1), ""
+        factor = _child(imaging, "accelerationFactor")
+        inside = f"{where}<accelerationFactor>"
+        r1 = self.number(factor, "kspace_encoding_step_1", int, inside) or 1
+        r2 = self.number(factor, "kspace_encoding_step_2", int, inside) or 1
+        mode = self.enumeration(
+            _child(imaging, "calibrationMode"), CALIBRATION_MODES, f"{where}<calibrationMode>"
+        )
+        return (max(r1, 1), max(r2, 1)), mode if mode in CALIBRATION_MODES else ""
+
+    def facts(self) -> HeaderFacts:
+        encodings = self.root.findall("encoding")
+        if not encodings:
+            raise HeaderError("XML header: expected at least one <encoding>, found none")
+        spaces = tuple(self.space(encoding, i) for i, encoding in enumerate(encodings))
+        units = calibrations = 0
+        for index, encoding in enumerate(encodings):
+            limits = _child(encoding, "encodingLimits")
+            where = f"<encoding> {index} "
+            counts = {name: self.count(limits, name, where) for name in _COUNTERS_PER_REPETITION}
+            product = 1
+            for value in counts.values():
+                product *= value
+            units += product
+            calibrations += counts["slice"] * counts["contrast"]
+        system = _child(self.root, "acquisitionSystemInformation")
+        inside = "<acquisitionSystemInformation>"
+        channels = self.number(system, "receiverChannels", int, inside)
+        bandwidth = self.number(system, "relativeReceiverNoiseBandwidth", float, inside)
+        return HeaderFacts(
+            spaces=spaces,
+            units_per_repetition=units,
+            calibration_keys=calibrations,
+            receiver_channels=channels if channels is None or channels > 0 else None,
+            noise_bandwidth=bandwidth if bandwidth is not None and bandwidth > 0 else None,
+            notes=tuple(dict.fromkeys(self.notes)),
+        )
+
+
+_LIMIT_KEYS = ("minimum", "maximum", "center")
+
+
+@functools.lru_cache(maxsize=4)
+def read_header(xml: str) -> HeaderFacts:
+    """The facts of an XML header (cached: the supervisor asks several times per stream).
+
+    Raises
+    ------
+    HeaderError
+        Empty or unparsable XML, no ``<encoding>``, no encoded matrix, or a matrix size that
+        is not a positive integer.
+    """
     if not xml.strip():
         raise HeaderError("XML header: expected an <ismrmrdHeader> document, found empty text")
     try:
-        with warnings.catch_warnings():
-            # xsdata only warns about values it cannot convert (``<x>abc</x>``): make them fail
-            warnings.simplefilter("error")
-            return ismrmrd.xsd.CreateFromDocument(xml)
-    except TypeError as exc:
-        raise HeaderError(f"XML header: {_missing_elements(exc)}") from None
-    except Exception as exc:  # xsdata raises ParserError, ConverterWarning subclasses, ...
-        first = " ".join(str(exc).split()) or type(exc).__name__
+        root = parse_xml(xml)
+    except ET.ParseError as exc:
+        first = " ".join(str(exc).split())
         raise HeaderError(
             f"XML header: expected ismrmrd.xsd XML, found a parse error: {first}"
         ) from None
-
-
-def _triple(space: Any, what: str, index: int) -> tuple[Any, Any]:
-    """``(matrixSize, fieldOfView_mm)`` of an encodedSpace/reconSpace, checked."""
-    matrix = getattr(space, "matrixSize", None)
-    fov = getattr(space, "fieldOfView_mm", None)
-    if matrix is None or fov is None:
-        missing = "matrixSize" if matrix is None else "fieldOfView_mm"
-        raise HeaderError(f"XML header: <encoding> {index} has no <{what}><{missing}>")
-    return matrix, fov
-
-
-def _limits(limits: Any, name: str, extent: int) -> tuple[int, int, int]:
-    """(minimum, maximum, center) of one encoding limit, or the full extent when absent."""
-    limit = getattr(limits, name, None) if limits is not None else None
-    if limit is None:
-        return (0, extent - 1, extent // 2)
-    return (int(limit.minimum), int(limit.maximum), int(limit.center))
-
-
-def _trajectory(encoding: Any) -> str:
-    value = getattr(encoding, "trajectory", None)
-    return str(getattr(value, "value", value) or "cartesian")
-
-
-def _parallel_imaging(encoding: Any) -> tuple[tuple[int, int], str]:
-    """(R along k1, R along k2) and the calibration mode of ``<parallelImaging>``."""
-    imaging = getattr(encoding, "parallelImaging", None)
-    if imaging is None:
-        return (1, 1), ""
-    factor = getattr(imaging, "accelerationFactor", None)
-    r1 = int(getattr(factor, "kspace_encoding_step_1", 1) or 1) if factor is not None else 1
-    r2 = int(getattr(factor, "kspace_encoding_step_2", 1) or 1) if factor is not None else 1
-    mode = getattr(imaging, "calibrationMode", None)
-    return (max(r1, 1), max(r2, 1)), str(getattr(mode, "value", mode) or "")
-
-
-def _space(encoding: Any, index: int) -> EncodingSpace:
-    enc_matrix, enc_fov = _triple(encoding.encodedSpace, "encodedSpace", index)
-    rec_matrix, rec_fov = _triple(encoding.reconSpace, "reconSpace", index)
-    encoded = (int(enc_matrix.x), int(enc_matrix.y), int(enc_matrix.z))
-    recon = (int(rec_matrix.x), int(rec_matrix.y), int(rec_matrix.z))
-    for what, matrix in (("encodedSpace", encoded), ("reconSpace", recon)):
-        if min(matrix) < 1:
-            raise HeaderError(
-                f"XML header: <encoding> {index} <{what}><matrixSize>: expected positive "
-                f"x, y, z, found {matrix}"
-            )
-    limits = encoding.encodingLimits
-    acceleration, mode = _parallel_imaging(encoding)
-    return EncodingSpace(
-        encoded_matrix=encoded,
-        recon_matrix=recon,
-        encoded_fov=(float(enc_fov.x), float(enc_fov.y), float(enc_fov.z)),
-        recon_fov=(float(rec_fov.x), float(rec_fov.y), float(rec_fov.z)),
-        k1_limits=_limits(limits, "kspace_encoding_step_1", encoded[1]),
-        k2_limits=_limits(limits, "kspace_encoding_step_2", encoded[2]),
-        trajectory=_trajectory(encoding),
-        acceleration=acceleration,
-        calibration_mode=mode,
-    )
-
-
-def _encodings(header: Any) -> list[Any]:
-    encodings = list(getattr(header, "encoding", None) or [])
-    if not encodings:
-        raise HeaderError("XML header: expected at least one <encoding>, found none")
-    return encodings
-
-
-def encoding_spaces(header: Any) -> tuple[EncodingSpace, ...]:
-    """One :class:`EncodingSpace` per ``<encoding>`` of a parsed header."""
-    return tuple(_space(encoding, index) for index, encoding in enumerate(_encodings(header)))
+    reader = _Reader(root)
+    if root.tag != "ismrmrdHeader":
+        reader.notes.append(f"the root element is <{root.tag}>, not <ismrmrdHeader>")
+    return reader.facts()
 
 
 def plan_from_header(
@@ -157,58 +310,33 @@ def plan_from_header(
     Raises
     ------
     HeaderError
-        Malformed XML, no ``<encoding>``, or a missing/invalid matrix size.
+        See :func:`read_header`.
     """
-    spaces = encoding_spaces(parse_header(xml))
     return ReconPlan(
         header_xml=xml,
-        spaces=spaces,
+        spaces=read_header(xml).spaces,
         output=output,
         series_index=series_index,
         options=dict(options or {}),
     )
 
 
-def _count(limits: Any, name: str) -> int:
-    limit = getattr(limits, name, None) if limits is not None else None
-    if limit is None:
-        return 1
-    return max(1, int(limit.maximum) + 1)
-
-
 def units_per_repetition(xml: str) -> int:
-    """How many units can be open at once inside one repetition.
-
-    Summed over encodings of ``slices x contrasts x phases x sets`` (each ``maximum + 1`` of
-    its encoding limit, 1 when absent): interleaved multi-slice data keeps them all open.
-    """
-    total = 0
-    for encoding in _encodings(parse_header(xml)):
-        product = 1
-        for name in _COUNTERS_PER_REPETITION:
-            product *= _count(encoding.encodingLimits, name)
-        total += product
-    return total
+    """How many units can be open at once inside one repetition (see :class:`HeaderFacts`)."""
+    return read_header(xml).units_per_repetition
 
 
 def receiver_channels(xml: str) -> int | None:
     """``<acquisitionSystemInformation><receiverChannels>``, or None when absent."""
-    system = getattr(parse_header(xml), "acquisitionSystemInformation", None)
-    channels = getattr(system, "receiverChannels", None) if system is not None else None
-    return None if channels is None else int(channels)
+    return read_header(xml).receiver_channels
 
 
 def calibration_keys(xml: str) -> int:
     """How many (encoding space, slice, contrast) calibrations a stream can keep at once."""
-    total = 0
-    for encoding in _encodings(parse_header(xml)):
-        limits = encoding.encodingLimits
-        total += _count(limits, "slice") * _count(limits, "contrast")
-    return total
+    return read_header(xml).calibration_keys
 
 
 def receiver_noise_bandwidth(xml: str, default: float) -> float:
     """``<acquisitionSystemInformation><relativeReceiverNoiseBandwidth>`` or ``default``."""
-    system = getattr(parse_header(xml), "acquisitionSystemInformation", None)
-    value = getattr(system, "relativeReceiverNoiseBandwidth", None) if system else None
-    return default if value is None or float(value) <= 0 else float(value)
+    value = read_header(xml).noise_bandwidth
+    return default if value is None else value

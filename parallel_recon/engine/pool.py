@@ -22,7 +22,7 @@ from parallel_recon.workers.noise import whiten_lines
 from ..errors import PipelineError, ReconError
 from ..protocol import Image, encode_buffers
 from .calibration import CalibrationRef, read_calibration
-from .kernels import KernelFunction
+from .kernels import KernelFunction, failure_location, full_traceback
 from .ring import Shared
 
 __all__ = ["WorkerLoop", "describe_unit"]
@@ -40,6 +40,11 @@ def describe_unit(info_key: Any, sequence: int) -> str:
     if key.encoding_space:
         parts.insert(0, f"encoding space {key.encoding_space}")
     return f"unit #{sequence} ({', '.join(parts)})"
+
+
+def _source_file(kernel: KernelFunction) -> str:
+    """The file that defines ``kernel`` (its folder holds the user's own code)."""
+    return str(getattr(getattr(kernel, "__code__", None), "co_filename", ""))
 
 
 def _average(kspace: np.ndarray, counts: np.ndarray) -> None:
@@ -157,9 +162,12 @@ class WorkerLoop:
         except ReconError as exc:
             raise PipelineError(f"kernel {self.kernel_name!r}, {where}: {exc}") from None
         except Exception as exc:
-            raise PipelineError(
-                f"kernel {self.kernel_name!r} failed on {where}: {type(exc).__name__}: {exc}"
-            ) from None
+            failure = PipelineError(
+                f"kernel {self.kernel_name!r} failed on {where}: {type(exc).__name__}: {exc} "
+                f"({failure_location(exc, _source_file(self.kernel))})"
+            )
+            failure.detail = full_traceback(exc)
+            raise failure from None
         self._note(context)
         self._deliver(info.sequence, buffers, spans)
         kspace.fill(0)

@@ -96,6 +96,7 @@ def build_profile(
             "acquisitions": reader.get("acquisitions", 0),
             "acquisitions_per_s": _rate(reader.get("acquisitions", 0), wall_s),
             "imaging_lines": reader.get("imaging_lines", 0),
+            "after_close": reader.get("after_close"),
             "skipped_lines": reader.get("skipped", {}),
             "noise": reader.get("noise", {}),
             "calibration": reader.get("calibration", {}),
@@ -128,6 +129,7 @@ def build_profile(
             "busy_fraction": busy,
             "busy_fraction_mean": sum(busy) / len(busy) if busy else 0.0,
             "busy_s": [w.get("busy_s", 0.0) for w in workers],
+            "wall_s": [w.get("wall_s", 0.0) for w in workers],
             "cpu_s": [w.get("cpu_s", 0.0) for w in workers],
             "units": [w.get("units", 0) for w in workers],
             "image_queue_fallbacks": sum(w.get("image_queue_fallbacks", 0) for w in workers),
@@ -160,7 +162,10 @@ def format_profile(profile: dict[str, Any], prog: str) -> str:
     i, o, r, w, m, c = (
         profile[k] for k in ("input", "output", "reader", "workers", "memory", "cpu")
     )
-    busy = ", ".join(f"{b:.0%}" for b in w["busy_fraction"])
+    busy = ", ".join(f"{b:.2f}" for b in w["busy_s"])
+    alive = ", ".join(f"{b:.2f}" for b in w["wall_s"])
+    fractions = ", ".join(f"{b:.0%}" for b in w["busy_fraction"])
+    worker_cpu = ", ".join(f"{b:.2f}" for b in w["cpu_s"])
     noise = i["noise"]
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(i["skipped_lines"].items())) or "none"
     first = o["first_image_s"]
@@ -171,18 +176,21 @@ def format_profile(profile: dict[str, Any], prog: str) -> str:
         f"  output  {o['units']} units, {o['images']} images ({o['images_per_s']:.1f}/s), "
         f"{o['bytes'] / 1e6:.1f} MB; first image after "
         + (f"{first:.2f} s" if first is not None else "-"),
-        f"  workers {w['count']}: busy {busy} (mean {w['busy_fraction_mean']:.0%}); units per "
-        f"worker {w['units']}",
+        f"  workers {w['count']}: busy {busy} s of their {alive} s alive ({fractions}: wall "
+        f"time in kernels and image delivery); CPU {worker_cpu} s; units per worker "
+        f"{w['units']}",
         f"  waits   reader for free slots {r['wait_free_slot_s']:.2f} s (reader CPU "
         f"{r['cpu_s']:.2f} s); writer for results {profile['writer']['wait_s']:.2f} s "
         f"(writer CPU {profile['writer']['cpu_s']:.2f} s)",
         f"  memory  peak tree RSS {_mib(m['peak_tree_rss_bytes'])}; {m['kspace_slots']} k-space "
         f"slots x {_mib(m['kspace_slot_bytes'])}, {m['image_slots']} image slots x "
         f"{_mib(m['image_slot_bytes'])}",
-        f"  cpu     {c['cpu_s']:.2f} s ({c['cores_used']:.2f} of {c['cores']} cores; worker CPU "
-        + ", ".join(f"{s:.2f}" for s in w["cpu_s"])
-        + f" s; load average {c['load_average_1min']:.2f})",
+        f"  cpu     {c['cpu_s']:.2f} s, all processes ({c['cores_used']:.2f} of {c['cores']} "
+        f"cores over the {profile['wall_s']:.2f} s run; load average "
+        f"{c['load_average_1min']:.2f})",
     ]
+    if i["after_close"]:
+        lines.append(f"  after   {i['after_close']}")
     kernel = profile["kernel"]
     ran = "; ".join(f"{n} x {c}" for c, n in sorted(kernel["choices"].items())) or "-"
     lines.append(f"  kernel  --recon {kernel['name']}: {ran}")

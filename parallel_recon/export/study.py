@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol.text import parse_xml
+
 __all__ = ["PLACEHOLDERS", "StudyInfo", "dicom_date", "dicom_time", "study_info"]
 
 PLACEHOLDERS: dict[str, str] = {
@@ -64,13 +66,6 @@ _LIST_FIELDS: dict[str, str] = {
 }
 
 _UID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
-
-
-def _strip_namespaces(root: ET.Element) -> ET.Element:
-    for node in root.iter():
-        if isinstance(node.tag, str) and "}" in node.tag:
-            node.tag = node.tag.split("}", 1)[1]
-    return root
 
 
 def _floats(texts: list[str]) -> tuple[float, ...]:
@@ -149,7 +144,7 @@ def study_info(header_xml: str | None) -> StudyInfo:
     if not header_xml or not header_xml.strip():
         return StudyInfo()
     try:
-        root = _strip_namespaces(ET.fromstring(header_xml.encode("utf-8")))
+        root = parse_xml(header_xml)
     except ET.ParseError:
         return StudyInfo()
     values: dict[str, Any] = {

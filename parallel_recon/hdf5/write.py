@@ -136,12 +136,29 @@ def _append(
     dataset[start:] = rows
 
 
+def _refuse_empty(shape: tuple[int, ...], what: str, axes: str) -> None:
+    """HDF5 chunks cannot be empty, so an item with a zero dimension has no place in a
+    series of such items: one clear error instead of the library's."""
+    if 0 in shape:
+        raise InputFileError(
+            f"expected an {what} with no empty dimension, found {axes} = {list(shape)} "
+            "(ISMRMRD HDF5 stores items in chunks that cannot be empty)"
+        )
+
+
+_STRING_MESSAGES = {
+    CONFIG_FILE: "a CONFIG_FILE name",
+    CONFIG_TEXT: "a CONFIG_TEXT message",
+    TEXT: "a TEXT message",
+}
+
+
 def _append_string(group: h5py.Group, name: str, text: str, space: SpaceReservation) -> None:
     raw = text.encode("utf-8")
     if b"\0" in raw:
         raise InputFileError(
-            f"expected {name} text without NUL characters, found one at byte {raw.index(0)} "
-            "(an HDF5 string cannot hold it)"
+            f"expected {_STRING_MESSAGES.get(name, name)} without NUL characters, found one at "
+            f"byte {raw.index(0)} (an HDF5 string cannot hold it)"
         )
     _append(group, name, np.array([raw], dtype=VLEN_STRING), (_ROW_CHUNK,), space, len(raw))
 
@@ -302,8 +319,15 @@ class MrdHdf5Writer:
         self._pending(msg.data.nbytes)
 
     def _write_image(self, msg: Image) -> None:
+        series_index = int(msg.head["image_series_index"])
+        _refuse_empty(msg.data.shape, f"image of series {series_index}", "[channels, z, y, x]")
         head = msg.head.copy()
         attributes = msg.attributes.encode("utf-8")
+        if b"\0" in attributes:
+            raise InputFileError(
+                f"expected image attributes (series {series_index}) without NUL characters, "
+                f"found one at byte {attributes.index(0)} (an HDF5 string cannot hold it)"
+            )
         head["attribute_string_len"] = len(attributes)
         series = self._images.setdefault(int(head["image_series_index"]), _ImageSeries())
         series.heads.append(head.tobytes())
@@ -312,6 +336,7 @@ class MrdHdf5Writer:
         self._pending(msg.data.nbytes + len(attributes))
 
     def _write_ndarray(self, msg: NDArray) -> None:
+        _refuse_empty(msg.array.shape, "NDArray", "dims")
         dtype = msg.array.dtype.newbyteorder("<")
         name = ndarray_name(msg.array, msg.version, DTYPE_TO_DATA_TYPE[dtype])
         rows = to_file_pixels(msg.array)[np.newaxis]

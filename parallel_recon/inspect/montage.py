@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from ..protocol import ImageType
+from ..protocol.text import parse_xml
 
 __all__ = [
     "LABEL_HEIGHT",
@@ -51,7 +52,7 @@ def parse_meta(attributes: str) -> dict[str, list[str]]:
     if not attributes.strip():
         return {}
     try:
-        root = ET.fromstring(attributes.encode("utf-8"))
+        root = parse_xml(attributes)
     except ET.ParseError:
         return {}
     meta: dict[str, list[str]] = {}

@@ -12,6 +12,7 @@ The summary is a JSON-ready dict (the ``--json`` output); its keys are documente
 
 from __future__ import annotations
 
+import math
 import struct
 from collections import Counter
 from typing import Any, BinaryIO
@@ -294,7 +295,7 @@ class _StreamScanner:
         x, y, z = (int(v) for v in head["matrix_size"])
         shape = (int(head["channels"]), z, y, x)
         itemsize = DATA_TYPE_TO_DTYPE[int(head["data_type"])].itemsize
-        reader.skip(int(np.prod(shape)) * itemsize, "image pixels")
+        reader.skip(math.prod(shape) * itemsize, "image pixels")
         self.section.add_image_head(str(int(head["image_series_index"])), head, shape)
 
     def _waveform(self) -> None:

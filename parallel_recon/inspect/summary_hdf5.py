@@ -16,12 +16,19 @@ import h5py
 import numpy as np
 
 from ..errors import InputFileError
+from ..hdf5.layout import CONFIG_FILE, CONFIG_TEXT, TEXT
 from ..protocol import ACQUISITION_HEADER_DTYPE, MessageId
+from ..protocol.decode import HDF5_SIGNATURE
 from .summary import SectionSummary
 
 __all__ = ["HDF5_SIGNATURE", "is_hdf5", "list_mrd_groups", "summarize_hdf5_group"]
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_STRING_DATASETS = {
+    CONFIG_FILE: MessageId.CONFIG_FILE,
+    CONFIG_TEXT: MessageId.CONFIG_TEXT,
+    TEXT: MessageId.TEXT,
+}
+"""String datasets ``stream_to_mrdhdf5`` keeps config and text messages in: messages, not arrays."""
 _BLOCK = 8192
 
 
@@ -37,16 +44,28 @@ def _is_image_series(node: h5py.Group) -> bool:
     return all(isinstance(node.get(k), h5py.Dataset) for k in ("header", "data"))
 
 
-def list_mrd_groups(handle: h5py.File) -> list[str]:
-    """Top-level groups that hold an XML header, acquisitions, waveforms or images."""
+def _is_mrd_group(node: h5py.Group) -> bool:
+    return any(k in node for k in ("xml", "data", "waveforms")) or any(
+        isinstance(child, h5py.Group) and _is_image_series(child) for child in node.values()
+    )
+
+
+def list_mrd_groups(handle: h5py.File | h5py.Group, prefix: str = "") -> list[str]:
+    """Groups, at any depth, that hold an XML header, acquisitions, waveforms or images.
+
+    Names are paths below the file's root (``dataset``, ``scans/a``: written with
+    ``mrd_phantom -d scans/a`` or the C++ tools' ``-g``), in file order; the inside of an
+    MRD group (its image series) is not searched further.
+    """
     groups = []
     for name, node in handle.items():
         if not isinstance(node, h5py.Group):
             continue
-        if any(k in node for k in ("xml", "data", "waveforms")) or any(
-            isinstance(child, h5py.Group) and _is_image_series(child) for child in node.values()
-        ):
-            groups.append(name)
+        path = f"{prefix}{name}"
+        if _is_mrd_group(node):
+            groups.append(path)
+        else:
+            groups += list_mrd_groups(node, f"{path}/")
     return groups
 
 
@@ -123,6 +142,8 @@ def summarize_hdf5_group(handle: h5py.File, group: str) -> SectionSummary:
         elif isinstance(child, h5py.Group) and _is_image_series(child):
             _read_series(name, child, section)
             section.messages[MessageId.IMAGE.name] += child["header"].shape[0]
+        elif name in _STRING_DATASETS and isinstance(child, h5py.Dataset):
+            section.messages[_STRING_DATASETS[name].name] += child.shape[0] if child.shape else 1
         elif isinstance(child, h5py.Dataset):
             section.arrays.append(_array_entry(name, child))
             section.messages[MessageId.NDARRAY.name] += child.shape[0] if child.shape else 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from ..protocol.text import parse_xml
+
 __all__ = ["LIMIT_NAMES", "summarize_header"]
 
 LIMIT_NAMES = (
@@ -127,7 +129,7 @@ def summarize_header(xml: str) -> tuple[dict[str, Any], list[str]]:
         Human-readable problems (unparsable XML, missing encoding or recon space).
     """
     try:
-        root = ET.fromstring(xml.encode("utf-8"))
+        root = parse_xml(xml)
     except ET.ParseError as exc:
         return {"parse_error": str(exc)}, [f"header XML does not parse: {exc}"]
     system = _child(root, "acquisitionSystemInformation")

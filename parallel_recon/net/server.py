@@ -1,18 +1,16 @@
 """TCP reconstruction server: one full reconstruction per connection.
 
 Each accepted connection gets its own child process running the same pipeline as
-``mrd_stream_recon`` (or any stdin-to-stdout filter given with ``command``), wired to the
-socket by three pumps: socket -> child stdin, child stdout -> socket (parsed on the way so
-the server can count images and tell a complete reply from a broken one), child stderr ->
-the connection's log line.  A child per connection keeps clients isolated: a malformed or
-vanishing client ends only its own child, and the child's own supervisor cleans up its
-workers and shared memory.
+``mrd_stream_recon`` (or any stdin-to-stdout filter given with ``command``); see
+:mod:`.connection` for what happens on one connection.  A child per connection keeps clients
+isolated: a malformed or vanishing client ends only its own child, and the child's own
+supervisor cleans up its workers and shared memory.
 
-Messages that may precede the header (CONFIG_FILE, CONFIG_TEXT, TEXT) are read by the
-server first, so a CONFIG_FILE name can choose the kernel (see :func:`choose_kernel`), and
-are then passed on to the child unchanged in meaning.  When a reconstruction fails, a
-still-connected client gets the reason as a TEXT message and no CLOSE, so clients can tell
-a failure from a complete reply.
+Connections are accepted as they arrive and take a reconstruction slot (``max_connections``
+of them) only once their header has arrived, so clients that connect and send nothing never
+hold a slot, and are closed after ``idle_timeout`` seconds.  Each connection logs one line:
+its time waiting for a slot (``queued``) apart from its reconstruction time (``recon``),
+and its outcome.
 """
 
 from __future__ import annotations
@@ -20,32 +18,22 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO, TextIO, cast
+from typing import TextIO
 
 from ..engine.kernels import KERNELS
-from ..errors import ProtocolError, ReconError
-from ..protocol import (
-    Close,
-    ConfigFile,
-    Image,
-    MessageId,
-    StreamReader,
-    Text,
-    encode_message,
-    message_id_bytes,
-)
+from ..protocol import ConfigFile
 from ..protocol.messages import Message
-from .client import TeeReader
+from .connection import PRELUDE_IDS, Connection, ConnectionReport
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "PRELUDE_IDS",
     "ConnectionReport",
     "ReconServer",
     "ServerConfig",
@@ -53,13 +41,14 @@ __all__ = [
     "recon_command",
 ]
 
-PRELUDE_IDS = frozenset({MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT})
-"""Messages a client may send before HEADER (python-ismrmrd-server and Gadgetron clients)."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds a client may send nothing before its stream is complete (``--idle-timeout``)."""
 
-_CHUNK = 1 << 20
-_STDERR_KEEP = 64 << 10
+WAITING = 64
+"""Connections accepted beyond ``max_connections`` (waiting for their header or a slot);
+more stay in the kernel's listen backlog until one ends."""
+
 _CHILD_EXIT_WAIT = 10.0
-_LINGER = 1.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +60,7 @@ class ServerConfig:
     workers: int | None = None
     """``--workers`` of each connection's reconstruction (None: the recon's default)."""
     max_connections: int = 8
-    """Connections served at once; more wait in the listen backlog."""
+    """Connections reconstructed at once; more wait (accepted) for a free slot."""
     recon: str = "auto"
     """Kernel used when the client's config name does not choose one."""
     config_map: Mapping[str, str] = field(default_factory=dict)
@@ -80,29 +69,11 @@ class ServerConfig:
     """A filter run per connection instead of the built-in recon (no kernel choice then)."""
     drain_timeout: float = 60.0
     """Seconds that SIGTERM waits for running connections before stopping them."""
-
-
-@dataclass
-class ConnectionReport:
-    """The facts of one connection, logged as one line when it ends."""
-
-    peer: str
-    kernel: str = ""
-    pid: int | None = None
-    """The reconstruction child's process id (None when none was started)."""
-    bytes_in: int = 0
-    bytes_out: int = 0
-    images: int = 0
-    seconds: float = 0.0
-    outcome: str = "ok"
-
-    def line(self) -> str:
-        kernel = f" kernel={self.kernel}" if self.kernel else ""
-        pid = f" pid={self.pid}" if self.pid is not None else ""
-        return (
-            f"{self.peer}{kernel}{pid} in={self.bytes_in} B out={self.bytes_out} B "
-            f"images={self.images} {self.seconds:.2f} s: {self.outcome}"
-        )
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    """Seconds without a byte from a client before its stream is complete (None: no limit)."""
+    recon_args: Sequence[str] = ()
+    """More ``mrd_stream_recon`` options for every connection (``--image-type complex``,
+    ``--recon-option k=v``)."""
 
 
 def choose_kernel(prelude: Sequence[Message], config: ServerConfig) -> str:
@@ -134,231 +105,11 @@ def recon_command(config: ServerConfig, kernel: str) -> list[str]:
         "import sys; from parallel_recon.cli.recon import main; sys.exit(main())",
         "--recon",
         kernel,
+        *config.recon_args,
     ]
     if config.workers is not None:
         cmd += ["--workers", str(config.workers)]
     return cmd
-
-
-def _read_prelude(reader: StreamReader) -> tuple[list[Message], MessageId | None]:
-    """Read CONFIG/TEXT messages up to the first other message, whose id is left peeked."""
-    prelude: list[Message] = []
-    while True:
-        mid = reader.peek()
-        if mid is None or mid not in PRELUDE_IDS:
-            return prelude, mid
-        msg = reader.read_message()
-        assert msg is not None
-        prelude.append(msg)
-
-
-class _Connection:
-    """One client: prelude, child process, three pumps, and the closing log line."""
-
-    def __init__(self, sock: socket.socket, peer: str, config: ServerConfig):
-        self.sock = sock
-        self.config = config
-        self.report = ConnectionReport(peer=peer)
-        self.child: subprocess.Popen[bytes] | None = None
-        self._stderr = bytearray()
-        self._client_gone = False
-        self._lock = threading.Lock()
-
-    # ----------------------------------------------------------------- pumps
-    def _pump_in(self, source: BinaryIO, first: bytes) -> None:
-        """Socket -> child stdin; once the child stops reading, discard until EOF."""
-        child = self.child
-        assert child is not None and child.stdin is not None
-        stdin: IO[bytes] | None = child.stdin
-        try:
-            child.stdin.write(first)
-            child.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            stdin = None
-        while True:
-            try:
-                chunk = source.read1(_CHUNK)  # type: ignore[attr-defined]
-            except (OSError, ValueError):
-                self._client_gone = True
-                break
-            if not chunk:
-                break
-            self.report.bytes_in += len(chunk)
-            if stdin is not None:
-                try:
-                    stdin.write(chunk)
-                    stdin.flush()
-                except (BrokenPipeError, ValueError):
-                    stdin = None  # the child stopped reading: it says why on stderr
-        with contextlib.suppress(OSError, ValueError):
-            child.stdin.close()
-
-    def _pump_stderr(self) -> None:
-        child = self.child
-        assert child is not None and child.stderr is not None
-        for line in iter(child.stderr.readline, b""):
-            self._stderr += line
-            if len(self._stderr) > _STDERR_KEEP:
-                del self._stderr[: len(self._stderr) - _STDERR_KEEP]
-
-    def _pump_out(self) -> bool:
-        """Forward the child's reply; True when it ended with CLOSE."""
-        child = self.child
-        assert child is not None and child.stdout is not None
-        tee = TeeReader(child.stdout, self.sock)
-        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
-        closed = False
-        try:
-            while True:
-                msg = reader.read_message()
-                tee.flush()
-                if msg is None:
-                    break
-                if isinstance(msg, Image):
-                    self.report.images += 1
-                elif isinstance(msg, Close):
-                    closed = True
-        except ProtocolError as exc:
-            with contextlib.suppress(OSError):
-                tee.flush()
-            self.report.outcome = f"error: reconstruction output is not a valid stream: {exc}"
-        except OSError:
-            self._client_gone = True
-        self.report.bytes_out = tee.forwarded
-        return closed
-
-    # ----------------------------------------------------------------- run
-    def run(self) -> ConnectionReport:
-        start = time.monotonic()
-        try:
-            self._serve()
-        finally:
-            self._finish_child()
-            self.report.seconds = time.monotonic() - start
-            self._close_socket()
-        return self.report
-
-    def _close_socket(self) -> None:
-        """Half-close, then briefly discard unread input so the client reads our last words.
-
-        Closing with unread input makes the kernel send a reset, which can destroy the
-        reply (and the TEXT explaining an error) before the client has read it.
-        """
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(_LINGER)
-            deadline = time.monotonic() + _LINGER
-            while time.monotonic() < deadline and self.sock.recv(_CHUNK):
-                pass
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def _serve(self) -> None:
-        source = cast(BinaryIO, self.sock.makefile("rb", buffering=_CHUNK))
-        reader = StreamReader(source, require_close=False)
-        try:
-            prelude, first = _read_prelude(reader)
-        except ReconError as exc:
-            self.report.bytes_in = reader.offset
-            self._fail(f"error: {exc}")
-            return
-        except OSError as exc:
-            self.report.outcome = f"client dropped before the header ({exc.strerror})"
-            return
-        self.report.bytes_in = reader.offset
-        if first is None:
-            self.report.outcome = "client sent no header (connection closed)"
-            return
-        kernel = choose_kernel(prelude, self.config)
-        self.report.kernel = "" if self.config.command else kernel
-        leading = b"".join(encode_message(m) for m in prelude) + message_id_bytes(first)
-        command = recon_command(self.config, kernel)
-        try:
-            with self._lock:
-                self.child = subprocess.Popen(
-                    command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
-        except OSError as exc:
-            self._fail(f"error: cannot start {command[0]!r}: {exc.strerror or exc}")
-            return
-        self.report.pid = self.child.pid
-        pumps = [
-            threading.Thread(target=self._pump_in, args=(source, leading), daemon=True),
-            threading.Thread(target=self._pump_stderr, daemon=True),
-        ]
-        for pump in pumps:
-            pump.start()
-        closed = self._pump_out()
-        code = self._wait_child()
-        pumps[1].join(timeout=_LINGER)  # the child's last stderr line explains a failure
-        if self.report.outcome != "ok":
-            self._fail(self.report.outcome)
-        elif self._client_gone and (code != 0 or not closed):
-            self.report.outcome = f"client disconnected mid-stream; {self._child_problem(code)}"
-        elif code != 0 or not closed:
-            self._fail(f"error: {self._child_problem(code)}")
-        # Reply complete: tell the client, give the input pump a moment to see its EOF,
-        # then unblock it in case the client keeps the connection open.
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
-        pumps[0].join(timeout=_LINGER)
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RD)
-        for pump in pumps:
-            pump.join(timeout=_CHILD_EXIT_WAIT)
-        if self.report.outcome == "ok" and self._client_gone:
-            self.report.outcome = "client disconnected"
-
-    def _child_problem(self, code: int | None) -> str:
-        lines = bytes(self._stderr).decode(errors="replace").strip().splitlines()
-        last = lines[-1] if lines else "no message"
-        return f"reconstruction exited with status {code}: {last}"
-
-    def _fail(self, outcome: str) -> None:
-        """Record the outcome and tell a still-connected client with a TEXT message."""
-        self.report.outcome = outcome
-        if self._client_gone:
-            return
-        with contextlib.suppress(OSError):
-            self.sock.sendall(encode_message(Text(outcome)))
-
-    def _wait_child(self) -> int | None:
-        child = self.child
-        assert child is not None
-        try:
-            return child.wait(timeout=_CHILD_EXIT_WAIT)
-        except subprocess.TimeoutExpired:
-            self.stop_child()
-            return child.poll()
-
-    def stop_child(self) -> None:
-        """SIGTERM the child (its supervisor then cleans up), SIGKILL if it lingers."""
-        with self._lock:
-            child = self.child
-        if child is None or child.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            child.terminate()
-        try:
-            child.wait(timeout=_CHILD_EXIT_WAIT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-
-    def _finish_child(self) -> None:
-        if self.child is None:
-            return
-        if self.child.poll() is None:
-            self.stop_child()
-        for stream in (self.child.stdin, self.child.stdout, self.child.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    stream.close()
 
 
 class ReconServer:
@@ -369,9 +120,11 @@ class ReconServer:
         self.log = log if log is not None else sys.stderr
         self.listener = socket.create_server((config.host, config.port), backlog=64)
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
+        self._open = threading.BoundedSemaphore(max(1, config.max_connections) + WAITING)
         self._slots = threading.BoundedSemaphore(max(1, config.max_connections))
-        self._active: dict[int, tuple[threading.Thread, _Connection]] = {}
+        self._active: dict[int, tuple[threading.Thread, Connection]] = {}
         self._active_lock = threading.Lock()
+        self._log_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = threading.Event()
         self._force = threading.Event()
@@ -379,7 +132,8 @@ class ReconServer:
 
     def say(self, text: str) -> None:
         """One log line on the server's stderr."""
-        print(f"serve: {text}", file=self.log, flush=True)
+        with self._log_lock:
+            print(f"serve: {text}", file=self.log, flush=True)
 
     def request_stop(self) -> None:
         """Stop accepting and drain; a second request stops running connections now.
@@ -404,14 +158,14 @@ class ReconServer:
     def serve_forever(self) -> None:
         """Accept until :meth:`request_stop`, then drain running connections."""
         try:
-            while self._acquire_slot():
+            while self._wait(self._open):
                 if not self._wait_readable():
-                    self._slots.release()
+                    self._open.release()
                     break
                 try:
                     sock, addr = self.listener.accept()
                 except OSError:
-                    self._slots.release()
+                    self._open.release()
                     continue
                 self._start(sock, f"{addr[0]}:{addr[1]}")
         finally:
@@ -420,16 +174,25 @@ class ReconServer:
             os.close(self._wake_r)
             os.close(self._wake_w)
 
-    def _acquire_slot(self) -> bool:
-        """Wait for a free connection slot; False once a stop was requested."""
+    def _wait(self, semaphore: threading.BoundedSemaphore) -> bool:
+        """Wait for ``semaphore``; False once a stop was requested."""
         while not self._stopping.is_set():
-            if self._slots.acquire(timeout=0.2):
+            if semaphore.acquire(timeout=0.2):
                 return True
         return False
 
     def _start(self, sock: socket.socket, peer: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        conn = _Connection(sock, peer, self.config)
+        config = self.config
+        conn = Connection(
+            sock,
+            peer,
+            command=lambda kernel: recon_command(config, kernel),
+            choose=lambda prelude: "" if config.command else choose_kernel(prelude, config),
+            acquire_slot=lambda: self._wait(self._slots),
+            release_slot=self._slots.release,
+            idle_timeout=config.idle_timeout,
+        )
         ident = self._next_id
         self._next_id += 1
         thread = threading.Thread(target=self._handle, args=(ident, conn), daemon=True)
@@ -437,22 +200,26 @@ class ReconServer:
             self._active[ident] = (thread, conn)
         thread.start()
 
-    def _handle(self, ident: int, conn: _Connection) -> None:
+    def _handle(self, ident: int, conn: Connection) -> None:
         try:
-            report = conn.run()
-            self.say(report.line())
+            conn.run()
+            self.say(conn.report.line())
         except Exception as exc:  # a bug must not take the other connections down
-            self.say(f"{conn.report.peer}: internal error: {type(exc).__name__}: {exc}")
+            conn.report.outcome = f"internal error: {type(exc).__name__}: {exc}"
+            self.say(conn.report.line())
         finally:
             with self._active_lock:
                 del self._active[ident]
-            self._slots.release()
+            self._open.release()
 
     def _drain(self) -> None:
         with self._active_lock:
             running = list(self._active.values())
         if not running:
             return
+        for _, conn in running:
+            if conn.child is None:  # waiting for its header or a slot: nothing to finish
+                conn.interrupt()
         self.say(
             f"stopping: waiting up to {self.config.drain_timeout:g} s for {len(running)} "
             "running connection(s); signal again to stop them now"
@@ -464,7 +231,7 @@ class ReconServer:
             self._force.wait(0.1)
         stopped = [(thread, conn) for thread, conn in running if thread.is_alive()]
         for _, conn in stopped:
-            conn.report.outcome = "stopped by server shutdown"
+            conn.stopping = True
             conn.stop_child()  # the connection then tells its client and ends by itself
         for thread, conn in stopped:
             thread.join(timeout=_CHILD_EXIT_WAIT)

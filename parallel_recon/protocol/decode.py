@@ -49,12 +49,15 @@ from .messages import (
 )
 from .runs import ACQ_HEAD_BYTES, ACQ_SIZES, decode_run
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "StreamReader", "after_close_warning"]
+__all__ = ["DEFAULT_LIMITS", "HDF5_SIGNATURE", "Limits", "StreamReader", "after_close_warning"]
 
 _FIRST_PIECE = 8 << 20  # payloads above this are read in growing pieces, then assembled
 _MAX_PIECE = 256 << 20
 _KNOWN_IDS = ", ".join(f"{m.value} ({m.name})" for m in MessageId)
 _ID_BY_VALUE = {int(m): m for m in MessageId}
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""The first bytes of every HDF5 file (without a user block): an HDF5 file given where a
+stream is expected is recognised by its first two bytes (message id 18569)."""
 _TYPE_NAMES = "uint16, int16, uint32, int32, float32, float64, complex64, complex128"
 
 
@@ -168,6 +171,8 @@ class StreamReader:
     # ------------------------------------------------------------- raw reading
     def readinto(self, buffer: memoryview | bytearray | np.ndarray, what: str = "payload") -> None:
         """Fill ``buffer`` exactly from the stream, or raise TruncatedStreamError."""
+        if not memoryview(buffer).nbytes:  # type: ignore[arg-type]
+            return  # (an empty view with a zero in its shape cannot be cast)
         view = memoryview(buffer).cast("B")  # type: ignore[arg-type]
         got = self._buffer.readinto(view)
         self.offset += got
@@ -252,6 +257,11 @@ class StreamReader:
         """Read a payload array of ``shape`` after checking its size against the limits."""
         count = math.prod(shape)
         nbytes = count * dtype.itemsize
+        if not count and math.prod(max(d, 1) for d in shape) > self.limits.max_payload_bytes:
+            raise self.error(  # empty, yet no array can have these dimensions
+                f"expected {what} with dimensions an array can have, found {list(shape)} "
+                "(corrupt header?)"
+            )
         if nbytes < DIRECT_BYTES:
             start = self._available(nbytes, what)
             return np.frombuffer(self._buffer.chunk, dtype, count, start).reshape(shape)
@@ -282,6 +292,12 @@ class StreamReader:
         value = chunk[pos] | (chunk[pos + 1] << 8)
         mid = _ID_BY_VALUE.get(value)
         if mid is None:
+            if self.offset == 0 and bytes(chunk[pos : pos + 2]) == HDF5_SIGNATURE[:2]:
+                raise self.error(
+                    "this is an HDF5 file (it starts with the HDF5 signature), not an MRD "
+                    "stream: turn an ISMRMRD HDF5 file into a stream with mrdhdf5_to_stream "
+                    "FILE | ..."
+                )
             raise self.error(
                 f"unknown message id: expected one of {_KNOWN_IDS}, found {value} "
                 f"(bytes 0x{chunk[pos]:02x} 0x{chunk[pos + 1]:02x})"
