@@ -12,7 +12,6 @@ of those three words and the output file otherwise; ``-o`` is always the file an
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -135,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-w",
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
+        default=None,
         metavar="N",
-        help="worker processes (default: number of cores, %(default)s here)",
+        help="worker processes (default: one per core this process may use, less one for "
+        f"the reader on 3 or more cores: {_default_workers()} here)",
     )
     engine.add_argument(
         "--memory-limit",
@@ -149,10 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("--profile", action="store_true", help="print stage statistics at the end")
     diag.add_argument("--profile-json", metavar="FILE", help="write the statistics as JSON")
     diag.add_argument(
+        "--trace",
+        metavar="FILE.json",
+        help="write a timeline of the run (Chrome/Perfetto trace-event JSON: one track per "
+        "process); draw it with 'parallel-recon profile FILE.json -o timeline.png'",
+    )
+    diag.add_argument(
         "-v", "--verbose", action="store_true", help="report config messages and other details"
     )
     add_progress_option(diag)
     return parser
+
+
+def _default_workers() -> int:
+    from ..engine.cores import default_workers
+
+    return default_workers()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,14 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         from ..engine.ring import parse_memory_size
         from ..progress import progress_wanted
 
-        if args.workers < 1:
-            raise ConfigurationError(f"--workers {args.workers}: expected at least 1")
+        workers = _default_workers() if args.workers is None else args.workers
+        if workers < 1:
+            raise ConfigurationError(f"--workers {workers}: expected at least 1")
         if args.calibration_lines is not None and args.calibration_lines < 1:
             raise ConfigurationError(
                 f"--calibration-lines {args.calibration_lines}: expected at least 1"
             )
         opts = PipelineOptions(
-            workers=args.workers,
+            workers=workers,
             recon=args.recon,
             output=args.image_output,
             series_index=args.series_index,
@@ -184,8 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             prog=PROG,
             noise_file=args.noise,
             calibration_lines=args.calibration_lines,
+            trace=args.trace,
         )
-        outputs = [args.output_file, *([args.profile_json] if args.profile_json else [])]
+        extra = [path for path in (args.profile_json, args.trace) if path]
+        outputs = [args.output_file, *extra]
         refuse_same_file([args.input], outputs)
         with open_input(args.input) as source, open_output(args.output_file) as sink:
             code = run_pipeline(source, sink, opts)

@@ -7,6 +7,7 @@ accept is what the reference tools accept; every failure becomes one
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from collections.abc import Mapping
@@ -51,8 +52,11 @@ def _missing_elements(exc: TypeError) -> str:
     return f"required {noun} {listed} missing inside <{parent}>"
 
 
+@functools.lru_cache(maxsize=4)  # one run asks for several parts of the same header
 def parse_header(xml: str) -> Any:
-    """The ``ismrmrd.xsd`` model of an XML header; HeaderError on malformed or incomplete XML."""
+    """The ``ismrmrd.xsd`` model of an XML header; HeaderError on malformed or incomplete XML.
+
+    Cached: treat the model as read-only."""
     if not xml.strip():
         raise HeaderError("XML header: expected an <ismrmrdHeader> document, found empty text")
     try:

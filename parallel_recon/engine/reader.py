@@ -34,6 +34,7 @@ from .calibration import CalibrationKeeper, CalibrationKey
 from .noise import NoiseGate
 from .placement import Placer, flag_mask, skip_reason
 from .ring import Shared
+from .trace import NullTrace, Trace
 
 __all__ = ["Prelude", "StreamIngest", "read_prelude"]
 
@@ -152,6 +153,9 @@ class StreamIngest:
         Gathers the noise scan and publishes the prewhitening matrix at the first other line.
     calibration:
         Keeps calibration lines per slice and hands each closing unit its calibration.
+    trace:
+        Records one span per unit (from the previous close to this one's) and the waits for
+        free slots (``--trace``); a no-op by default.
     """
 
     def __init__(
@@ -165,6 +169,7 @@ class StreamIngest:
         workers: int,
         noise: NoiseGate,
         calibration: CalibrationKeeper,
+        trace: Trace | None = None,
     ):
         self.stream = stream
         self.plan = plan
@@ -183,6 +188,10 @@ class StreamIngest:
         self.skipped: dict[str, int] = {}
         self.configs: list[str] = []
         self.wait_free_s = 0.0
+        self.free: set[int] = set()
+        """Free slots taken off the queue, not yet used."""
+        self.trace = trace if trace is not None else NullTrace()
+        self._since_close = 0.0
         self._head_buffer = bytearray(ACQUISITION_HEADER_DTYPE.itemsize)
         self._head = np.frombuffer(self._head_buffer, dtype=ACQUISITION_HEADER_DTYPE)[0]
         self._scratch = np.empty(0, np.complex64)
@@ -198,6 +207,8 @@ class StreamIngest:
     def run(self) -> dict[str, Any]:
         """Read to CLOSE; returns the reader's statistics."""
         start, cpu = time.monotonic(), time.process_time()
+        self.trace.start_process("reader")
+        self._since_close = start
         if self.first_head is not None:
             self._acquisition(self.first_head)
             self.stream.finish_message()
@@ -235,6 +246,7 @@ class StreamIngest:
             "calibration": self.calibration.stats(),
             "wait_free_slot_s": self.wait_free_s,
             "after_close": after_close,
+            "trace": self.trace.events,
         }
 
     # --------------------------------------------------------------- messages
@@ -332,7 +344,9 @@ class StreamIngest:
             if flags & _REVERSE:
                 block = block[:, ::-1]
             target = line[:, where.k0_start : where.k0_stop]
-            if first:
+            if first:  # the slot holds an earlier unit's data: every sample is written
+                line[:, : where.k0_start] = 0
+                line[:, where.k0_stop :] = 0
                 target[...] = block
             else:
                 target += block
@@ -411,9 +425,7 @@ class StreamIngest:
                 f"{key.repetition} at message {self.stream.index}): the data keeps more units "
                 "open at once than its header's encoding limits say; raise --memory-limit"
             )
-        waited = time.monotonic()
-        slot = int(self.shared.free_slots.get())
-        self.wait_free_s += time.monotonic() - waited
+        slot = self._free_slot()
         k2, k1, k0 = self.plan.spaces[key.encoding_space].kspace_shape
         ring = self.shared.kspace
         unit = _OpenUnit(
@@ -424,6 +436,27 @@ class StreamIngest:
         )
         self.open[key] = unit
         return unit
+
+    def _free_slot(self) -> int:
+        """The lowest-numbered free slot, waiting for one when none is free.
+
+        Reusing the same few slots (rather than cycling through all of them) keeps the
+        memory every process touches small: each first touch of a page of shared memory is
+        a page fault in each process that touches it.
+        """
+        queue = self.shared.free_slots
+        while not queue.empty():
+            self.free.add(int(queue.get()))
+        if not self.free:
+            waited = time.monotonic()
+            self.trace.begin("wait for a free slot", "wait", waited)
+            self.free.add(int(queue.get()))
+            now = time.monotonic()
+            self.trace.end(now)
+            self.wait_free_s += now - waited
+        slot = min(self.free)
+        self.free.remove(slot)
+        return slot
 
     def _apply_close_flags(self, head: np.void, flags: int) -> None:
         if flags & _LAST_IN_SLICE:
@@ -455,3 +488,17 @@ class StreamIngest:
             )
         del unit.kspace, unit.counts
         self.shared.work.put((info, unit.slot, calibration))
+        if self.trace.enabled:
+            now = time.monotonic()
+            self.trace.span(
+                f"read unit #{info.sequence}",
+                "read",
+                self._since_close,
+                now,
+                unit=info.sequence,
+                slice=key.slice,
+                repetition=key.repetition,
+                lines=info.lines,
+            )
+            self.trace.counter("input", now, MB=self.stream.offset / 1e6)
+            self._since_close = now
