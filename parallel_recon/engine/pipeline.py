@@ -169,6 +169,9 @@ class _Supervisor:
 
     def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
         """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
+        trace = self.trace
+        trace.begin("start-up", "startup")
+        trace.begin("import the header model", "startup")
         from .plan import (
             plan_from_header,
             receiver_channels,
@@ -176,9 +179,8 @@ class _Supervisor:
             units_per_repetition,
         )
 
+        trace.end()
         opts = self.opts
-        trace = self.trace
-        trace.begin("start-up", "startup")
         trace.begin("load the kernel", "startup")
         kernel = load_kernel(opts.recon)
         typed = check_options(opts.recon, dict(opts.options))

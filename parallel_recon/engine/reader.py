@@ -208,6 +208,7 @@ class StreamIngest:
         """Read to CLOSE; returns the reader's statistics."""
         start, cpu = time.monotonic(), time.process_time()
         self.trace.start_process("reader")
+        self.trace.counter("input", start, MB=self.stream.offset / 1e6)
         self._since_close = start
         if self.first_head is not None:
             self._acquisition(self.first_head)

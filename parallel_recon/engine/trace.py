@@ -5,7 +5,7 @@ it works: the reader one span per unit it fills (from the previous unit's close 
 one's), the workers one span per unit with the kernel call nested in it, the writer one span
 per unit it emits, and every process its waits (``"cat": "wait"``) as spans of their own.
 Counters (``"ph": "C"``) carry the bytes read and written so far, from which throughput over
-time follows.  Times are microseconds since the supervisor started the run, taken from
+time follows.  Times are whole microseconds since the supervisor started the run, taken from
 ``CLOCK_MONOTONIC``, which all processes share.  A child sends its events to the supervisor
 with its statistics at the end; the supervisor writes the file.  The file opens in
 ui.perfetto.dev and chrome://tracing, and ``parallel-recon profile FILE.json -o PNG`` draws
@@ -59,8 +59,10 @@ class Trace:
         self.events: list[dict[str, Any]] = []
         self._open: list[tuple[str, str, float, dict[str, Any]]] = []
 
-    def _us(self, at: float) -> float:
-        return round((at - self.origin) * 1e6, 1)
+    def _us(self, at: float) -> int:
+        """Whole microseconds since the run's start: integers, so that a span's ``ts + dur``
+        is exactly the next one's ``ts`` where they touch."""
+        return round((at - self.origin) * 1e6)
 
     def start_process(self, role: str) -> None:
         """Begin this process's track (call first thing in a child: the pid is its own)."""
@@ -91,12 +93,13 @@ class Trace:
 
     def span(self, name: str, category: str, start: float, stop: float, **args: Any) -> None:
         """A complete span from ``start`` to ``stop`` (monotonic seconds)."""
+        begin, finish = self._us(start), self._us(max(start, stop))
         event: dict[str, Any] = {
             "name": name,
             "cat": category,
             "ph": "X",
-            "ts": self._us(start),
-            "dur": max(0.0, round((stop - start) * 1e6, 1)),
+            "ts": begin,
+            "dur": finish - begin,
             "pid": self.pid,
             "tid": self.pid,
         }

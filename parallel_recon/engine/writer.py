@@ -94,6 +94,7 @@ class OrderedWriter:
         cpu = time.process_time()
         trace = self.trace
         trace.start_process("writer")
+        trace.counter("output", time.monotonic(), MB=0.0)
         self._write(self.header)
         for text in self.texts:
             self._write(text)
