@@ -312,9 +312,8 @@ def _reused_slot_stream() -> bytes:
     kept = []
     for acq in messages:
         rep, step1 = int(acq.idx.repetition), int(acq.idx.kspace_encode_step_1)
-        if not isinstance(acq, ismrmrd.Acquisition) or rep < 2 or acq.isFlagSet(NOISE):
-            kept.append(acq)
-        elif rep == 2 and step1 >= 6:
+        whole = not isinstance(acq, ismrmrd.Acquisition) or rep < 2 or acq.isFlagSet(NOISE)
+        if whole or (rep == 2 and step1 >= 6):
             kept.append(acq)
         elif rep == 3:
             short = ismrmrd.Acquisition.from_array(np.asarray(acq.data)[:, 4:])
