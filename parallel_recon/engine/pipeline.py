@@ -47,6 +47,7 @@ from .kernels import check_options, kernel_label, load_kernel
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
+from .prelude import Prelude, read_prelude
 from .profiling import (
     TreeSampler,
     build_profile,
@@ -54,7 +55,7 @@ from .profiling import (
     format_profile,
     write_profile_json,
 )
-from .reader import Prelude, StreamIngest, read_prelude
+from .reader import StreamIngest
 from .ring import RingLayout, Shared, SharedRing, choose_slot_count, default_memory_limit
 from .trace import Trace, make_trace, process_start_monotonic, write_trace
 
