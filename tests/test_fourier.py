@@ -88,3 +88,18 @@ def test_results_do_not_alias_the_reused_workspace() -> None:
     kept = first.copy()
     to_image_space(_kspace(shape, 3), recon)  # reuses the working memory
     assert np.array_equal(first, kept)
+
+
+def test_padding_stays_zero_from_unit_to_unit() -> None:
+    """The padded working arrays are zeroed once; units of other shapes in between (which
+    reuse or replace them) must not leave data where the next padded unit expects zeros."""
+    for name in ("3d, interpolated y and z", "3d, oversampling", "2d, zero-filled interpolation"):
+        shape, recon = SHAPES[name]
+        for seed in range(3):
+            kspace = _kspace(shape, seed)
+            assert _relative(to_image_space(kspace, recon), literal(kspace, recon)) < 1e-6
+    same_n = ((4, 6, 2, 12), (6, 6, 4))  # k2 = 4 -> 4 points, no padding...
+    padded = ((2, 6, 2, 12), (6, 6, 4))  # ...then k2 = 2 padded to the same 4 points
+    for shape, recon in (same_n, padded, same_n, padded):
+        kspace = _kspace(shape, 7)
+        assert _relative(to_image_space(kspace, recon), literal(kspace, recon)) < 1e-6

@@ -118,34 +118,31 @@ def _readout(kspace: np.ndarray, plan: AxisMap, overwrite: bool) -> np.ndarray:
 
 
 class _Workspace:
-    """One reusable block of memory per process for the transforms' working array.
+    """Reusable working arrays of one process, by role.
 
     A fresh 64 MB array costs a page fault per 4 KB page every time (large allocations are
-    fresh mappings); a worker reconstructs units of the same shape over and over, so it
-    keeps the largest block it needed and hands out views of it.  Only the functions of
-    this module use it, and never return it.
+    fresh mappings), and a worker reconstructs units of the same shape over and over.  An
+    array handed out for zero padding is zeroed once, when it is made: the transforms write
+    only its data block and read it into another array, so the padding stays zero from unit
+    to unit instead of being cleared each time.  Only this module uses them, and never
+    returns them.
     """
 
     def __init__(self) -> None:
-        self._block = np.empty(0, np.complex64)
+        self._arrays: dict[str, np.ndarray] = {}
 
-    def array(self, shape: tuple[int, ...]) -> np.ndarray:
-        size = int(np.prod(shape))
-        if self._block.size < size:
-            self._block = np.empty(size, np.complex64)
-        return self._block[:size].reshape(shape)
+    def array(self, role: str, shape: tuple[int, ...], zeroed: bool = False) -> np.ndarray:
+        """The ``role`` array of ``shape`` (made again when the shape changes; zero-filled
+        then when ``zeroed``: a role is always asked for with the same ``zeroed``)."""
+        array = self._arrays.get(role)
+        if array is None or array.shape != shape:
+            self._arrays.pop(role, None)  # free the old one first
+            array = (np.zeros if zeroed else np.empty)(shape, np.complex64)
+            self._arrays[role] = array
+        return array
 
 
 _WORKSPACE = _Workspace()
-
-
-def _zero_outside(array: np.ndarray, starts: tuple[int, int], extents: tuple[int, int]) -> None:
-    """Zero ``array[z?, y?]`` outside the block ``[starts, starts + extents)`` of axes 0, 1."""
-    (z0, y0), (nz, ny) = starts, extents
-    array[:z0] = 0
-    array[z0 + nz :] = 0
-    array[z0 : z0 + nz, :y0] = 0
-    array[z0 : z0 + nz, y0 + ny :] = 0
 
 
 @dataclass
@@ -227,24 +224,28 @@ def unordered_images(
     k2, k1, coils, k0 = kspace.shape
     xmap, ymap, zmap = AxisMap.plan(k0, x), AxisMap.plan(k1, y), AxisMap.plan(k2, z)
     hybrid = _readout(np.asarray(kspace), xmap, overwrite)
-    # the kept readout columns, in image order, in one contiguous array (zero-padded along
-    # k1 and k2 where the recon matrix is larger), so that the k2 transform runs in place on
-    # contiguous memory; the k1 transform reads the columns straight from the readout's
-    # result when there is no k1 padding (its output is the copy), else runs in place
-    data = _WORKSPACE.array((zmap.n, ymap.n, coils, x))
-    if zmap.pad or ymap.pad:
-        _zero_outside(data, (zmap.pad, ymap.pad), (k2, k1))
-    planes = data[zmap.pad : zmap.pad + k2]  # the planes that hold data; the rest stay zero
+    # The kept readout columns, in image order, go through the k1 transform into one
+    # contiguous array of planes (its output is the crop's copy; straight from the readout's
+    # result when k1 is not padded), then along k2 on contiguous memory: in place, or, with
+    # k2 padding, into another array so that the zero planes are never overwritten.
+    shape = (zmap.n, ymap.n, coils, x)
+    data = _WORKSPACE.array("padded planes" if zmap.pad else "planes", shape, zmap.pad > 0)
+    planes = data[zmap.pad : zmap.pad + k2]
     if ymap.transformed and not ymap.pad:
         for first, stop, to in xmap.runs:
             _inverse(hybrid[..., first:stop], 1, planes[..., to : to + stop - first])
     else:
-        block = planes[:, ymap.pad : ymap.pad + k1]
+        rows = planes if not ymap.pad else _WORKSPACE.array("rows", planes.shape, zeroed=True)
+        block = rows[:, ymap.pad : ymap.pad + k1]
         for first, stop, to in xmap.runs:
             block[..., to : to + stop - first] = hybrid[..., first:stop]
         if ymap.transformed:
-            _inverse(planes, 1, planes)
-    if zmap.transformed:
+            _inverse(rows, 1, planes)
+    if zmap.transformed and zmap.pad:
+        volume = _WORKSPACE.array("volume", data.shape)
+        _inverse(data, 0, volume)
+        data = volume
+    elif zmap.transformed:
         _inverse(data, 0, data)
     return UnorderedImages(data, (zmap, ymap, xmap), (zmap.transformed, ymap.transformed))
 
