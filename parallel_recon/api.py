@@ -82,7 +82,8 @@ def reconstruct(
         Kernel: ``"auto"`` (chosen from the data), ``"cartesian"``, or a path to a ``.py``
         file defining ``reconstruct(kspace, context)``; as ``mrd_stream_recon --recon``.
     workers:
-        Worker processes (default: one per core).
+        Worker processes (default: the engine's, one per available core, see
+        ``parallel_recon.engine.cores``).
     output:
         ``"magnitude"`` (float32), ``"phase"`` (float32, radians) or ``"complex"``
         (complex64).

@@ -1,15 +1,23 @@
-"""Benchmark of ``mrd_stream_recon``: pipe throughput, a single-process baseline, scaling.
+"""Benchmark of ``mrd_stream_recon``: does the parallel engine pay for itself?
 
-Writes ``perf/results/recon.md``.  Three measurements, each side by side in one run:
+Writes ``perf/results/recon.md``.  Three streams, every command fed through a pipe from a
+warm page cache, all measured side by side in one run (rounds interleaved, best of
+``--rounds``), kernel ``--recon cartesian``:
 
-1. A 1-2 GB, 32-coil, multi-slice, multi-repetition stream fed through a pipe:
-   ``cat stream | mrd_stream_recon > /dev/null`` against ``cat stream | cat > /dev/null``
-   (target: <= 1.5x) and against a single-process numpy/scipy reconstruction doing the same
-   work with the same kernel (``--baseline`` mode of this script).
-2. A compute-bound 3D stream: ``--workers 2`` against ``--workers 1`` (target: >= 1.7x).
-3. The ``--profile-json`` numbers of each recon run, which say where the time went.
+- the 2D stream ``mrd_phantom -m 256 -c 32 -O 2 -r 16 -o -`` (538 MB),
+- the 3D stream ``mrd_phantom -m 128 -c 16 -p 32 -r 8 -o -`` (1.08 GB),
+- a compute-bound 3D stream (written here: 16 coils, 128x64x16, 24 repetitions, zero-filled
+  4x interpolation along y and z, so each unit's FFT work is 16x its k-space).
 
-``--quick`` uses sizes about 20x smaller, to check the script.
+For each: ``cat | cat``; ``mrd_stream_recon --workers 1`` and ``--workers 2`` with their
+``--profile-json``, each run's wall time beside its own lower bound
+``max(cat | cat, reader CPU-s, (reader + workers CPU-s) / cores)``; the reader's CPU-s per GB;
+a single-process numpy/scipy recon doing the same work with the same kernel (``--baseline``
+mode of this script).  On the 2D stream also a straightforward single-process recon in the
+style of ismrmrd-python's examples (``--ismrmrd-style``: ``ProtocolDeserializer``, numpy FFT
+per repetition, root-sum-of-squares), and the cost of ``--trace``.
+
+``--quick`` uses much smaller streams, to check the script.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -199,7 +207,8 @@ def baseline(source: BinaryIO, sink: BinaryIO) -> None:
                 kspace, ref, lines = units.pop(key)
                 info = UnitInfo(key, sequence, ref, kspace.shape[2], lines)
                 sequence += 1
-                for image in reconstruct(kspace, ReconContext(plan, info)):
+                context = ReconContext(plan, info, overwrite_kspace=True)  # as a worker
+                for image in reconstruct(kspace, context):
                     series = int(image.head["image_series_index"])
                     index_per_series[series] = index_per_series.get(series, 0) + 1
                     image.head["image_index"] = index_per_series[series]
@@ -207,15 +216,57 @@ def baseline(source: BinaryIO, sink: BinaryIO) -> None:
                 sink.flush()
 
 
+# ------------------------------------------------------------- ismrmrd-python
+def ismrmrd_style(source: BinaryIO, sink: BinaryIO) -> None:
+    """A straightforward single-process recon as ismrmrd-python's examples write one.
+
+    ``ProtocolDeserializer`` gives the header and the acquisitions; each repetition's lines
+    are put in a ``[coils, ky, kx]`` array; at its last line it is transformed with numpy's
+    centred 2D inverse FFT, the readout oversampling cropped, the coils combined by root
+    sum of squares, and the image written with ``ProtocolSerializer``.
+    """
+    import ismrmrd
+    import ismrmrd.xsd
+    from ismrmrd.serialization import ProtocolDeserializer, ProtocolSerializer
+
+    last_in_slice = 8
+    kspace: dict[tuple[int, int], np.ndarray] = {}
+    serializer = ProtocolSerializer(sink)
+    matrix = recon = (0, 0)
+    for item in ProtocolDeserializer(source).deserialize():
+        if isinstance(item, ismrmrd.xsd.ismrmrdHeader):
+            encoding = item.encoding[0]
+            matrix = (encoding.encodedSpace.matrixSize.y, encoding.encodedSpace.matrixSize.x)
+            recon = (encoding.reconSpace.matrixSize.y, encoding.reconSpace.matrixSize.x)
+            serializer.serialize(item)
+            continue
+        if not isinstance(item, ismrmrd.Acquisition) or item.is_flag_set(19):  # noise
+            continue
+        key = (item.idx.slice, item.idx.repetition)
+        if key not in kspace:
+            kspace[key] = np.zeros((item.active_channels, *matrix), np.complex64)
+        kspace[key][:, item.idx.kspace_encode_step_1, :] = item.data
+        if item.is_flag_set(last_in_slice):
+            data = kspace.pop(key)
+            image = np.fft.fftshift(
+                np.fft.ifft2(np.fft.ifftshift(data, axes=(1, 2)), axes=(1, 2)), axes=(1, 2)
+            )
+            start = (matrix[1] - recon[1]) // 2
+            image = image[:, :, start : start + recon[1]]
+            rss = np.sqrt(np.sum(np.abs(image) ** 2, axis=0)).astype(np.float32)
+            out = ismrmrd.Image.from_array(rss[np.newaxis, np.newaxis])
+            out.slice, out.repetition = key
+            serializer.serialize(out)
+    serializer.close()
+
+
 # ------------------------------------------------------------------- running
 def _burn(_: int) -> float:
     """About a second of single-threaded FFT work; returns its wall time."""
-    import scipy.fft
-
     data = np.ones((16, 128, 256), np.complex64)
     start = time.perf_counter()
     for _ in range(100):
-        scipy.fft.fftn(data, axes=(1, 2), workers=1)
+        np.fft.fftn(data, axes=(1, 2))
     return time.perf_counter() - start
 
 
@@ -245,156 +296,272 @@ def _timed(command: str) -> float:
     return time.perf_counter() - start
 
 
-def _recon(stream: Path, workers: int, profile: Path) -> tuple[float, dict]:
+def _cores() -> int:
+    from parallel_recon.engine.cores import available_cores
+
+    return available_cores()
+
+
+@dataclass
+class Run:
+    """One ``mrd_stream_recon`` run: wall seconds outside and its profile."""
+
+    wall: float
+    profile: dict
+
+    @property
+    def reader_cpu(self) -> float:
+        return float(self.profile["reader"]["cpu_s"])
+
+    @property
+    def workers_cpu(self) -> float:
+        return float(sum(self.profile["workers"]["cpu_s"]))
+
+    @property
+    def engine_wall(self) -> float:
+        """From the engine's start to its last image: the profile's wall time."""
+        return float(self.profile["wall_s"])
+
+    def bound(self, cat: float, cores: int) -> float:
+        return max(cat, self.reader_cpu, (self.reader_cpu + self.workers_cpu) / cores)
+
+
+@dataclass
+class StreamResult:
+    label: str
+    path: Path
+    cat: float = float("inf")
+    runs: dict[str, Run] = field(default_factory=dict)
+    baseline: float = float("inf")
+    ismrmrd_style: float | None = None
+
+
+def _recon(stream: Path, workers: int, profile: Path, *extra: str) -> Run:
     cmd = (
         f"cat {shlex.quote(str(stream))} | {shlex.quote(str(BIN / 'mrd_stream_recon'))} "
-        f"--workers {workers} --profile-json {shlex.quote(str(profile))} > /dev/null"
+        f"--recon cartesian --workers {workers} --profile-json {shlex.quote(str(profile))} "
+        f"{' '.join(shlex.quote(e) for e in extra)} > /dev/null"
     )
     seconds = _timed(cmd)
-    return seconds, json.loads(profile.read_text())
+    return Run(seconds, json.loads(profile.read_text()))
 
 
-def _profile_row(label: str, seconds: float, p: dict) -> str:
-    w = p["workers"]
-    busy = "/".join(f"{b:.0%}" for b in w["busy_fraction"])
-    worker_cpu = "/".join(f"{c:.1f}" for c in w["cpu_s"])
-    return (
-        f"| {label} | {seconds:.2f} | {p['input']['mb_per_s']:.0f} | {busy} | {worker_cpu} | "
-        f"{p['reader']['cpu_s']:.1f} | {p['reader']['wait_free_slot_s']:.2f} | "
-        f"{p['writer']['wait_s']:.2f} | {p['output']['first_image_s']:.2f} | "
-        f"{p['memory']['peak_tree_rss_bytes'] / 2**20:.0f} | {p['cpu']['cores_used']:.2f} | "
-        f"{p['cpu']['load_average_1min']:.1f} |"
-    )
+def _keep_best(result: StreamResult, name: str, run: Run) -> None:
+    if name not in result.runs or run.wall < result.runs[name].wall:
+        result.runs[name] = run
 
 
-def _notes(
-    size: int, cat: float, recon_p: dict, one_p: dict, two_p: dict, capacity: float
-) -> list[str]:
-    """Why a target was missed, in the profile's own numbers."""
-    worker_cpu = sum(recon_p["workers"]["cpu_s"])
-    kernel_rate = size / 1e6 / worker_cpu if worker_cpu else float("inf")
-    needed = size / 1e6 / (1.5 * cat)
-    one_cpu = sum(one_p["workers"]["cpu_s"])
-    two_cpu = sum(two_p["workers"]["cpu_s"])
-    return [
-        "What limits it (numbers from the profiles above):",
-        "",
-        f"- The 2D pipe case is compute-bound, not I/O-bound: the workers spent {worker_cpu:.1f} "
-        f"CPU-s in the kernel, i.e. one core reconstructs {kernel_rate:.0f} MB/s of raw data, "
-        f"while matching 1.5x `cat | cat` needs {needed:.0f} MB/s: about "
-        f"{needed / kernel_rate:.0f} cores for the workers alone.  The reader used "
-        f"{recon_p['reader']['cpu_s']:.1f} CPU-s for {size / 1e9:.2f} GB "
-        f"({size / 1e6 / max(recon_p['reader']['cpu_s'], 1e-9):.0f} MB/s per core), so "
-        "parsing and placement are not the bottleneck; the writer mostly waits for results.",
-        f"- This machine has {os.cpu_count()} cores shared by the reader, the writer, the "
-        "workers and everything else running on it (load average in the last column); "
-        f"the 2D run used {recon_p['cpu']['cores_used']:.2f} cores on average.",
-        f"- 3D scaling: worker CPU was {one_cpu:.1f} s with 1 worker and {two_cpu:.1f} s with 2; "
-        f"the 2-worker run used {two_p['cpu']['cores_used']:.2f} cores.  Two independent "
-        f"FFT processes got only {capacity:.2f}x over one at the same time (2.0 on two idle "
-        "cores): the cores are shared with other work, and the reader and writer need CPU "
-        "too, so the speed-up is bounded by the cores actually free, not by the engine "
-        "(workers were busy for the fractions shown; their idle share is time spent waiting "
-        "for a closed unit).",
-        "",
-    ]
+def _phantom(args: str, path: Path) -> None:
+    _timed(f"{shlex.quote(str(BIN / 'mrd_phantom'))} {args} -o - > {shlex.quote(str(path))}")
 
 
-def run(quick: bool) -> str:
-    pipe_case = Case("2D multi-slice", matrix=256, coils=32, slices=4, repetitions=9)
+def _streams(tmp: Path, quick: bool) -> list[StreamResult]:
+    two_d, three_d = "-m 256 -c 32 -O 2 -r 16", "-m 128 -c 16 -p 32 -r 8"
+    compute = Case("compute-bound 3D", matrix=64, coils=16, partitions=16, repetitions=24,
+                   interpolation=4)  # fmt: skip
     if quick:
-        pipe_case = Case("2D multi-slice", matrix=128, coils=32, slices=2, repetitions=2)
-    compute_case = Case(
-        "3D",
-        matrix=32 if quick else 64,
-        coils=16,
-        partitions=16,
-        repetitions=4 if quick else 24,
-        interpolation=4,
+        two_d, three_d = "-m 128 -c 16 -O 2 -r 4", "-m 64 -c 8 -p 16 -r 2"
+        compute = Case("compute-bound 3D", matrix=32, coils=8, partitions=8, repetitions=4,
+                       interpolation=4)  # fmt: skip
+    results = []
+    for label, args in (
+        (f"2D (`mrd_phantom {two_d}`)", two_d),
+        (f"3D (`mrd_phantom {three_d}`)", three_d),
+    ):
+        path = tmp / f"{len(results)}.stream"
+        _phantom(args, path)
+        results.append(StreamResult(label, path))
+    path = tmp / "compute.stream"
+    with open(path, "wb", buffering=1 << 22) as sink:
+        write_stream(compute, sink)
+    results.append(
+        StreamResult(
+            f"compute-bound 3D ({compute.coils} coils, {compute.k0}x{compute.matrix}x"
+            f"{compute.partitions}, {compute.repetitions} reps, recon {compute.matrix}x"
+            f"{compute.matrix * 4}x{compute.partitions * 4})",
+            path,
+        )
     )
-    lines = []
+    for result in results:
+        print(f"wrote {result.path} ({result.path.stat().st_size / 1e9:.2f} GB)", file=sys.stderr)
+    return results
+
+
+def measure(results: list[StreamResult], tmp: Path, rounds: int) -> dict[str, float]:
+    """Every command of every stream, ``rounds`` times in turn; best of each kept."""
+    me = f"{shlex.quote(sys.executable)} {shlex.quote(__file__)}"
+    extra: dict[str, float] = {"trace_on": float("inf"), "trace_off": float("inf")}
+    for result in results:
+        _timed(f"cat {shlex.quote(str(result.path))} > /dev/null")  # warm the page cache
+    for round_ in range(rounds):
+        for index, result in enumerate(results):
+            q = shlex.quote(str(result.path))
+            result.cat = min(result.cat, _timed(f"cat {q} | cat > /dev/null"))
+            for workers in (1, 2):
+                run = _recon(result.path, workers, tmp / f"p{index}_{workers}.json")
+                _keep_best(result, f"--workers {workers}", run)
+            result.baseline = min(result.baseline, _timed(f"cat {q} | {me} --baseline > /dev/null"))
+            if index == 0:
+                seconds = _timed(f"cat {q} | {me} --ismrmrd-style > /dev/null")
+                result.ismrmrd_style = min(result.ismrmrd_style or seconds, seconds)
+                trace = tmp / "trace.json"
+                on = _recon(result.path, 2, tmp / "pt.json", "--trace", str(trace))
+                extra["trace_on"] = min(extra["trace_on"], on.wall)
+                extra["trace_events"] = len(json.loads(trace.read_text())["traceEvents"])
+                extra["trace_off"] = min(extra["trace_off"], result.runs["--workers 2"].wall)
+        print(f"round {round_ + 1} of {rounds} done", file=sys.stderr)
+    return extra
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _stream_rows(result: StreamResult, cores: int) -> list[str]:
+    gb = result.path.stat().st_size / 1e9
+    rows = [
+        f"| {result.label}, {gb:.2f} GB: `cat \\| cat` | {result.cat:.2f} | | | | | | |",
+    ]
+    for run in result.runs.values():
+        bound = run.bound(result.cat, cores)
+        w = run.profile["workers"]
+        rows.append(
+            f"| `--workers {w['count']}` | {run.wall:.2f} | {run.engine_wall:.2f} | "
+            f"{bound:.2f} | {run.wall / bound:.2f}x / {run.engine_wall / bound:.2f}x | "
+            f"{run.reader_cpu:.2f} ({run.reader_cpu / gb:.2f}/GB) | "
+            + "+".join(f"{c:.2f}" for c in w["cpu_s"])
+            + f" | {run.profile['output']['first_image_s']:.2f} |"
+        )
+    rows.append(f"| single-process numpy/scipy, same kernel | {result.baseline:.2f} | | | | | | |")
+    if result.ismrmrd_style is not None:
+        rows.append(
+            f"| ismrmrd-python style (`ProtocolDeserializer`, numpy FFT, RSS) | "
+            f"{result.ismrmrd_style:.2f} | | | | | | |"
+        )
+    return rows
+
+
+def _goal_rows(results: list[StreamResult], cores: int) -> list[str]:
+    rows = []
+    for index, result in enumerate(results):
+        one, two = result.runs["--workers 1"], result.runs["--workers 2"]
+        speedup = one.wall / two.wall
+        wanted = 1.6 if index == 2 else 1.0
+        name = result.label.split(" (")[0]
+        rows.append(
+            f"| {name}: `--workers 2` vs `--workers 1` | {speedup:.2f}x faster | "
+            f">= {wanted}x: {_verdict(speedup >= wanted)} |"
+        )
+        for label, run in (("1", one), ("2", two)):
+            ratio = run.wall / run.bound(result.cat, cores)
+            engine = run.engine_wall / run.bound(result.cat, cores)
+            rows.append(
+                f"| {name}, `--workers {label}` wall / lower bound | {ratio:.2f}x "
+                f"(engine's own wall: {engine:.2f}x) | <= 1.2x: {_verdict(ratio <= 1.2)} "
+                f"(engine's: {_verdict(engine <= 1.2)}) |"
+            )
+        per_gb = [r.reader_cpu for r in (one, two)]
+        spread = abs(per_gb[1] - per_gb[0]) / per_gb[0]
+        rows.append(
+            f"| {name}: reader CPU-s per GB, 1 vs 2 workers | "
+            f"{one.reader_cpu / (result.path.stat().st_size / 1e9):.2f} vs "
+            f"{two.reader_cpu / (result.path.stat().st_size / 1e9):.2f} ({spread:.0%} apart) | "
+            f"within 15%: {_verdict(spread <= 0.15)} |"
+        )
+        best = min(one.wall, two.wall)
+        rows.append(
+            f"| {name}: pipeline vs single-process numpy/scipy baseline | "
+            f"{result.baseline / best:.2f}x faster | >= 1.25x: "
+            f"{_verdict(result.baseline / best >= 1.25)} |"
+        )
+        if result.ismrmrd_style is not None:
+            rows.append(
+                f"| {name}: pipeline vs ismrmrd-python style recon | "
+                f"{result.ismrmrd_style / best:.2f}x faster | goal >= 5x: "
+                f"{_verdict(result.ismrmrd_style / best >= 5)} |"
+            )
+    return rows
+
+
+def run(quick: bool, rounds: int) -> str:
+    load_before = os.getloadavg()
+    cores = _cores()
     with tempfile.TemporaryDirectory(prefix="bench_recon_") as tmp:
         tmpdir = Path(tmp)
-        streams = {}
-        for case in (pipe_case, compute_case):
-            path = tmpdir / f"{case.name.replace(' ', '_')}.stream"
-            with open(path, "wb", buffering=1 << 22) as sink:
-                write_stream(case, sink)
-            streams[case.name] = path
-            print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)", file=sys.stderr)
-        stream = streams[pipe_case.name]
-        q = shlex.quote(str(stream))
-        _timed(f"cat {q} > /dev/null")  # warm the page cache
-        cat = min(_timed(f"cat {q} | cat > /dev/null") for _ in range(3))
-        workers = os.cpu_count() or 1
-        recon_s, recon_p = _recon(stream, workers, tmpdir / "p_pipe.json")
-        base_cmd = f"cat {q} | {shlex.quote(sys.executable)} {shlex.quote(__file__)} --baseline"
-        base_s = _timed(base_cmd + " > /dev/null")
-        compute = streams[compute_case.name]
+        results = _streams(tmpdir, quick)
         capacity_before = parallel_capacity()
-        runs = {w: [_recon(compute, w, tmpdir / f"p_{w}.json") for _ in range(2)] for w in (1, 2)}
+        extra = measure(results, tmpdir, rounds)
         capacity = (capacity_before + parallel_capacity()) / 2
-        one_s, one_p = min(runs[1], key=lambda r: r[0])  # best of two: the machine is shared
-        two_s, two_p = min(runs[2], key=lambda r: r[0])
-        size = stream.stat().st_size
-        csize = compute.stat().st_size
+        load_after = os.getloadavg()
+        text = _report(results, extra, cores, capacity, load_before, load_after, quick, rounds)
+    return text
 
-    lines += [
-        "## Reconstruction pipeline (`mrd_stream_recon`)",
-        "",
-        f"Made by `perf/bench_recon.py{' --quick' if quick else ''}` on a machine with "
-        f"{os.cpu_count()} cores ({time.strftime('%Y-%m-%d')}); kernel `cartesian`; "
-        "streams fed through a pipe from a warm page cache.",
-        "",
-        "| measurement | seconds | ratio | target |",
-        "|---|---|---|---|",
-        f"| `cat stream \\| cat`, {size / 1e9:.2f} GB, {pipe_case.coils} coils, "
-        f"{pipe_case.slices} slices x {pipe_case.repetitions} reps, {pipe_case.k0}x"
-        f"{pipe_case.matrix} | {cat:.2f} | 1.00 | |",
-        f"| `cat stream \\| mrd_stream_recon --workers {workers}` | {recon_s:.2f} | "
-        f"{recon_s / cat:.2f}x cat | <= 1.5x {'met' if recon_s / cat <= 1.5 else 'missed'} |",
-        f"| single-process numpy/scipy baseline (same kernel) | {base_s:.2f} | "
-        f"{base_s / recon_s:.2f}x slower than the pipeline | |",
-        f"| 3D compute-bound, {csize / 1e9:.2f} GB, {compute_case.coils} coils, "
-        f"{compute_case.k0}x{compute_case.matrix}x{compute_case.partitions} x "
-        f"{compute_case.repetitions} reps, recon matrix {compute_case.matrix}x"
-        f"{compute_case.matrix * 4}x{compute_case.partitions * 4} (zero-filled "
-        f"interpolation), best of 2: `--workers 1` | {one_s:.2f} | 1.00 | |",
-        f"| same, `--workers 2` | {two_s:.2f} | {one_s / two_s:.2f}x speed-up | >= 1.7x "
-        f"{'met' if one_s / two_s >= 1.7 else 'missed'} |",
-        f"| machine check: 2 independent FFT processes vs 1, same time | | {capacity:.2f}x "
-        "speed-up | ceiling for the row above |",
-        "",
-        "Profile of each recon run (`--profile-json`):",
-        "",
-        "| run | s | input MB/s | worker busy | worker CPU s | reader CPU s | "
-        "reader waits for slots s | writer waits s | first image s | peak tree RSS MiB | "
-        "cores used | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        _profile_row(f"2D pipe, {workers} workers", recon_s, recon_p),
-        _profile_row("3D, 1 worker", one_s, one_p),
-        _profile_row("3D, 2 workers", two_s, two_p),
-        "",
-        *_notes(size, cat, recon_p, one_p, two_p, capacity),
-    ]
-    return "\n".join(lines)
+
+def _report(
+    results: list[StreamResult],
+    extra: dict[str, float],
+    cores: int,
+    capacity: float,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+    quick: bool,
+    rounds: int,
+) -> str:
+    trace_cost = extra["trace_on"] / extra["trace_off"] - 1
+    return "\n".join(
+        [
+            "## Reconstruction pipeline (`mrd_stream_recon`)",
+            "",
+            f"Made by `perf/bench_recon.py{' --quick' if quick else ''}` on "
+            f"{time.strftime('%Y-%m-%d %H:%M')}, {cores} cores available; kernel "
+            "`--recon cartesian`; streams fed through a pipe from a warm page cache; best of "
+            f"{rounds} interleaved rounds.  Load average (1, 5, 15 min) "
+            f"{', '.join(f'{v:.2f}' for v in load_before)} before, "
+            f"{', '.join(f'{v:.2f}' for v in load_after)} after.  Two independent "
+            f"single-threaded FFT processes ran {capacity:.2f}x as fast as one (2.00 on two "
+            "idle cores).",
+            "",
+            "*Wall* is the whole command as a user times it (interpreter start-up, imports "
+            "and shut-down included); *engine* is the profile's wall time, from the engine's "
+            "start to its last image.  *Bound* is the run's own lower bound "
+            "`max(cat | cat, reader CPU-s, (reader + workers CPU-s) / cores)` from its profile.",
+            "",
+            "| run | wall s | engine s | bound s | wall / bound (engine / bound) | reader CPU-s "
+            "| worker CPU-s | first image s |",
+            "|---|---|---|---|---|---|---|---|",
+            *(row for result in results for row in _stream_rows(result, cores)),
+            "",
+            "| target | measured | goal |",
+            "|---|---|---|",
+            *_goal_rows(results, cores),
+            f"| `--trace` on the 2D stream, `--workers 2` | {extra['trace_on']:.2f} s vs "
+            f"{extra['trace_off']:.2f} s without ({trace_cost:+.0%}; "
+            f"{int(extra.get('trace_events', 0))} events) | off: no cost (no-op calls per "
+            "unit) |",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    parser.add_argument("--quick", action="store_true", help="small streams, to check the script")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument(
         "--baseline", action="store_true", help="single-process recon, stdin -> stdout"
     )
+    parser.add_argument(
+        "--ismrmrd-style", action="store_true", help="ismrmrd-python style recon, stdin -> stdout"
+    )
     parser.add_argument("--no-write", action="store_true", help="print, do not write results")
     args = parser.parse_args(argv)
-    if args.baseline:
+    if args.baseline or args.ismrmrd_style:
         source = os.fdopen(sys.stdin.fileno(), "rb", buffering=1 << 20, closefd=False)
         sink = os.fdopen(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)
-        baseline(source, sink)
+        (baseline if args.baseline else ismrmrd_style)(source, sink)
         sink.flush()
         return 0
-    text = run(args.quick)
+    text = run(args.quick, 1 if args.quick else args.rounds)
     print(text)
     if not args.no_write:
         RESULTS.mkdir(parents=True, exist_ok=True)

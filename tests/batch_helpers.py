@@ -228,8 +228,13 @@ def csv_rows(path: Path) -> Iterator[dict[str, str]]:
 
 def start_batch(*args: str) -> subprocess.Popen[bytes]:
     """``parallel-recon batch ARGS`` in the background, stderr captured."""
+    from conftest import interruptible
+
     return subprocess.Popen(
-        [*_batch_command(), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*_batch_command(), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=interruptible,
     )
 
 

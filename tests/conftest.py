@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,16 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def golden(shared_data: Path) -> Path:
     return shared_data / "golden"
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a command a test interrupts with SIGINT: the default disposition.
+
+    A shell that starts the test run in the background (``pytest &``) makes it ignore SIGINT,
+    and an ignored signal stays ignored across exec, as Ctrl-C should for background jobs;
+    the command under test must see the Ctrl-C the test sends.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def script(name: str) -> str:

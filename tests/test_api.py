@@ -116,6 +116,8 @@ def test_errors_are_recon_errors_and_leave_nothing_behind(tmp_path: Path) -> Non
         with pytest.raises(error, match=text):
             call()
     assert _own_segments() == set()
+    # a failed run leaves no shared memory mapped in the calling process either
+    assert "/dev/shm/pr_" not in Path("/proc/self/maps").read_text()
     later = {p.pid for p in psutil.Process().children(recursive=True)}
     assert later <= children
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import script
+from conftest import interruptible, script
 from test_pipeline_helpers import (
     RSS_KERNEL,
     Spec,
@@ -51,6 +51,7 @@ class Recon:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL if stdout is None else stdout,
             stderr=subprocess.PIPE,
+            preexec_fn=interruptible,
         )
         self.tree: set[int] = set()
         self.feed_error: BaseException | None = None

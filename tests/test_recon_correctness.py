@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from reference_recon import (
     NOISE,
     Synthetic,
     analytic_truth,
+    header_message,
     read_stream,
     recon_matrix,
     reference_image,
@@ -300,3 +302,44 @@ def test_example_user_kernel_by_path(k1_range: tuple[int, int] | None) -> None:
         # the filter changes the image: this is not the plain recon
         plain = reference_image(reference_kspace(units[image_key(image)]), (1, 16, 16), "magnitude")
         assert relative_error(image.data, plain) > 1e-2
+
+
+def _reused_slot_stream() -> bytes:
+    """One slice, four repetitions: all lines, all lines, partial Fourier (the first 6 k1
+    lines missing), short readouts (the first 4 samples missing)."""
+    spec = Synthetic(encoded=(32, 16, 1), recon=(16, 16, 1), repetitions=4, seed=5)
+    header, messages = read_stream(synthetic_stream(spec))
+    kept = []
+    for acq in messages:
+        rep, step1 = int(acq.idx.repetition), int(acq.idx.kspace_encode_step_1)
+        whole = not isinstance(acq, ismrmrd.Acquisition) or rep < 2 or acq.isFlagSet(NOISE)
+        if whole or (rep == 2 and step1 >= 6):
+            kept.append(acq)
+        elif rep == 3:
+            short = ismrmrd.Acquisition.from_array(np.asarray(acq.data)[:, 4:])
+            head = acq.getHead()
+            for name in ("flags", "scan_counter", "acquisition_time_stamp", "idx", "position",
+                         "read_dir", "phase_dir", "slice_dir"):  # fmt: skip
+                setattr(short, name, getattr(head, name))
+            short.center_sample = int(acq.center_sample) - 4
+            kept.append(short)
+    sink = io.BytesIO()
+    sink.write(header_message(header.toXML()))
+    with ismrmrd.ProtocolSerializer(sink) as writer:
+        for acq in kept:
+            writer.serialize(acq)
+    return sink.getvalue()
+
+
+def test_a_reused_slot_keeps_nothing_of_the_unit_before(tmp_path: Path) -> None:
+    """Workers clear only the lines nobody filled and the reader every sample a short
+    readout leaves out, instead of clearing whole slots: the images must still equal the
+    reference, which starts every unit from zeros.  A memory limit that leaves room for two
+    k-space slots makes repetitions 2 and 3 reuse the full slots of repetitions 0 and 1."""
+    profile = tmp_path / "profile.json"
+    images = check_against_reference(
+        _reused_slot_stream(), "magnitude", "--workers", "1", "--memory-limit", "370000",
+        "--profile-json", str(profile),
+    )  # fmt: skip
+    assert len(images) == 4
+    assert json.loads(profile.read_text())["memory"]["kspace_slots"] == 2

@@ -137,6 +137,9 @@ class ReconContext:
     """bool ``[k2, k1]``: lines of ``kspace`` that hold data (None: unknown)."""
     whitened: bool = False
     """True when ``kspace`` and the calibration were prewhitened with the noise scan."""
+    overwrite_kspace: bool = False
+    """True when the kernel may use ``kspace`` as scratch space (the engine sets it: the
+    slot is discarded after the call, so an in-place transform saves a copy)."""
     notes: dict[str, str] = field(default_factory=dict)
     """Filled by the kernel for the profile: ``kernel`` (which ran), ``why``, ``warning``."""
 
@@ -159,7 +162,8 @@ class Kernel(Protocol):
         complex64 ``[k2, k1, coils, k0]`` (k0 = encoded x samples, oversampling included),
         lines placed by ``kspace_encode_step_1/2`` relative to the limit centres, zeros where
         nothing was sampled, averages already averaged.  A view of shared memory that the
-        engine reuses after the call: do not keep references to it.
+        engine reuses after the call: do not keep references to it (and, when
+        ``context.overwrite_kspace`` says so, the kernel may overwrite it).
     context:
         The plan and the unit.
 

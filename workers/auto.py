@@ -52,6 +52,7 @@ def _with_combine(context: ReconContext, default: str) -> ReconContext:
         calibration=context.calibration,
         sampled=context.sampled,
         whitened=context.whitened,
+        overwrite_kspace=context.overwrite_kspace,
         notes=context.notes,
     )
 

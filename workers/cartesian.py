@@ -3,12 +3,13 @@
 The steps are small public functions so that user kernels (see
 ``workers/example_user_kernel.py``) can reuse them and change only the step they care about:
 
-1. :func:`to_image_space` - centred, orthonormal inverse FFT along k0, k1 and k2 (scipy.fft,
-   one thread: the engine runs one worker process per core), fitting each axis to the
+1. :func:`to_image_space` - centred, orthonormal inverse FFT along k0, k1 and k2 (one
+   thread: the engine runs one worker process per core), fitting each axis to the
    recon-space matrix: the centre of the field of view is cropped out in image space where
    the encoded matrix is larger (readout oversampling), the k-space is zero-padded around its
    centre where the recon matrix is larger (interpolation).  The readout is transformed and
-   cropped first, so 2x oversampling halves the work of the other axes.
+   cropped first, so 2x oversampling halves the work of the other axes; the shifts cost no
+   pass of their own (:mod:`.fourier`), so the step costs about what its FFTs cost.
 2. :func:`combine_coils` - root-sum-of-squares magnitude; the phase, when wanted, is the
    coil-power-weighted mean of the coil phases (the ISMRMRD C++ tool's choice), so one
    complex channel carries the RSS magnitude.  ``--recon-option combine=adaptive`` uses
@@ -28,12 +29,12 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
-import scipy.fft
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image, ImageType
 from parallel_recon.workers.api import EncodingSpace, ReconContext
 from parallel_recon.workers.coils import adaptive_combine, centre_block, sensitivity_maps
+from parallel_recon.workers.fourier import centred_ifft_axis, unordered_images
 from parallel_recon.workers.image_header import make_image
 from parallel_recon.workers.options import (
     COMMON_OPTIONS,
@@ -65,69 +66,9 @@ HISTORY = ("FFT", "RSS")
 """ImageProcessingHistory of this kernel's images."""
 
 
-def centred_ifft_axis(data: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """Centred orthonormal inverse FFT along ``axis``, fitted to ``size`` points.
-
-    Parameters
-    ----------
-    data:
-        complex64 array; the k-space centre is at index ``n // 2`` of ``axis``.
-    axis:
-        Axis to transform.
-    size:
-        Wanted image points: ``n > size`` keeps the central ``size`` pixels (the pixel at
-        ``n // 2`` lands at ``size // 2``); ``n < size`` zero-pads k-space the same way.
-
-    Returns
-    -------
-    np.ndarray
-        complex64, ``data.shape`` with ``axis`` of length ``size``; a new array.
-    """
-    n = data.shape[axis]
-    if n < size:
-        pad = [(0, 0)] * data.ndim
-        before = size // 2 - n // 2
-        pad[axis] = (before, size - n - before)
-        data = np.pad(data, pad)
-        n = size
-    if n == 1:
-        return np.array(data, dtype=np.complex64)
-    # No ifftshift copy of the input: moving the centre c = n//2 to index 0 before the
-    # transform is the same as multiplying output point m by exp(-2 pi i c m / n) after it,
-    # which is done below on the cropped points only ((-1)**m exactly when n is even).
-    image = scipy.fft.ifft(data, axis=axis, norm="ortho", workers=1)
-    start = n // 2 - size // 2
-    # fftshift and the central crop in one copy: centred pixel i is unshifted (i - n//2) % n,
-    # a run of ``size`` points that wraps at most once, so two slices do it (much faster
-    # than a gather with an index array)
-    wanted = (np.arange(start, start + size) - n // 2) % n
-    out = _wrapped_run(image, axis, int(wanted[0]), size).astype(np.complex64, copy=False)
-    shape = [1] * out.ndim
-    shape[axis] = size
-    out *= _shift_ramp(n, wanted).reshape(shape)
-    return out
-
-
-def _wrapped_run(data: np.ndarray, axis: int, first: int, size: int) -> np.ndarray:
-    """A new array of points ``first, first+1, ... (mod n)`` (``size`` of them) along ``axis``."""
-    n = data.shape[axis]
-    head = [slice(None)] * data.ndim
-    head[axis] = slice(first, min(first + size, n))
-    if first + size <= n:
-        return np.array(data[tuple(head)])
-    tail = [slice(None)] * data.ndim
-    tail[axis] = slice(0, first + size - n)
-    return np.concatenate((data[tuple(head)], data[tuple(tail)]), axis=axis)
-
-
-def _shift_ramp(n: int, points: np.ndarray) -> np.ndarray:
-    """complex64 ``exp(-2 pi i (n//2) m / n)`` at output points ``m`` (an ifftshift)."""
-    if n % 2 == 0:
-        return np.where(points % 2 == 0, 1, -1).astype(np.complex64)
-    return np.exp(-2j * np.pi * ((n // 2) * points % n) / n).astype(np.complex64)
-
-
-def to_image_space(kspace: np.ndarray, space: EncodingSpace) -> np.ndarray:
+def to_image_space(
+    kspace: np.ndarray, space: EncodingSpace, *, overwrite: bool = False
+) -> np.ndarray:
     """Coil images of one unit.
 
     Parameters
@@ -136,18 +77,16 @@ def to_image_space(kspace: np.ndarray, space: EncodingSpace) -> np.ndarray:
         complex64 ``[k2, k1, coils, k0]`` with the k-space centre at ``[k2//2, k1//2, :, k0//2]``.
     space:
         The unit's encoding space; its recon matrix ``(x, y, z)`` sets the output size.
+    overwrite:
+        Let the readout transform happen in ``kspace`` itself (which then holds garbage);
+        by default ``kspace`` is left unchanged.
 
     Returns
     -------
     np.ndarray
-        complex64 ``[z, y, coils, x]`` (recon-space matrix); ``kspace`` is left unchanged.
+        complex64 ``[z, y, coils, x]`` (recon-space matrix), a new array.
     """
-    x, y, z = space.recon_matrix
-    image = centred_ifft_axis(kspace, 3, x)
-    image = centred_ifft_axis(image, 1, y)
-    if image.shape[0] == z == 1:  # 2D: nothing to transform along k2, and image is already new
-        return image
-    return centred_ifft_axis(image, 0, z)
+    return unordered_images(kspace, space.recon_matrix, overwrite=overwrite).ordered()
 
 
 def _power(images: np.ndarray) -> np.ndarray:
@@ -302,8 +241,8 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         Plan (output type, options, encoding spaces) and unit (reference acquisition).
 
     Accelerated data is zero-filled (aliased); the unit's notes carry a warning saying so.
+    With ``context.overwrite_kspace`` the transforms use ``kspace`` as scratch space.
     """
-    choose(context)  # fail on a bad option before the FFTs
     context.notes["kernel"] = "cartesian"
     accelerated = _undersampled(context)
     context.notes["why"] = "zero-filled, accelerated data" if accelerated else "fully sampled"
@@ -312,8 +251,17 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
             "the cartesian kernel zero-fills accelerated data: the images are aliased "
             "(use --recon grappa or auto with calibration lines)"
         )
-    maps = unit_maps(kspace, context) if setting(context, "combine") == "adaptive" else None
-    return images_from_coils(to_image_space(kspace, context.space), context, maps=maps)
+    output, coil_mode = choose(context)
+    combine = setting(context, "combine")
+    overwrite = context.overwrite_kspace
+    if coil_mode is _combined and combine == "rss" and not output.needs_phase:
+        # the common case: the magnitude sees no sign, so the coils need no ordering pass
+        unordered = unordered_images(kspace, context.space.recon_matrix, overwrite=overwrite)
+        data = unordered.root_sum_of_squares()[np.newaxis]
+        return [make_image(output.convert(data), context, output.image_type, HISTORY)]
+    maps = unit_maps(kspace, context) if combine == "adaptive" else None
+    coil_images = to_image_space(kspace, context.space, overwrite=overwrite)
+    return images_from_coils(coil_images, context, maps=maps)
 
 
 def _undersampled(context: ReconContext) -> bool:

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import scipy.linalg.blas
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
@@ -229,6 +227,11 @@ def _regularised_solve(
     (e.g. two identical channels) gets the minimum-norm least-squares solution instead.
     Returns complex128 ``[n, targets]``.
     """
+    # imported here, not at the top: --recon auto loads this module for every stream, and
+    # scipy.linalg costs fully sampled data (which never calibrates) a quarter second
+    import scipy.linalg
+    import scipy.linalg.blas
+
     upper = scipy.linalg.blas.cherk(1.0, source_t.T, trans=2, lower=0)
     normal = upper.astype(np.complex128)
     loading = regularisation * float(np.real(np.trace(normal))) / normal.shape[0]

@@ -12,7 +12,6 @@ command line does.
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import os
 import signal
@@ -20,6 +19,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import BinaryIO, cast
 
+from ..engine.cores import default_workers
 from ..engine.kernels import KERNELS
 from ..engine.pipeline import EXIT_TERMINATED, PipelineOptions, run_pipeline
 from ..engine.plan import OUTPUTS
@@ -32,7 +32,6 @@ __all__ = [
     "message_source",
     "pipeline_options",
     "raw_file_source",
-    "release_engine_memory",
     "resolve_recon",
     "run_engine",
 ]
@@ -63,11 +62,12 @@ def pipeline_options(
 ) -> PipelineOptions:
     """Engine options as ``mrd_stream_recon`` builds them, checked the same way.
 
-    ``workers=None`` means one per core; ``memory_limit=None`` the engine's default budget.
+    ``workers=None`` means the engine's default (one per available core);
+    ``memory_limit=None`` the engine's default budget.
     """
     if output not in OUTPUTS:
         raise ConfigurationError(f"output {output!r}: expected one of {', '.join(OUTPUTS)}")
-    count = (os.cpu_count() or 1) if workers is None else workers
+    count = default_workers() if workers is None else workers
     if count < 1:
         raise ConfigurationError(f"workers {count}: expected at least 1")
     return PipelineOptions(
@@ -122,17 +122,6 @@ def message_source(messages: Iterable[Message]) -> BinaryIO:
     return buffer
 
 
-def release_engine_memory() -> None:
-    """Unmap a finished run's shared memory now.
-
-    The supervisor's objects form reference cycles that keep its rings mapped (unlinked, but
-    still holding memory) until the cycle collector runs; a long-lived process running one
-    file after another must not hold a large file's rings while it works on the next.  A
-    collection of the young generations finds them (about a millisecond).
-    """
-    gc.collect(1)
-
-
 def _pass_on_sigterm() -> None:
     """The engine caught a SIGTERM and stopped; let the process's own handling take over."""
     signal.raise_signal(signal.SIGTERM)
@@ -160,5 +149,3 @@ def run_engine(source: BinaryIO, opts: PipelineOptions) -> BinaryIO:
     except BaseException:
         images.close()
         raise
-    finally:
-        release_engine_memory()

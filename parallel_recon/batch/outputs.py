@@ -145,13 +145,20 @@ def publish(partial: Path, final: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs.  A zombie does not: a runner killed with its Dask worker
+    stays one until init reaps it, and its partial file must not outlive it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): assume it runs
+    return state != b"Z"
 
 
 def sweep_partials(folders: Iterable[str | Path]) -> int:

@@ -79,7 +79,6 @@ def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> Fi
     from .engine_run import (
         pipeline_options,
         raw_file_source,
-        release_engine_memory,
         resolve_recon,
         run_engine,
     )
@@ -121,7 +120,6 @@ def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> Fi
             kernel=kernel,
             host=host,
         )
-    release_engine_memory()  # the failed run's exception no longer holds its rings
     seconds = time.monotonic() - started
     return FileResult.for_job(
         job, FAILED, seconds=round(seconds, 4), kernel=kernel, error=error, host=host

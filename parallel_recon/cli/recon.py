@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -44,8 +43,10 @@ _WORKERS_PER_CORE = 4
 
 
 def max_workers() -> int:
-    """The most worker processes a run starts: 4 per core (at least 8)."""
-    return max(8, _WORKERS_PER_CORE * (os.cpu_count() or 1))
+    """The most worker processes a run starts: 4 per available core (at least 8)."""
+    from ..engine.cores import available_cores
+
+    return max(8, _WORKERS_PER_CORE * available_cores())
 
 
 class _OutputFileAction(argparse.Action):
@@ -183,9 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-w",
         "--workers",
         type=int_range(1),
-        default=os.cpu_count() or 1,
+        default=None,
         metavar="N",
-        help="worker processes (default: number of cores, %(default)s here; at most 4 per core)",
+        help="worker processes (default: one per core this process may use, less one for "
+        f"the reader on 3 or more cores: {_default_workers()} here; at most 4 per core)",
     )
     engine.add_argument(
         "--memory-limit",
@@ -196,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     diag = parser.add_argument_group("diagnostics (all on stderr)")
     diag.add_argument("--profile", action="store_true", help="print stage statistics at the end")
     diag.add_argument("--profile-json", metavar="FILE", help="write the statistics as JSON")
+    diag.add_argument(
+        "--trace",
+        metavar="FILE.json",
+        help="write a timeline of the run (Chrome/Perfetto trace-event JSON: one track per "
+        "process); draw it with 'parallel-recon profile FILE.json -o timeline.png'",
+    )
     diag.add_argument(
         "-v",
         "--verbose",
@@ -212,7 +220,9 @@ def _worker_count(wanted: int) -> int:
     most = max_workers()
     if wanted <= most:
         return wanted
-    cores = os.cpu_count() or 1
+    from ..engine.cores import available_cores
+
+    cores = available_cores()
     print(
         f"{PROG}: warning: --workers {wanted}: using {most} ({_WORKERS_PER_CORE} per core on "
         f"{cores} cores): more processes than that only share the same cores, and each one "
@@ -234,6 +244,12 @@ def _profile_file(path: str | None) -> Iterator[str | None]:
         yield str(pending.path)
 
 
+def _default_workers() -> int:
+    from ..engine.cores import default_workers
+
+    return default_workers()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -245,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if getattr(args, "deprecated", None):
             print(f"{PROG}: warning: {args.deprecated}", file=sys.stderr)
+        workers = _default_workers() if args.workers is None else args.workers
         opts = PipelineOptions(
-            workers=_worker_count(args.workers),
+            workers=_worker_count(workers),
             recon=args.recon,
             output=args.image_type,
             series_index=args.series_index,
@@ -259,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             prog=PROG,
             noise_file=args.noise,
             calibration_lines=args.calibration_lines,
+            trace=args.trace,
         )
-        outputs = [args.output_file, *([args.profile_json] if args.profile_json else [])]
+        extra = [path for path in (args.profile_json, args.trace) if path]
+        outputs = [args.output_file, *extra]
         refuse_same_file([args.input], outputs)
         with (
             open_input(args.input) as source,

@@ -33,6 +33,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "send": ("parallel_recon.cli.send", "send a stream to a server, print its reply"),
     "info": ("parallel_recon.cli.info", "summarise an HDF5 file or a stream"),
     "view": ("parallel_recon.cli.view", "PNG montage of images or k-space"),
+    "profile": ("parallel_recon.cli.profile", "draw a recon --trace timeline as a PNG"),
     "export": (
         "parallel_recon.cli.export",
         "images -> DICOM, NIfTI or NumPy, with their geometry",

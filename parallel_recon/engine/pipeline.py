@@ -50,6 +50,7 @@ from .kernels import check_options, check_trajectories, kernel_label, load_kerne
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
+from .prelude import Prelude, read_prelude
 from .profiling import (
     TreeSampler,
     build_profile,
@@ -57,8 +58,9 @@ from .profiling import (
     format_profile,
     write_profile_json,
 )
-from .reader import Prelude, StreamIngest, read_prelude
+from .reader import StreamIngest
 from .ring import RingLayout, Shared, SharedRing, choose_slot_count, default_memory_limit
+from .trace import Trace, make_trace, process_start_monotonic, write_trace
 
 __all__ = ["EXIT_TERMINATED", "PipelineOptions", "run_pipeline"]
 
@@ -90,6 +92,8 @@ class PipelineOptions:
     """``--noise FILE``: the noise scan comes from this MRD stream or HDF5 file."""
     calibration_lines: int | None = None
     """Calibration lines one slice may have (None: a quarter of the k1 x k2 grid, >= 64)."""
+    trace: str | None = None
+    """``--trace FILE.json``: write the run's timeline there (Chrome trace-event format)."""
 
 
 # ------------------------------------------------------------------- children
@@ -190,21 +194,29 @@ def _write_without_data(sink: BinaryIO, prelude: Prelude) -> None:
 class _Supervisor:
     """One run: owns the rings and the children from start to teardown."""
 
-    def __init__(self, opts: PipelineOptions):
+    def __init__(self, opts: PipelineOptions, origin: float):
         self.opts = opts
+        self.origin = origin
+        self.trace = make_trace(opts.trace is not None, origin)
+        self.trace.start_process("supervisor")
         self.ctx = multiprocessing.get_context("fork")
         self.procs: dict[str, Any] = {}
         self.rings: list[SharedRing] = []
         self.stats: dict[str, dict[str, Any]] = {}
         self.failure: str | None = None
         self.broken_pipe = False
-        self.sampler = TreeSampler()
+        self.sampler = TreeSampler(interval=0.1)
+        self.sample_memory = bool(opts.profile or opts.profile_json)
+        """Peak memory is sampled only when a profile will report it (psutil costs CPU)."""
         self.warnings: list[str] = []
         self.details: list[str] = []
         """Full tracebacks behind a failure (printed with --verbose)."""
 
     def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
         """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
+        trace = self.trace
+        trace.begin("start-up", "startup")
+        trace.begin("import the header model", "startup")
         from .plan import (
             plan_from_header,
             read_header,
@@ -213,12 +225,17 @@ class _Supervisor:
             units_per_repetition,
         )
 
+        trace.end()
         opts = self.opts
+        trace.begin("load the kernel", "startup")
         kernel = load_kernel(opts.recon)
         typed = check_options(opts.recon, dict(opts.options))
         preset = noise_from_file(opts.noise_file) if opts.noise_file else None
+        trace.end()
+        trace.begin("read the header", "startup")
         stream = StreamReader(source)
         prelude = read_prelude(stream)
+        trace.end()
         self.prelude = prelude
         xml = prelude.header_xml
         plan = plan_from_header(
@@ -235,7 +252,9 @@ class _Supervisor:
             _write_without_data(sink, prelude)
             if stream.closed and stream.data_after_close(wait=False):
                 _warn(opts.prog, after_close_warning(stream))
+            trace.end()
             return False
+        trace.begin("plan and shared memory", "startup")
         # room for the first line's channels, or the header's, whichever is larger (a
         # noise scan may come first with fewer channels than the imaging lines)
         coils = _slot_coils(int(prelude.first_head["active_channels"]), receiver_channels(xml))
@@ -287,6 +306,7 @@ class _Supervisor:
         )
         for slot in range(slots):
             shared.free_slots.put(slot)
+        trace.end()
         parent = os.getpid()
         ingest = StreamIngest(
             stream,
@@ -297,13 +317,15 @@ class _Supervisor:
             workers=opts.workers,
             noise=noise,
             calibration=CalibrationKeeper(store, shared.calibration_release),
+            trace=self._child_trace(),
         )
         bodies: dict[str, Callable[[], dict[str, Any]]] = {"reader": ingest.run}
         name = kernel_label(opts.recon)
         for number in range(1, opts.workers + 1):
-            loop = WorkerLoop(number, kernel, name, plan, shared)
+            loop = WorkerLoop(number, kernel, name, plan, shared, trace=self._child_trace())
             bodies[f"worker {number}"] = loop.run
-        bodies["writer"] = _writer_body(sink, prelude, shared)
+        bodies["writer"] = _writer_body(sink, prelude, shared, self._child_trace())
+        trace.begin("start the processes", "startup")
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for role, body in bodies.items():
@@ -317,7 +339,13 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         source.close()
         sink.close()
+        trace.end()
+        trace.end()
         return True
+
+    def _child_trace(self) -> Trace:
+        """A recorder for one child (it starts its own track after the fork)."""
+        return make_trace(self.trace.enabled, self.origin)
 
     def _calibration_layout(
         self, plan: ReconPlan, xml: str, layout: RingLayout
@@ -339,6 +367,17 @@ class _Supervisor:
     def unlink(self) -> None:
         for ring in self.rings:
             ring.unlink()
+
+    def release(self) -> None:
+        """Unmap every ring in this process now that the children are gone.
+
+        A long-lived caller (the batch runners, the Python API) must not keep a finished
+        run's shared memory until its objects happen to be collected.
+        """
+        self.unlink()
+        for ring in self.rings:
+            ring.close()
+        self.rings.clear()
 
     # ----------------------------------------------------------------- watch
     def _handle(self, message: tuple[Any, ...]) -> None:
@@ -381,7 +420,8 @@ class _Supervisor:
     def watch(self, progress: Progress | None) -> None:
         """Wait until every child has finished or one has failed."""
         live = dict(self.procs)
-        interval = 0.05 if self.opts.profile or self.opts.profile_json else 0.25
+        interval = 0.1 if progress is not None or self.sample_memory else 0.25
+        self.trace.begin("wait for the children", "wait")
         while live:
             waitables = [*(p.sentinel for p in live.values()), self.status]
             multiprocessing.connection.wait(waitables, interval)
@@ -396,11 +436,13 @@ class _Supervisor:
                         self.failure = self._death(role, proc)
             if self.failure is not None or self.broken_pipe:
                 return
-            self.sampler.sample()
+            if self.sample_memory:
+                self.sampler.sample()
             if progress is not None:
                 progress.label = f"{self.opts.prog}: {self.shared.images_out.value} images out"
                 progress.update(self.shared.acquisitions_in.value - progress.count)
         self._drain()
+        self.trace.end()
 
     def stop(self) -> None:
         """Kill every child that is still running and reap them all."""
@@ -414,10 +456,12 @@ class _Supervisor:
         self.unlink()
 
 
-def _writer_body(sink: BinaryIO, prelude: Prelude, shared: Shared) -> Callable[[], dict[str, Any]]:
+def _writer_body(
+    sink: BinaryIO, prelude: Prelude, shared: Shared, trace: Trace
+) -> Callable[[], dict[str, Any]]:
     from .writer import OrderedWriter
 
-    writer = OrderedWriter(sink, prelude.header_xml, prelude.texts, shared)
+    writer = OrderedWriter(sink, prelude.header_xml, prelude.texts, shared, trace=trace)
     return writer.run
 
 
@@ -432,22 +476,25 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     BrokenPipeError (quiet, 141), Ctrl-C raises KeyboardInterrupt (130); SIGTERM returns 143.
     """
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    supervisor = _Supervisor(opts)
     started = time.monotonic()
     cpu_start = cpu_seconds()
+    supervisor = _Supervisor(opts, started)
     progress = Progress(opts.prog, enabled=opts.progress, unit="acquisitions in")
     try:
         if not supervisor.start(source, sink):
+            supervisor.release()
             return 0
         supervisor.watch(progress if opts.progress else None)
         progress.finish()
     except _Terminated:
         supervisor.stop()
+        supervisor.release()
         progress.finish()
         print(f"{opts.prog}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except BaseException:
         supervisor.stop()
+        supervisor.release()
         progress.finish()
         raise
     finally:
@@ -456,13 +503,17 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
             source.close()
     if supervisor.failure is not None or supervisor.broken_pipe:
         supervisor.stop()
+        supervisor.release()
         if supervisor.failure is not None and not supervisor.broken_pipe:
             if opts.verbose:
                 for detail in supervisor.details:
                     print(detail, file=sys.stderr)
             raise PipelineError(supervisor.failure)
         raise BrokenPipeError()
+    supervisor.trace.begin("shut down", "shutdown")
     supervisor.stop()
+    supervisor.release()
+    supervisor.trace.end()
     _report(supervisor, opts, time.monotonic() - started, cpu_start)
     return 0
 
@@ -498,3 +549,30 @@ def _report(supervisor: _Supervisor, opts: PipelineOptions, wall: float, cpu_sta
         print(format_profile(profile, opts.prog), file=sys.stderr)
     if opts.profile_json:
         write_profile_json(profile, opts.profile_json)
+    if opts.trace:
+        _write_run_trace(supervisor, opts.trace, profile)
+
+
+def _write_run_trace(supervisor: _Supervisor, path: str, profile: dict[str, Any]) -> None:
+    """The supervisor's track (with the interpreter's start-up before the run) and every
+    child's, in one file."""
+    trace = supervisor.trace
+    began = process_start_monotonic()
+    if began is not None and began < supervisor.origin:
+        trace.span("interpreter start-up and imports", "startup", began, supervisor.origin)
+    events = list(trace.events)
+    for role in sorted(supervisor.stats):
+        events.extend(supervisor.stats[role].get("trace", []))
+    write_trace(
+        path,
+        events,
+        {
+            "command": supervisor.opts.prog,
+            "kernel": profile["kernel"]["name"],
+            "workers": profile["workers"]["count"],
+            "input_bytes": profile["input"]["bytes"],
+            "output_bytes": profile["output"]["bytes"],
+            "wall_s": profile["wall_s"],
+            "cores": profile["cpu"]["cores"],
+        },
+    )

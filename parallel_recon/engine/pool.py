@@ -1,10 +1,13 @@
 """Worker processes: closed k-space slot in, encoded images out.
 
-Each worker takes ``(UnitInfo, slot)`` from the work queue, divides averaged lines by their
-count, runs the kernel on a view of the slot, encodes the images into an image slot (or,
-when they do not fit or the writer is waiting for exactly this unit and no image slot is
-free, sends the bytes over the queue), zeroes the slot and returns it to the free list.
-One FFT thread per worker: the pool, not the FFT, provides the parallelism.
+Each worker takes ``(UnitInfo, slot)`` from the work queue, zeroes the lines the reader did
+not fill, divides averaged lines by their count, runs the kernel on a view of the slot (which
+the kernel may use as scratch space), encodes the images into an image slot (or, when they do
+not fit or the writer is waiting for exactly this unit and no image slot is free, sends the
+bytes over the queue) and returns the slot to the free list.  A slot is never cleared as a
+whole: the reader writes every sample of each line it places, so only the unsampled lines
+need zeros, and fully sampled data needs none.  One FFT thread per worker (the kernels call
+their FFTs with one thread): the pool, not the FFT, provides the parallelism.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-import scipy.fft
 
 from parallel_recon.workers.api import Calibration, ReconContext, ReconPlan, UnitInfo
 from parallel_recon.workers.noise import whiten_lines
@@ -24,6 +26,7 @@ from ..protocol import Image, encode_buffers
 from .calibration import CalibrationRef, read_calibration
 from .kernels import KernelFunction, failure_location, full_traceback
 from .ring import Shared
+from .trace import NullTrace, Trace
 
 __all__ = ["WorkerLoop", "describe_unit"]
 
@@ -47,6 +50,12 @@ def _source_file(kernel: KernelFunction) -> str:
     return str(getattr(getattr(kernel, "__code__", None), "co_filename", ""))
 
 
+def _clear_unsampled(kspace: np.ndarray, sampled: np.ndarray) -> None:
+    """Zero the lines no acquisition filled (the slot still holds an earlier unit there)."""
+    if not sampled.all():
+        kspace[~sampled] = 0
+
+
 def _average(kspace: np.ndarray, counts: np.ndarray) -> None:
     """Divide lines that were acquired more than once by their count (in place)."""
     repeated = counts > 1
@@ -68,10 +77,19 @@ class WorkerLoop:
         Shared by all units.
     shared:
         Rings and queues.
+    trace:
+        Records the waits for work, one span per unit and the kernel call in it
+        (``--trace``); a no-op by default.
     """
 
     def __init__(
-        self, number: int, kernel: KernelFunction, kernel_name: str, plan: ReconPlan, shared: Shared
+        self,
+        number: int,
+        kernel: KernelFunction,
+        kernel_name: str,
+        plan: ReconPlan,
+        shared: Shared,
+        trace: Trace | None = None,
     ):
         self.number = number
         self.kernel = kernel
@@ -85,21 +103,28 @@ class WorkerLoop:
         self.choices: Counter[str] = Counter()
         self.warned: set[str] = set()
         self._whitener: np.ndarray | None = None
+        self.trace = trace if trace is not None else NullTrace()
 
     def run(self) -> dict[str, Any]:
         """Reconstruct units until the stop marker; returns this worker's statistics."""
         start, cpu = time.monotonic(), time.process_time()
-        with scipy.fft.set_workers(1):
-            while True:
-                item = self.shared.work.get()
-                if item is None:
-                    break
-                info, slot, calibration = item
-                began = time.monotonic()
-                self._mark(info)
-                self._unit(info, slot, calibration)
-                self._mark(None)
-                self.busy_s += time.monotonic() - began
+        trace = self.trace
+        trace.start_process(f"worker {self.number}")
+        while True:
+            trace.begin("wait for work", "wait")
+            item = self.shared.work.get()
+            began = time.monotonic()
+            trace.end(began)
+            if item is None:
+                break
+            info, slot, calibration = item
+            trace.begin(f"unit #{info.sequence}", "unit", began, unit=info.sequence)
+            self._mark(info)
+            self._unit(info, slot, calibration)
+            self._mark(None)
+            finished = time.monotonic()
+            trace.end(finished)
+            self.busy_s += finished - began
         wall = time.monotonic() - start
         return {
             "worker": self.number,
@@ -111,6 +136,7 @@ class WorkerLoop:
             "images": self.images,
             "image_queue_fallbacks": self.fallbacks,
             "kernel_choices": dict(self.choices),
+            "trace": trace.events,
         }
 
     def _mark(self, info: UnitInfo | None) -> None:
@@ -138,8 +164,9 @@ class WorkerLoop:
         k2, k1, k0 = self.plan.spaces[info.key.encoding_space].kspace_shape
         kspace = shared.kspace.kspace(slot, (k2, k1, info.coils, k0))
         counts = shared.kspace.counts(slot, shared.layout, (k2, k1))
-        _average(kspace, counts)
         sampled = counts > 0
+        _clear_unsampled(kspace, sampled)
+        _average(kspace, counts)
         calibration = self._calibration(ref, info.coils)
         whitener = self._prewhitener()
         if whitener is not None:
@@ -152,10 +179,14 @@ class WorkerLoop:
             calibration=calibration,
             sampled=sampled,
             whitened=whitener is not None,
+            overwrite_kspace=True,
         )
         where = describe_unit(info.key, info.sequence)
+        trace = self.trace
         try:
+            trace.begin("kernel", "kernel")
             images = self.kernel(kspace, context)
+            trace.end()
             buffers, spans = self._encode(images, info)
         except PipelineError:
             raise
@@ -169,8 +200,9 @@ class WorkerLoop:
             failure.detail = full_traceback(exc)
             raise failure from None
         self._note(context)
+        trace.begin("deliver images", "write")
         self._deliver(info.sequence, buffers, spans)
-        kspace.fill(0)
+        trace.end()
         counts.fill(0)
         del kspace, counts
         shared.free_slots.put(slot)
@@ -219,7 +251,9 @@ class WorkerLoop:
                         return index
                 if shared.writer_next.value >= sequence:
                     return None  # the writer waits for this very unit: never block it
+                self.trace.begin("wait for an image slot", "wait")
                 shared.image_cond.wait(0.5)
+                self.trace.end()
 
     def _deliver(
         self, sequence: int, buffers: list[bytes | memoryview], spans: list[tuple[int, int]]

@@ -11,6 +11,7 @@ is open), gets the next sequence number and goes to the workers.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,93 +33,50 @@ from ..protocol import (
 )
 from .calibration import CalibrationKeeper, CalibrationKey
 from .noise import NoiseGate
-from .placement import Placer, flag_mask, skip_reason
+from .placement import NOT_IMAGING_MASK, Placer, flag_mask, skip_reason
 from .ring import Shared
+from .trace import NullTrace, Trace
 
-__all__ = ["Prelude", "StreamIngest", "read_prelude"]
+__all__ = ["StreamIngest"]
 
 _REVERSE = flag_mask(AcquisitionFlag.IS_REVERSE)
 _CAL_AND_IMAGING = flag_mask(AcquisitionFlag.IS_PARALLEL_CALIBRATION_AND_IMAGING)
 _LAST_IN_SLICE = flag_mask(AcquisitionFlag.LAST_IN_SLICE)
 _LAST_IN_REPETITION = flag_mask(AcquisitionFlag.LAST_IN_REPETITION)
 _LAST_IN_MEASUREMENT = flag_mask(AcquisitionFlag.LAST_IN_MEASUREMENT)
-_BEFORE_HEADER = (MessageId.HEADER, MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT)
+_CLOSING = _LAST_IN_SLICE | _LAST_IN_REPETITION | _LAST_IN_MEASUREMENT
 
 
-@dataclass
-class Prelude:
-    """What precedes the first acquisition: config and text messages, the header."""
-
-    header_xml: str = ""
-    texts: list[bytes] = field(default_factory=list)
-    """Encoded TEXT messages, passed through to the output after the header."""
-    configs: list[str] = field(default_factory=list)
-    others: dict[str, int] = field(default_factory=dict)
-    first_head: np.void | None = None
-    """Header of the first acquisition (its payload is still unread), None if there is none."""
+_HEAD_NAMES = (
+    "flags", "number_of_samples", "active_channels", "center_sample", "encoding_space_ref",
+    "trajectory_dimensions", "idx.kspace_encode_step_1", "idx.kspace_encode_step_2",
+    "idx.slice", "idx.contrast", "idx.phase", "idx.repetition", "idx.set",
+)  # fmt: skip
+"""The AcquisitionHeader fields the reader needs, in the order of their offsets."""
 
 
-def read_prelude(stream: StreamReader) -> Prelude:
-    """Read up to and including the first acquisition's header.
-
-    Accepts CONFIG_FILE, CONFIG_TEXT and TEXT before HEADER, as the ISMRMRD tools and
-    python-ismrmrd-server clients send them.
-    """
-    prelude = Prelude()
-    while True:
-        mid = stream.peek()
-        if mid is None:
-            raise MissingCloseError(
-                "expected an MRD stream with a HEADER and acquisitions, found the end of the "
-                f"stream after {stream.index} messages without a CLOSE message",
-                stream.offset,
-                stream.index,
-            )
-        if mid is MessageId.ACQUISITION:
-            if not prelude.header_xml:
-                raise stream.error("expected a HEADER message before the first ACQUISITION")
-            stream.consume_peeked()
-            prelude.first_head = stream.read_record(ACQUISITION_HEADER_DTYPE, "AcquisitionHeader")
-            return prelude
-        if mid is MessageId.HEADER and prelude.header_xml:
-            raise stream.error("expected one HEADER message, found a second one")
-        if mid is MessageId.CLOSE:
-            if not prelude.header_xml:
-                raise stream.error("expected a HEADER message, found CLOSE")
-            stream.read_message()
-            return prelude
-        if not prelude.header_xml and mid not in _BEFORE_HEADER:
-            raise stream.error(
-                f"expected a HEADER message before raw data, found {mid.name} "
-                "(mrd_stream_recon reconstructs acquisitions)"
-            )
-        msg = stream.read_message()
-        _PRELUDE_ACTIONS.get(mid, _count_other)(prelude, msg, mid)
+def _header_struct() -> struct.Struct:
+    """One ``struct`` that reads :data:`_HEAD_NAMES` out of a packed AcquisitionHeader
+    (offsets and sizes taken from the header's dtype)."""
+    fields: Any = ACQUISITION_HEADER_DTYPE.fields
+    layout = []
+    for name in _HEAD_NAMES:
+        if name.startswith("idx."):
+            dtype, offset = fields["idx"][0].fields[name[4:]]
+            offset += fields["idx"][1]
+        else:
+            dtype, offset = fields[name]
+        layout.append((int(offset), int(dtype.itemsize)))
+    codes = {1: "B", 2: "H", 4: "I", 8: "Q"}
+    fmt, at = "<", 0
+    for offset, size in layout:
+        assert offset >= at, "fields must be listed in offset order"
+        fmt += "x" * (offset - at) + codes[size]
+        at = offset + size
+    return struct.Struct(fmt)
 
 
-def _keep_header(prelude: Prelude, msg: Any, mid: MessageId) -> None:
-    prelude.header_xml = msg.xml
-
-
-def _keep_text(prelude: Prelude, msg: Any, mid: MessageId) -> None:
-    prelude.texts.append(encode_message(msg))
-
-
-def _keep_config(prelude: Prelude, msg: Any, mid: MessageId) -> None:
-    name = msg.name if mid is MessageId.CONFIG_FILE else f"<{len(msg.text)} characters of text>"
-    prelude.configs.append(f"{mid.name} {name}")
-
-
-def _count_other(prelude: Prelude, msg: Any, mid: MessageId) -> None:
-    prelude.others[mid.name] = prelude.others.get(mid.name, 0) + 1
-
-
-_PRELUDE_ACTIONS: dict[MessageId, Callable[[Prelude, Any, MessageId], None]] = {
-    MessageId.HEADER: _keep_header,
-    MessageId.TEXT: _keep_text,
-    MessageId.CONFIG_FILE: _keep_config,
-    MessageId.CONFIG_TEXT: _keep_config,
-}
+_HEAD_FIELDS = _header_struct()
 
 
 @dataclass
@@ -127,9 +85,23 @@ class _OpenUnit:
     slot: int
     kspace: np.ndarray
     counts: np.ndarray
+    samples: memoryview
+    """``kspace`` as bytes: a line is one slice of it."""
+    line_bytes: int
+    filled: dict[int, int] = field(default_factory=dict)
+    """Lines placed so far (``k2 * k1_extent + k1`` -> count), written to ``counts`` at close."""
     lines: int = 0
     reference: bytes = b""
     distance: int = 1 << 30
+
+    def write_counts(self) -> None:
+        """The average count of every placed line into the slot's ``counts`` (the worker
+        divides by it and zeroes the lines that have none)."""
+        if self.filled:
+            flat = self.counts.reshape(-1)
+            flat[np.fromiter(self.filled, np.int64, len(self.filled))] = np.fromiter(
+                self.filled.values(), np.float32, len(self.filled)
+            )
 
 
 class StreamIngest:
@@ -152,6 +124,9 @@ class StreamIngest:
         Gathers the noise scan and publishes the prewhitening matrix at the first other line.
     calibration:
         Keeps calibration lines per slice and hands each closing unit its calibration.
+    trace:
+        Records one span per unit (from the previous close to this one's) and the waits for
+        free slots (``--trace``); a no-op by default.
     """
 
     def __init__(
@@ -165,6 +140,7 @@ class StreamIngest:
         workers: int,
         noise: NoiseGate,
         calibration: CalibrationKeeper,
+        trace: Trace | None = None,
     ):
         self.stream = stream
         self.plan = plan
@@ -183,6 +159,10 @@ class StreamIngest:
         self.skipped: dict[str, int] = {}
         self.configs: list[str] = []
         self.wait_free_s = 0.0
+        self.free: set[int] = set()
+        """Free slots taken off the queue, not yet used."""
+        self.trace = trace if trace is not None else NullTrace()
+        self._since_close = 0.0
         self._head_buffer = bytearray(ACQUISITION_HEADER_DTYPE.itemsize)
         self._head = np.frombuffer(self._head_buffer, dtype=ACQUISITION_HEADER_DTYPE)[0]
         self._scratch = np.empty(0, np.complex64)
@@ -198,8 +178,15 @@ class StreamIngest:
     def run(self) -> dict[str, Any]:
         """Read to CLOSE; returns the reader's statistics."""
         start, cpu = time.monotonic(), time.process_time()
+        self.trace.start_process("reader")
+        self.trace.counter("input", start, MB=self.stream.offset / 1e6)
+        self._since_close = start
         if self.first_head is not None:
-            self._acquisition(self.first_head)
+            head = self.first_head
+            payload = int(head["number_of_samples"]) * int(head["active_channels"]) * 8
+            self.stream.expect_acquisitions(payload)
+            self._head_buffer[:] = head.tobytes()
+            self._acquisition()
             self.stream.finish_message()
         while True:
             mid = self.stream.peek()
@@ -235,6 +222,7 @@ class StreamIngest:
             "calibration": self.calibration.stats(),
             "wait_free_slot_s": self.wait_free_s,
             "after_close": after_close,
+            "trace": self.trace.events,
         }
 
     # --------------------------------------------------------------- messages
@@ -265,45 +253,51 @@ class StreamIngest:
     def _next_acquisition(self) -> None:
         self.stream.consume_peeked()
         self.stream.readinto(self._head_buffer, "AcquisitionHeader")
-        self._acquisition(self._head)
+        self._acquisition()
         self.stream.finish_message()
 
     # ----------------------------------------------------------- acquisitions
-    def _acquisition(self, head: np.void) -> None:
+    def _acquisition(self) -> None:
+        """One acquisition whose header is in ``_head_buffer``; its payload comes next.
+
+        The per-line path reads the header's fields with one ``struct`` call and places the
+        line without building objects: at tens of thousands of lines per second, each
+        microsecond here is a share of a core (the reader is one process).
+        """
         stream = self.stream
+        (flags, samples, channels, _, space, trajectory, step1, step2, slc, contrast, phase,
+         repetition, set_) = _HEAD_FIELDS.unpack_from(self._head_buffer)  # fmt: skip
         self.counts["acquisitions"] += 1
         self.shared.acquisitions_in.value += 1
-        flags = int(head["flags"])
-        samples = int(head["number_of_samples"])
-        channels = int(head["active_channels"])
-        traj_bytes = samples * int(head["trajectory_dimensions"]) * 4
-        if traj_bytes:
-            stream.skip(traj_bytes, "trajectory")
-        reason = skip_reason(flags)
+        if trajectory:
+            stream.skip(samples * trajectory * 4, "trajectory")
+        reason = skip_reason(flags) if flags & NOT_IMAGING_MASK else None
         if reason == "noise":
-            self.noise.add(self._read_scratch(channels, samples), head)
+            self.noise.add(self._read_scratch(channels, samples), self._head)
             self.skipped["noise"] = self.skipped.get("noise", 0) + 1
             return
         if not self.noise.frozen:
-            warning = self.noise.freeze(head)
+            warning = self.noise.freeze(self._head)
             if warning:
                 self.shared.report("warning", "reader", warning)
+        key = (space, slc, contrast, phase, set_, repetition)  # hashes like its UnitKey
         if reason == "calibration" and self.calibration.enabled:
-            self._calibration_line(head, flags, samples, channels)
+            self._calibration_line(self._head, flags, samples, channels)
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
         elif reason is not None:
             stream.skip(channels * samples * 8, "acquisition samples")
             self.skipped[reason] = self.skipped.get(reason, 0) + 1
         else:
-            self._land(head, flags, samples, channels)
-        self._apply_close_flags(head, flags)
+            self._land(key, step1, step2, flags, samples, channels)
+        if flags & _CLOSING:
+            self._apply_close_flags(key, flags)
 
     def _read_scratch(self, channels: int, samples: int) -> np.ndarray:
         n = channels * samples
         if self._scratch.size < n:
             self._scratch = np.empty(n, np.complex64)
         block = self._scratch[:n].reshape(channels, samples)
-        self.stream.readinto(block, "acquisition samples")
+        self.stream.readinto(block, "acquisition samples", True)
         return block
 
     def _key(self, head: np.void) -> UnitKey:
@@ -317,53 +311,81 @@ class StreamIngest:
             int(idx["repetition"]),
         )
 
-    def _land(self, head: np.void, flags: int, samples: int, channels: int) -> None:
-        key = self._key(head)
-        where = self._placement(head, key, samples)
-        if channels != self.coils:
+    def _land(
+        self, key: tuple[int, ...], step1: int, step2: int, flags: int, samples: int, channels: int
+    ) -> None:
+        where = None
+        unit = self.open.get(key)  # type: ignore[call-overload]
+        if unit is None:
+            where = self._placement(self._head, key, samples)  # checks the encoding space
+            if channels != self.coils:
+                self._check_channels(channels)
+            unit = self._open_unit(UnitKey(*key))
+        elif channels != self.coils:
             self._check_channels(channels)
-        unit = self.open.get(key) or self._open_unit(key)
-        line = unit.kspace[where.k2, where.k1]
-        first = unit.counts[where.k2, where.k1] == 0
-        if where.full and first and not flags & _REVERSE:
-            self.stream.readinto(line, "acquisition samples")
+        placer = self.placers[key[0]]
+        k1, k2 = step1 + placer.k1_shift, step2 + placer.k2_shift
+        full = samples == placer.k0n and 0 <= k1 < placer.k1n and 0 <= k2 < placer.k2n
+        if not full:
+            where = self._placement(self._head, key, samples)
+            k1, k2 = where.k1, where.k2
+            full = where.full
+        line_index = k2 * placer.k1n + k1
+        count = unit.filled.get(line_index, 0)
+        if full and not count and not flags & _REVERSE:
+            start = line_index * unit.line_bytes
+            self.stream.readinto(unit.samples[start : start + unit.line_bytes], "samples", True)
         else:
-            block = self._read_scratch(channels, samples)
-            if flags & _REVERSE:
-                block = block[:, ::-1]
-            target = line[:, where.k0_start : where.k0_stop]
-            if first:
-                target[...] = block
-            else:
-                target += block
-        unit.counts[where.k2, where.k1] += 1
+            self._add_line(unit, k2, k1, count, flags, samples, channels, where)
+        unit.filled[line_index] = count + 1
         unit.lines += 1
         if flags & _CAL_AND_IMAGING and self.calibration.enabled:
-            self.calibration.note_imaging(
-                CalibrationKey(*key[:3]), where.k2, where.k1, time.monotonic
-            )
+            self.calibration.note_imaging(CalibrationKey(*key[:3]), k2, k1, time.monotonic)
         self.counts["imaging_lines"] += 1
-        idx = head["idx"]
-        distance = self.placers[key.encoding_space].centre_distance(
-            int(idx["kspace_encode_step_1"]), int(idx["kspace_encode_step_2"])
-        )
+        distance = abs(step1 - placer.k1_center) + abs(step2 - placer.k2_center)
         if distance < unit.distance:
             unit.distance = distance
-            unit.reference = head.tobytes()
+            unit.reference = bytes(self._head_buffer)
 
-    def _placement(self, head: np.void, key: UnitKey, samples: int) -> Any:
+    def _add_line(
+        self,
+        unit: _OpenUnit,
+        k2: int,
+        k1: int,
+        count: int,
+        flags: int,
+        samples: int,
+        channels: int,
+        where: Any,
+    ) -> None:
+        """A line that is not one whole, first, forward readout: through the scratch buffer
+        (reversed, averaged, or a short readout whose other samples are zeroed)."""
+        if samples == unit.kspace.shape[3]:
+            start, stop = 0, samples
+        else:
+            start, stop = where.k0_start, where.k0_stop
+        block = self._read_scratch(channels, samples)
+        if flags & _REVERSE:
+            block = block[:, ::-1]
+        line = unit.kspace[k2, k1]
+        if not count:  # the slot holds an earlier unit's data: every sample is written
+            line[:, :start] = 0
+            line[:, stop:] = 0
+            line[:, start:stop] = block
+        else:
+            line[:, start:stop] += block
+
+    def _placement(self, head: np.void, key: tuple[int, ...], samples: int) -> Any:
         """Where a line of ``key`` goes in its encoding space's grid (stream error if nowhere)."""
-        if key.encoding_space >= len(self.placers):
+        if key[0] >= len(self.placers):
             raise self.stream.error(
-                f"acquisition refers to encoding space {key.encoding_space}; expected 0.."
+                f"acquisition refers to encoding space {key[0]}; expected 0.."
                 f"{len(self.placers) - 1} (the header has {len(self.placers)})"
             )
         idx = head["idx"]
         step1, step2 = int(idx["kspace_encode_step_1"]), int(idx["kspace_encode_step_2"])
         try:
-            return self.placers[key.encoding_space].place(
-                step1, step2, samples, int(head["center_sample"])
-            )
+            return self.placers[key[0]].place(step1, step2, samples, int(head["center_sample"]))
         except ValueError as exc:
             raise self.stream.error(
                 f"acquisition {self.counts['acquisitions'] - 1}: {exc}"
@@ -411,35 +433,60 @@ class StreamIngest:
                 f"{key.repetition} at message {self.stream.index}): the data keeps more units "
                 "open at once than its header's encoding limits say; raise --memory-limit"
             )
-        waited = time.monotonic()
-        slot = int(self.shared.free_slots.get())
-        self.wait_free_s += time.monotonic() - waited
+        slot = self._free_slot()
         k2, k1, k0 = self.plan.spaces[key.encoding_space].kspace_shape
         ring = self.shared.kspace
+        kspace = ring.kspace(slot, (k2, k1, self.coils, k0))
         unit = _OpenUnit(
             key=key,
             slot=slot,
-            kspace=ring.kspace(slot, (k2, k1, self.coils, k0)),
+            kspace=kspace,
             counts=ring.counts(slot, self.shared.layout, (k2, k1)),
+            samples=memoryview(kspace.reshape(-1).view(np.uint8)),  # type: ignore[arg-type]
+            line_bytes=self.coils * k0 * 8,
         )
         self.open[key] = unit
         return unit
 
-    def _apply_close_flags(self, head: np.void, flags: int) -> None:
-        if flags & _LAST_IN_SLICE:
-            key = self._key(head)
-            if key in self.open:
-                self._close(key)
+    def _free_slot(self) -> int:
+        """The lowest-numbered free slot, waiting for one when none is free.
+
+        Reusing the same few slots (rather than cycling through all of them) keeps the
+        memory every process touches small: each first touch of a page of shared memory is
+        a page fault in each process that touches it.
+        """
+        queue = self.shared.free_slots
+        while not queue.empty():
+            self.free.add(int(queue.get()))
+        if not self.free:
+            waited = time.monotonic()
+            self.trace.begin("wait for a free slot", "wait", waited)
+            self.free.add(int(queue.get()))
+            now = time.monotonic()
+            self.trace.end(now)
+            self.wait_free_s += now - waited
+        slot = min(self.free)
+        self.free.remove(slot)
+        return slot
+
+    def _apply_close_flags(self, key: tuple[int, ...], flags: int) -> None:
+        if flags & _LAST_IN_SLICE and key in self.open:
+            self._close(self.open_key(key))
         if flags & _LAST_IN_MEASUREMENT:
-            for key in list(self.open):
-                self._close(key)
+            for open_key in list(self.open):
+                self._close(open_key)
         elif flags & _LAST_IN_REPETITION:
-            repetition = int(head["idx"]["repetition"])
-            for key in [k for k in self.open if k.repetition == repetition]:
-                self._close(key)
+            repetition = key[5]
+            for open_key in [k for k in self.open if k.repetition == repetition]:
+                self._close(open_key)
+
+    def open_key(self, key: tuple[int, ...]) -> UnitKey:
+        """The open unit's own :class:`UnitKey` for a plain tuple of the same counters."""
+        return self.open[key].key  # type: ignore[index]
 
     def _close(self, key: UnitKey) -> None:
         unit = self.open.pop(key)
+        unit.write_counts()
         info = UnitInfo(
             key=key,
             sequence=self.closed,
@@ -453,5 +500,20 @@ class StreamIngest:
             calibration = self.calibration.for_unit(
                 CalibrationKey(*key[:3]), unit.kspace, unit.counts, self.coils
             )
-        del unit.kspace, unit.counts
+        unit.samples.release()
+        del unit.kspace, unit.counts, unit.samples
         self.shared.work.put((info, unit.slot, calibration))
+        if self.trace.enabled:
+            now = time.monotonic()
+            self.trace.span(
+                f"read unit #{info.sequence}",
+                "read",
+                self._since_close,
+                now,
+                unit=info.sequence,
+                slice=key.slice,
+                repetition=key.repetition,
+                lines=info.lines,
+            )
+            self.trace.counter("input", now, MB=self.stream.offset / 1e6)
+            self._since_close = now

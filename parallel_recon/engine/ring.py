@@ -137,6 +137,15 @@ class SharedRing:
             offset=layout.kspace_bytes,
         ).reshape(shape)
 
+    def close(self) -> None:
+        """Unmap the segment in this process (children keep their own mappings).
+
+        Views of it still held here keep it mapped until they are gone (the mapping cannot
+        be closed under them); the pipeline's supervisor holds none.
+        """
+        with contextlib.suppress(BufferError):
+            self._shm.close()
+
     def unlink(self) -> None:
         """Remove the name from /dev/shm; mappings stay valid until the processes exit."""
         if self._unlinked:

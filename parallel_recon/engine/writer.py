@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from ..protocol import IMAGE_HEADER_DTYPE, Header, MessageId, encode_message, message_id_bytes
 from .ring import Shared
+from .trace import NullTrace, Trace
 
 __all__ = ["OrderedWriter", "patch_image_indices"]
 
@@ -50,9 +51,19 @@ class OrderedWriter:
         Encoded TEXT messages that came before the first acquisition.
     shared:
         Rings and queues.
+    trace:
+        Records the waits for results and one span per unit emitted (``--trace``); a no-op
+        by default.
     """
 
-    def __init__(self, sink: BinaryIO, header_xml: str, texts: list[bytes], shared: Shared):
+    def __init__(
+        self,
+        sink: BinaryIO,
+        header_xml: str,
+        texts: list[bytes],
+        shared: Shared,
+        trace: Trace | None = None,
+    ):
         self.sink = sink
         self.shared = shared
         self.header = encode_message(Header(header_xml))
@@ -67,6 +78,7 @@ class OrderedWriter:
         self.wait_s = 0.0
         self.first_image_s: float | None = None
         self._start = time.monotonic()
+        self.trace = trace if trace is not None else NullTrace()
         self._actions: dict[str, Callable[..., None]] = {
             "unit": self._hold_unit,
             "text": self._hold_text,
@@ -80,6 +92,9 @@ class OrderedWriter:
     def run(self) -> dict[str, Any]:
         """Write everything; returns the writer's statistics."""
         cpu = time.process_time()
+        trace = self.trace
+        trace.start_process("writer")
+        trace.counter("output", time.monotonic(), MB=0.0)
         self._write(self.header)
         for text in self.texts:
             self._write(text)
@@ -90,8 +105,11 @@ class OrderedWriter:
                 self._emit(self.next, *self.pending.pop(self.next))
                 continue
             waited = time.monotonic()
+            trace.begin("wait for results", "wait", waited)
             message = self.shared.results.get()
-            self.wait_s += time.monotonic() - waited
+            now = time.monotonic()
+            trace.end(now)
+            self.wait_s += now - waited
             self._actions[message[0]](*message[1:])
         self._release_texts()
         self._write(message_id_bytes(MessageId.CLOSE))
@@ -104,6 +122,7 @@ class OrderedWriter:
             "images": self.images,
             "wait_s": self.wait_s,
             "first_image_s": self.first_image_s,
+            "trace": trace.events,
         }
 
     def _hold_unit(
@@ -125,6 +144,7 @@ class OrderedWriter:
         self, sequence: int, slot: int, payload: bytes | None, spans: list[tuple[int, int]]
     ) -> None:
         total = spans[-1][0] + spans[-1][1] if spans else 0
+        began = time.monotonic()
         if slot >= 0:
             view = self.shared.images.slot(slot)[:total]
             patch_image_indices(view, spans, self.counters)
@@ -146,3 +166,9 @@ class OrderedWriter:
             shared.writer_next.value = sequence + 1
             shared.image_cond.notify_all()
         self.next = sequence + 1
+        if self.trace.enabled:
+            now = time.monotonic()
+            self.trace.span(
+                f"emit unit #{sequence}", "write", began, now, unit=sequence, images=len(spans)
+            )
+            self.trace.counter("output", now, MB=self.bytes_out / 1e6)

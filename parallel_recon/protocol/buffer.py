@@ -186,11 +186,13 @@ class ReadBuffer:
         self.pos = start + nbytes
         return start
 
-    def readinto(self, view: memoryview, ahead: bool = False) -> int:
+    def readinto(self, view: memoryview, ahead: bool = False, most: int | None = None) -> int:
         """Fill ``view`` (bytes), first from the buffer, then from the source directly.
 
         With ``ahead``, the last read from a file or pipe also brings in the id and header
-        of the next message when they are ready (one ``readv`` instead of two reads).
+        of the next message when they are ready (one ``readv`` instead of two reads), and a
+        short tail is read together with what the source has ready (at most ``most`` bytes
+        in all, as :meth:`fill`).
         Returns the number of bytes written, less than ``view.nbytes`` only at the end of
         the stream.
         """
@@ -202,7 +204,7 @@ class ReadBuffer:
         got = have
         if got < total and total - got < DIRECT_BYTES:
             # a short tail: refill the chunk rather than issue a tiny read
-            have = min(self.fill(total - got), total - got)
+            have = min(self.fill(total - got, ahead, most), total - got)
             view[got : got + have] = self.chunk[self.pos : self.pos + have]
             self.pos += have
             return got + have

@@ -169,12 +169,23 @@ class StreamReader:
         )
 
     # ------------------------------------------------------------- raw reading
-    def readinto(self, buffer: memoryview | bytearray | np.ndarray, what: str = "payload") -> None:
-        """Fill ``buffer`` exactly from the stream, or raise TruncatedStreamError."""
-        if not memoryview(buffer).nbytes:  # type: ignore[arg-type]
+    def readinto(
+        self,
+        buffer: memoryview | bytearray | np.ndarray,
+        what: str = "payload",
+        ahead: bool = False,
+    ) -> None:
+        """Fill ``buffer`` exactly from the stream, or raise TruncatedStreamError.
+
+        ``ahead`` (after :meth:`expect_acquisitions`): the last read may also bring in what
+        follows, the next message's id and header after a large payload (one ``readv``),
+        whatever the source has ready after a small one.
+        """
+        view = memoryview(buffer)  # type: ignore[arg-type]
+        if not view.nbytes:
             return  # (an empty view with a zero in its shape cannot be cast)
-        view = memoryview(buffer).cast("B")  # type: ignore[arg-type]
-        got = self._buffer.readinto(view)
+        view = view.cast("B")
+        got = self._buffer.readinto(view, ahead and self._in_acquisitions, self._ahead_most)
         self.offset += got
         if got < view.nbytes:
             raise self._truncated(what, view.nbytes, got)
@@ -312,6 +323,14 @@ class StreamReader:
         and only warns about the rest).  ``wait=False`` looks only at bytes that have
         already arrived, for peers that keep their connection open after CLOSE."""
         return self._buffer.has_more(wait)
+
+    def expect_acquisitions(self, payload_bytes: int) -> None:
+        """Acquisitions of about ``payload_bytes`` each follow, and the caller reads their
+        payloads itself (:meth:`readinto`): message ids and headers are then read ahead with
+        the bytes before them instead of by reads of their own, never further than the next
+        header after a payload large enough to be read straight into its destination."""
+        self._in_acquisitions = True
+        self._ahead_most = NEXT_HEAD_BYTES if payload_bytes >= DIRECT_BYTES else None
 
     def consume_peeked(self) -> MessageId:
         """Mark the peeked message as being read; the caller reads its payload."""

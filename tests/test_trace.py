@@ -1,0 +1,171 @@
+"""``mrd_stream_recon --trace``: valid trace-event JSON of every process, and
+``parallel-recon profile`` drawing it as a PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, script
+from PIL import Image
+
+from parallel_recon.engine.cores import available_cores, default_workers
+from parallel_recon.inspect.timeline import COLOURS, throughput
+
+SLICES, REPETITIONS = 3, 2
+UNITS = SLICES * REPETITIONS
+
+
+@pytest.fixture(scope="module")
+def raw() -> bytes:
+    """Interleaved slices (several units open at once) and repetitions."""
+    args = ("-m", "64", "-c", "4", "-s", str(SLICES), "-r", str(REPETITIONS), "-o", "-")
+    return run_cli("mrd_phantom", *args).stdout
+
+
+@pytest.fixture(scope="module")
+def traced(raw: bytes, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, bytes, Path]:
+    folder = tmp_path_factory.mktemp("trace")
+    path = folder / "run.json"
+    proc = run_cli(
+        "mrd_stream_recon", "--workers", "2", "--recon", "cartesian", "--trace", str(path),
+        input=raw,
+    )  # fmt: skip
+    return json.loads(path.read_text()), proc.stdout, path
+
+
+def _processes(document: dict) -> dict[str, int]:
+    return {
+        e["args"]["name"]: e["pid"]
+        for e in document["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "process_name"
+    }
+
+
+def test_every_event_has_the_required_fields(traced: tuple[dict, bytes, Path]) -> None:
+    document, _, _ = traced
+    events = document["traceEvents"]
+    assert events
+    for event in events:
+        assert {"ph", "ts", "pid", "tid"} <= set(event), event
+        assert event["ph"] in {"X", "C", "M"}
+        if event["ph"] == "X":
+            assert event["dur"] >= 0 and isinstance(event["name"], str) and event["cat"]
+    names = _processes(document)
+    assert set(names) == {"supervisor", "reader", "worker 1", "worker 2", "writer"}
+    assert len(set(names.values())) == 5  # one track (pid) per process
+
+
+def test_spans_nest_on_every_track(traced: tuple[dict, bytes, Path]) -> None:
+    document, _, _ = traced
+    tracks: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for event in document["traceEvents"]:
+        if event["ph"] == "X":
+            start = event["ts"]
+            tracks.setdefault((event["pid"], event["tid"]), []).append(
+                (start, start + event["dur"])
+            )
+    for spans in tracks.values():
+        stack: list[float] = []
+        for start, stop in sorted(spans, key=lambda s: (s[0], -s[1])):
+            while stack and stack[-1] <= start:
+                stack.pop()
+            if stack:  # inside its parent, entirely
+                assert stop <= stack[-1], (start, stop, stack[-1])
+            stack.append(stop)
+
+
+def test_each_unit_once_in_reader_worker_and_writer(traced: tuple[dict, bytes, Path]) -> None:
+    document, _, _ = traced
+    names = _processes(document)
+    role = {pid: name for name, pid in names.items()}
+    seen: dict[str, Counter[int]] = {"reader": Counter(), "worker": Counter(), "writer": Counter()}
+    for event in document["traceEvents"]:
+        if event["ph"] == "X" and "unit" in event.get("args", {}):
+            seen[role[event["pid"]].split()[0]][event["args"]["unit"]] += 1
+    for where, counts in seen.items():
+        assert counts == Counter(range(UNITS)), where
+    kernels = [e for e in document["traceEvents"] if e.get("cat") == "kernel"]
+    assert len(kernels) == UNITS
+    waits = {role[e["pid"]] for e in document["traceEvents"] if e.get("cat") == "wait"}
+    assert {"writer", "worker 1", "worker 2", "supervisor"} <= waits
+
+
+def test_byte_counters_reach_the_stream_size(raw: bytes, traced: tuple[dict, bytes, Path]) -> None:
+    document, images, _ = traced
+    series: dict[str, list[tuple[float, float]]] = {}
+    for event in document["traceEvents"]:
+        if event["ph"] == "C":
+            series.setdefault(event["name"], []).append((event["ts"], event["args"]["MB"]))
+    for name in ("input", "output"):
+        values = [mb for _, mb in sorted(series[name])]
+        assert values == sorted(values) and values[0] <= values[-1]
+    assert series["input"][-1][1] * 1e6 > 0.99 * len(raw)  # up to the last unit's close
+    assert abs(max(mb for _, mb in series["output"]) * 1e6 - (len(images) - 2)) < 100
+    assert document["otherData"]["input_bytes"] == len(raw)
+
+
+def test_tracing_does_not_change_the_images(raw: bytes, traced: tuple[dict, bytes, Path]) -> None:
+    _, images, _ = traced
+    plain = run_cli("mrd_stream_recon", "--workers", "1", "--recon", "cartesian", input=raw)
+    assert plain.stdout == images
+
+
+def test_profile_draws_a_png(traced: tuple[dict, bytes, Path], tmp_path: Path) -> None:
+    _, _, path = traced
+    png = tmp_path / "timeline.png"
+    proc = run_cli("parallel-recon", "profile", str(path), "-o", str(png), "--width", "900")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"5 processes" in proc.stderr
+    with Image.open(png) as picture:
+        assert picture.width == 900
+        colours = {tuple(c) for c in np.asarray(picture.convert("RGB")).reshape(-1, 3)}
+    for category in ("read", "kernel", "wait", "write", "startup"):
+        assert COLOURS[category] in colours, category
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"{not json", "invalid JSON"), (b'{"traceEvents": [{"ph": "X"}]}', "without ts, pid")],
+)
+def test_profile_refuses_what_is_not_a_trace(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    proc = run_cli(
+        "parallel-recon", "profile", str(path), "-o", str(tmp_path / "x.png"), check=False
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_throughput_spreads_bytes_between_samples() -> None:
+    # 100 MB read evenly over 1 s, sampled at its ends only: 100 MB/s in every bin
+    assert throughput([(0.0, 0.0), (1.0, 100.0)], 0.0, 1.0, 4) == pytest.approx([100.0] * 4)
+    rates = throughput([(0.0, 0.0), (0.5, 50.0), (0.5, 50.0), (1.0, 50.0)], 0.0, 1.0, 2)
+    assert rates == pytest.approx([100.0, 0.0])
+
+
+def test_default_workers_follow_the_cores_this_process_may_use() -> None:
+    assert available_cores() == len(os.sched_getaffinity(0))
+    assert [default_workers(c) for c in (1, 2, 3, 4, 16)] == [1, 2, 2, 3, 15]
+
+
+def test_default_workers_under_a_cpu_affinity(raw: bytes, tmp_path: Path) -> None:
+    profile = tmp_path / "profile.json"
+    args = ["--recon", "cartesian", "--profile-json", str(profile)]
+    subprocess.run(
+        [script("mrd_stream_recon"), *args],
+        input=raw,
+        capture_output=True,
+        check=True,
+        timeout=120,
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),  # as under taskset -c 0
+    )
+    assert json.loads(profile.read_text())["workers"]["count"] == 1
