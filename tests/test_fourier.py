@@ -43,6 +43,9 @@ SHAPES = {
     "3d, oversampling": ((6, 8, 2, 16), (8, 8, 6)),
     "3d, odd and cropped partitions": ((7, 9, 2, 18), (9, 9, 5)),
     "3d, interpolated y and z": ((4, 6, 2, 12), (6, 24, 16)),
+    "3d, z interpolated by a fraction": ((6, 6, 2, 12), (6, 6, 10)),
+    "3d, odd partitions interpolated 3x": ((5, 6, 2, 12), (6, 6, 15)),
+    "3d, odd partitions to an even size": ((5, 6, 2, 12), (6, 6, 8)),
     "one readout point": ((1, 8, 2, 1), (1, 8, 1)),
 }
 

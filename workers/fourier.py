@@ -51,7 +51,7 @@ class AxisMap:
         Image points wanted.
     pad:
         Zero points put before the k-space samples when ``n > extent`` (the centre sample
-        then lands at ``n // 2``).
+        then lands at ``n // 2``); 0 for an end-padded axis.
     runs:
         ``(first, stop, to)``: plain-transform points ``first:stop`` are image points
         ``to:to + stop - first``; one run, or two when the wanted points wrap around.
@@ -67,9 +67,13 @@ class AxisMap:
     ramp: np.ndarray | None
 
     @classmethod
-    def plan(cls, extent: int, size: int) -> AxisMap:
+    def plan(cls, extent: int, size: int, end_padded: bool = False) -> AxisMap:
+        """The map of an axis of ``extent`` samples fitted to ``size`` image points; with
+        ``end_padded``, zero padding goes after the samples (``pad`` is 0) and the ramp
+        moves their centre, wherever it then is, to point 0."""
         n = max(extent, size)
-        pad = size // 2 - extent // 2 if size > extent else 0
+        pad = size // 2 - extent // 2 if size > extent and not end_padded else 0
+        centre = pad + extent // 2 if size > extent else n // 2
         if n == 1:
             return cls(1, 1, 0, ((0, 1, 0),), None)
         first = (-(size // 2)) % n
@@ -78,10 +82,10 @@ class AxisMap:
         else:
             runs = ((first, n, 0), (0, first + size - n, n - first))
         points = (np.arange(size) - size // 2) % n
-        if n % 2 == 0:
+        if 2 * centre == n:
             ramp = np.where(points % 2 == 0, 1, -1).astype(np.complex64)
         else:
-            ramp = np.exp(-2j * np.pi * ((n // 2) * points % n) / n).astype(np.complex64)
+            ramp = np.exp(-2j * np.pi * (centre * points % n) / n).astype(np.complex64)
         return cls(n, size, pad, runs, ramp)
 
     @property
@@ -92,6 +96,31 @@ class AxisMap:
 def _inverse(data: np.ndarray, axis: int, out: np.ndarray) -> None:
     """Orthonormal inverse FFT of ``data`` along ``axis`` into ``out`` (may be ``data``)."""
     np.fft.ifft(data, axis=axis, norm="ortho", out=out)
+
+
+def _end_padded_inverse(planes: np.ndarray, out: np.ndarray) -> None:
+    """Plain inverse FFT along axis 0 of ``planes`` zero-padded at the end to ``len(out)``.
+
+    Zero-filled interpolation along k2 makes most planes zeros.  When the length ``n`` is a
+    multiple ``L`` of the ``e`` planes, output point ``m = L q + r`` is ``sqrt(e / n)`` times
+    the length-``e`` transform of the planes twiddled by ``exp(2 pi i j r / n)``, at ``q``:
+    ``L`` short transforms of the planes themselves, written straight into every ``L``-th
+    output plane, instead of one long transform of mostly zeros (which would also need its
+    zero planes stored and cleared again for every unit).
+    """
+    extent, n = planes.shape[0], out.shape[0]
+    if n % extent:
+        out[extent:] = 0
+        out[:extent] = planes
+        _inverse(out, 0, out)
+        return
+    step = n // extent
+    twiddled = _WORKSPACE.array("twiddled planes", planes.shape)
+    index = np.arange(extent).reshape(-1, *([1] * (planes.ndim - 1)))
+    for r in range(step):
+        twiddle = (np.sqrt(extent / n) * np.exp(2j * np.pi * index * r / n)).astype(np.complex64)
+        np.multiply(planes, twiddle, out=twiddled)
+        _inverse(twiddled, 0, out[r::step])
 
 
 def _take(axis: int, start: int, stop: int, ndim: int = 4) -> tuple[slice, ...]:
@@ -222,15 +251,14 @@ def unordered_images(
     """
     x, y, z = recon_matrix
     k2, k1, coils, k0 = kspace.shape
-    xmap, ymap, zmap = AxisMap.plan(k0, x), AxisMap.plan(k1, y), AxisMap.plan(k2, z)
+    xmap, ymap = AxisMap.plan(k0, x), AxisMap.plan(k1, y)
+    zmap = AxisMap.plan(k2, z, end_padded=True)
     hybrid = _readout(np.asarray(kspace), xmap, overwrite)
     # The kept readout columns, in image order, go through the k1 transform into one
     # contiguous array of planes (its output is the crop's copy; straight from the readout's
     # result when k1 is not padded), then along k2 on contiguous memory: in place, or, with
-    # k2 padding, into another array so that the zero planes are never overwritten.
-    shape = (zmap.n, ymap.n, coils, x)
-    data = _WORKSPACE.array("padded planes" if zmap.pad else "planes", shape, zmap.pad > 0)
-    planes = data[zmap.pad : zmap.pad + k2]
+    # k2 padding, into the volume without ever storing the zero planes.
+    planes = _WORKSPACE.array("planes", (k2, ymap.n, coils, x))
     if ymap.transformed and not ymap.pad:
         for first, stop, to in xmap.runs:
             _inverse(hybrid[..., first:stop], 1, planes[..., to : to + stop - first])
@@ -241,10 +269,10 @@ def unordered_images(
             block[..., to : to + stop - first] = hybrid[..., first:stop]
         if ymap.transformed:
             _inverse(rows, 1, planes)
-    if zmap.transformed and zmap.pad:
-        volume = _WORKSPACE.array("volume", data.shape)
-        _inverse(data, 0, volume)
-        data = volume
+    data = planes
+    if zmap.transformed and zmap.n > k2:
+        data = _WORKSPACE.array("volume", (zmap.n, *planes.shape[1:]))
+        _end_padded_inverse(planes, data)
     elif zmap.transformed:
         _inverse(data, 0, data)
     return UnorderedImages(data, (zmap, ymap, xmap), (zmap.transformed, ymap.transformed))
