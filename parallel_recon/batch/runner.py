@@ -47,19 +47,13 @@ def engine_share(settings: BatchSettings, files_at_once: int) -> tuple[int, int 
 def import_engine(settings: BatchSettings) -> None:
     """Import what every job needs, once, before runners are forked from this process
     (so that no runner pays for the imports, and none pays twice)."""
-    import scipy.fft  # noqa: F401
-
     from ..engine import pipeline, plan, pool, reader, writer  # noqa: F401
     from ..engine.kernels import load_kernel
     from ..hdf5 import read, write  # noqa: F401
-    from ..phantom import PhantomSpec
-    from ..phantom.header import header_xml
     from . import feed  # noqa: F401
     from .engine_run import resolve_recon
 
     load_kernel(resolve_recon(settings.recon))
-    # the XML header model builds its parser tables on first use (~0.1 s): build them here
-    plan.plan_from_header(header_xml(PhantomSpec(matrix=8, coils=1)))
     if settings.png:
         from ..inspect import montage, montage_sources  # noqa: F401
 
