@@ -267,6 +267,8 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
 def _undersampled(context: ReconContext) -> bool:
     if context.sampled is None:
         return max(context.space.acceleration) > 1
+    if context.sampled.all():
+        return False  # every line there: no lattice to find (the common case, per unit)
     try:
         return find_lattice(context.sampled, context.space).accelerated
     except ConfigurationError:

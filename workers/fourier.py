@@ -25,6 +25,7 @@ k0//2]``; images ``[z, y, coils, x]`` complex64 on the recon-space matrix.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from itertools import product
 
@@ -67,6 +68,7 @@ class AxisMap:
     ramp: np.ndarray | None
 
     @classmethod
+    @functools.lru_cache(maxsize=64)  # units of a scan share their few shapes
     def plan(cls, extent: int, size: int, end_padded: bool = False) -> AxisMap:
         """The map of an axis of ``extent`` samples fitted to ``size`` image points; with
         ``end_padded``, zero padding goes after the samples (``pad`` is 0) and the ramp
@@ -86,6 +88,7 @@ class AxisMap:
             ramp = np.where(points % 2 == 0, 1, -1).astype(np.complex64)
         else:
             ramp = np.exp(-2j * np.pi * (centre * points % n) / n).astype(np.complex64)
+        ramp.setflags(write=False)  # plans are cached and shared
         return cls(n, size, pad, runs, ramp)
 
     @property
