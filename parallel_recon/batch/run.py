@@ -99,8 +99,11 @@ def _run(
 
 
 def default_jobs() -> int:
-    """Files in flight on this machine when ``--jobs`` is not given: one per core."""
-    return os.cpu_count() or 1
+    """Files in flight on this machine when ``--jobs`` is not given: one per core this
+    process may use (its CPU affinity, as the engine counts them)."""
+    from ..engine.cores import available_cores
+
+    return available_cores()
 
 
 def run_batch(

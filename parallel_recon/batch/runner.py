@@ -34,10 +34,11 @@ def engine_share(settings: BatchSettings, files_at_once: int) -> tuple[int, int 
     """Workers and memory budget of one file's engine when ``files_at_once`` files share
     this machine: ``--workers`` or the cores divided among the files, and
     ``--memory-limit`` (or the engine's default budget) divided among them."""
+    from ..engine.cores import available_cores
     from ..engine.ring import default_memory_limit
 
     files = max(1, files_at_once)
-    workers = settings.workers or max(1, (os.cpu_count() or 1) // files)
+    workers = settings.workers or max(1, available_cores() // files)
     budget = settings.memory_limit
     if budget is None and files > 1:
         budget = default_memory_limit()
