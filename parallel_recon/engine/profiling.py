@@ -16,6 +16,8 @@ from typing import Any
 
 import psutil
 
+from .cores import available_cores
+
 __all__ = [
     "TreeSampler",
     "build_profile",
@@ -147,7 +149,7 @@ def build_profile(
         "cpu": {
             "cpu_s": cpu_s,
             "cores_used": _rate(cpu_s, wall_s),
-            "cores": os.cpu_count(),
+            "cores": available_cores(),
             "load_average_1min": os.getloadavg()[0],
         },
     }
