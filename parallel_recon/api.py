@@ -207,7 +207,7 @@ def write_images(
         raise ConfigurationError(
             f"format {format!r}: expected {' or '.join(repr(f) for f in _STREAM_FORMATS)}"
         )
-    with PendingFile(Path(path)) as pending:
+    with PendingFile(Path(path), seekable=format == "hdf5") as pending:
         if format == "hdf5":
             with MrdHdf5Writer(pending.path, group) as writer:
                 if header is not None:

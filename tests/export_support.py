@@ -95,11 +95,19 @@ def dcm2niix(dicom_folder: Path, out: Path, *extra: str) -> list[Path]:
 
 
 def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
-    """(errors, warnings) that dicom3tools' dciodvfy reports for one file."""
+    """(errors, warnings) that dicom3tools' dciodvfy reports for one file.
+
+    The verifier itself must have run to the end on an MR Image: exit status 0, no "Abort"
+    line (a file it cannot read), and "MRImage" (the IOD it recognised) in its output.
+    """
     proc = subprocess.run(
         [tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60, check=False
     )
-    lines = (proc.stdout + proc.stderr).splitlines()
+    output = proc.stdout + proc.stderr
+    lines = output.splitlines()
+    assert proc.returncode == 0, f"dciodvfy exited {proc.returncode} on {path}:\n{output}"
+    assert not [line for line in lines if line.startswith("Abort")], output
+    assert "MRImage" in lines, f"dciodvfy did not recognise an MR Image in {path}:\n{output}"
     errors = [line for line in lines if line.startswith("Error")]
     warnings = [line for line in lines if line.startswith("Warning")]
     return errors, warnings

@@ -530,7 +530,7 @@ def run_mutant(mutant: Mutant, command: str, work: Path, timeout: float = RUN_TI
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + RUN_TIMEOUT_S  # children end with their parent: a hang bound
     while _group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     if _group_alive(pid):

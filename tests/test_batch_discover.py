@@ -141,7 +141,7 @@ def test_runner_answers_one_line_per_request_and_exits_when_idle(tmp_path: Path)
     """The runner protocol that local runners and Dask's runner programs speak."""
     import dataclasses
     import io
-    import time
+    import threading
 
     from parallel_recon.batch.runner import serve
 
@@ -158,7 +158,12 @@ def test_runner_answers_one_line_per_request_and_exits_when_idle(tmp_path: Path)
     assert results[1]["error"] == f"{bad.input}: No such file or directory"
     read_end, write_end = os.pipe()  # nobody ever writes: the runner gives up after the wait
     with os.fdopen(read_end, "rb") as requests:
-        started = time.monotonic()
-        serve(requests, io.BytesIO(), idle_exit_s=0.2)
-        assert time.monotonic() - started < 5
+        silence = io.BytesIO()
+        idle = threading.Thread(
+            target=serve, args=(requests, silence), kwargs={"idle_exit_s": 0.2}, daemon=True
+        )
+        idle.start()
+        idle.join(timeout=60)  # a bound for a hang, not a speed limit
+        assert not idle.is_alive(), "the idle runner never exited"
+        assert silence.getvalue() == b""
     os.close(write_end)

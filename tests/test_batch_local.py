@@ -209,11 +209,23 @@ def test_a_failing_kernel_fails_its_file_only(study: Study, tmp_path: Path) -> N
 
 
 def test_usage_errors(study: Study, tmp_path: Path) -> None:
-    assert batch(str(study.root), check_exit=2).returncode == 2  # no -o
+    proc = batch(str(study.root), check_exit=2)  # no -o
+    assert proc.stderr.decode() == (
+        "parallel-recon batch: error: the following arguments are required: -o/--outdir "
+        "(see --help)\n"
+    )
+    assert proc.stdout == b""
     proc = batch(str(study.root), "-o", str(tmp_path), "--report", "r.txt", check_exit=1)
-    assert "expected a file name ending in .csv or .json" in proc.stderr.decode()
+    assert "expected a file name ending in .csv or .json" in one_line(proc)
     proc = batch(str(study.root), "-o", str(tmp_path), "--recon", "nosuch", check_exit=1)
-    assert "--recon 'nosuch'" in proc.stderr.decode()
+    assert "--recon 'nosuch'" in one_line(proc)
+
+
+def one_line(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The only line of a command's stderr, which names the command."""
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("parallel-recon batch: error: "), lines
+    return lines[0]
 
 
 def test_progress_bar_on_a_terminal(study: Study, tmp_path: Path) -> None:

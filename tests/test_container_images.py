@@ -6,6 +6,18 @@ every test pipes real data through ``podman run -i IMAGE`` from a shell pipeline
 over a published port, feeds bad input, or kills a container mid-stream. Outputs are
 compared byte for byte with the same pipeline run on the host. Containers are started with
 ``--rm`` and a unique name, and each test checks that none is left behind.
+
+The images are built under tags of this run's own (``localhost/parallel-recon:test-XXXX``),
+never the global names ``make images`` uses, so a concurrent run from another checkout can
+neither replace them mid-module nor be replaced; the tags are removed when the module ends
+(the engine keeps the cached layers).
+
+Host and container run the same numpy wheels, whose OpenBLAS picks its kernels by the CPU it
+detects unless ``OPENBLAS_CORETYPE`` says otherwise; a host that sets OPENBLAS_* variables
+(e.g. ``OPENBLAS_CORETYPE=Haswell`` on an AVX-512 machine) would otherwise run other kernels
+than the container, and the prewhitened recon could differ in the last bit.  Every recon
+container therefore gets the host's OPENBLAS_* variables (:data:`SAME_BLAS`), so that the
+byte-for-byte comparison compares the same arithmetic.
 """
 
 from __future__ import annotations
@@ -37,6 +49,14 @@ pytestmark = pytest.mark.timeout(900)
 
 PYTHON_IMAGE = "parallel-recon"
 CPP_IMAGE = "parallel-recon-cpp"
+"""The images' names (as ``make images`` tags them); this module builds them under
+:func:`tagged` names."""
+RUN_TAG = f"test-{uuid.uuid4().hex[:12]}"
+SAME_BLAS = [
+    f"--env={name}={value}" for name, value in sorted(os.environ.items())
+    if name.startswith("OPENBLAS_")
+]  # fmt: skip
+"""``podman run`` options giving a container the host's OPENBLAS_* settings."""
 LOCAL_BASE = "localhost/debian-base:bookworm"
 BUILD_TIMEOUT_S = 840
 RUN_TIMEOUT_S = 120
@@ -59,8 +79,19 @@ def _podman_env() -> dict[str, str]:
     return {**os.environ, "PATH": path, "CONTAINERS_CONF": str(conf)}
 
 
+def tagged(image: str) -> str:
+    """This run's build of ``image`` (``parallel-recon`` or ``parallel-recon-cpp``)."""
+    return f"localhost/{image}:{RUN_TAG}"
+
+
 def _build() -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ENGINE": "podman", "PYTHON": sys.executable}
+    env = {
+        **os.environ,
+        "ENGINE": "podman",
+        "PYTHON": sys.executable,
+        "PYTHON_IMAGE": tagged(PYTHON_IMAGE),
+        "CPP_IMAGE": tagged(CPP_IMAGE),
+    }
     proc = subprocess.run(
         ["bash", str(REPO_ROOT / "docker" / "build-images.sh")],
         stdin=subprocess.DEVNULL,
@@ -100,7 +131,7 @@ def podman(
 
 def _image_ids(env: dict[str, str]) -> dict[str, str]:
     ids = {}
-    for image in (PYTHON_IMAGE, CPP_IMAGE, LOCAL_BASE):
+    for image in (tagged(PYTHON_IMAGE), tagged(CPP_IMAGE), LOCAL_BASE):
         proc = run_podman(env, "image", "inspect", "--format", "{{.Id}}", image, check=False)
         if proc.returncode == 0:
             ids[image] = proc.stdout.decode().strip()
@@ -108,10 +139,19 @@ def _image_ids(env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def images() -> Images:
-    _build()
-    env = _podman_env()
-    return Images(env=env, ids=_image_ids(env))
+def images() -> Iterator[Images]:
+    """Both images, built under this run's tags; the tags are removed at the end (the
+    layers stay in the engine's cache: --no-prune)."""
+    try:
+        _build()
+        env = _podman_env()
+        yield Images(env=env, ids=_image_ids(env))
+    finally:
+        env = _podman_env()
+        for image in (tagged(PYTHON_IMAGE), tagged(CPP_IMAGE)):
+            run_podman(env, "rmi", "--ignore", "--no-prune", image)
+            gone = run_podman(env, "image", "exists", image, check=False)
+            assert gone.returncode == 1, f"{image} is still there"
 
 
 @pytest.fixture
@@ -198,7 +238,7 @@ def test_image_in_a_pipe_gives_the_local_bytes(
         images,
         tmp_path,
         ["mrdhdf5_to_stream", str(raw)],
-        ["podman", "run", "-i", "--rm", "--name", name, image],
+        ["podman", "run", "-i", "--rm", "--name", name, *SAME_BLAS, tagged(image)],
         ["stream_to_mrdhdf5", str(out)],
     )
     assert codes == [0, 0, 0] and errs == ["", "", ""], errs
@@ -213,16 +253,17 @@ def test_every_step_in_containers_with_a_mounted_folder(
     data = tmp_path / "data"
     data.mkdir()
     mount = ["--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{data}:/data"]
-    run = ["podman", "run", "-i", "--rm"]
+    run = ["podman", "run", "-i", "--rm", *SAME_BLAS]
     phantom = ["-m", "64", "-c", "4", "-r", "2", "--seed", "3"]
-    podman(images, "run", "--rm", "--name", name, *mount, PYTHON_IMAGE, "phantom", *phantom,
-           "-o", "/data/raw.h5")  # fmt: skip
+    python = tagged(PYTHON_IMAGE)
+    podman(images, "run", "--rm", "--name", name, *SAME_BLAS, *mount, python, "phantom",
+           *phantom, "-o", "/data/raw.h5")  # fmt: skip
     codes, errs = shell_pipeline(
         images,
         tmp_path,
-        ["podman", "run", "--rm", *mount, PYTHON_IMAGE, "to-stream", "/data/raw.h5"],
-        [*run, PYTHON_IMAGE, "--workers", "2"],
-        [*run, *mount, PYTHON_IMAGE, "to-hdf5", "/data/images.h5"],
+        [*run, *mount, python, "to-stream", "/data/raw.h5"],
+        [*run, python, "--workers", "2"],
+        [*run, *mount, python, "to-hdf5", "/data/images.h5"],
     )
     assert codes == [0, 0, 0] and errs == ["", "", ""], errs
     run_cli("mrd_phantom", *phantom, "-o", str(tmp_path / "raw.h5"))
@@ -254,7 +295,7 @@ def test_serve_in_a_container_over_a_published_port(
         _local_recon(image), input=stream, capture_output=True, timeout=RUN_TIMEOUT_S, check=True
     ).stdout
     podman(images, "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1::{SERVE_PORT}",
-           image, "serve")  # fmt: skip
+           *SAME_BLAS, tagged(image), "serve")  # fmt: skip
     try:
         _wait_listening_inside(images, name, SERVE_PORT)
         published = podman(images, "port", name, f"{SERVE_PORT}/tcp").stdout.decode().split()[0]
@@ -272,10 +313,11 @@ def test_socat_starts_one_container_per_connection(images: Images, stream: bytes
     each connection, and each container ends (and is removed) with its connection."""
     expected = run_cli("mrd_stream_recon", input=stream).stdout
     label = f"parallel-recon-test={uuid.uuid4().hex[:10]}"
+    image_id = images.ids[tagged(PYTHON_IMAGE)]  # socat's EXEC address cannot hold the tag's ':'
     port = _free_port()
     socat = subprocess.Popen(
         ["socat", "-t30", f"TCP4-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
-         f"EXEC:podman run -i --rm --label {label} {PYTHON_IMAGE}"],
+         f"EXEC:podman run -i --rm --label {label} {' '.join(SAME_BLAS)} {image_id}"],
         stdin=subprocess.DEVNULL,
         env=images.env,
     )  # fmt: skip
@@ -298,7 +340,9 @@ def test_bad_input_through_a_container_is_one_line(
     images: Images, name: str, image: str, prog: str
 ) -> None:
     garbage = b"\x37\x13" + bytes(range(200))
-    proc = podman(images, "run", "-i", "--rm", "--name", name, image, input=garbage, check=False)
+    proc = podman(
+        images, "run", "-i", "--rm", "--name", name, tagged(image), input=garbage, check=False
+    )
     err = proc.stderr.decode()
     assert proc.returncode == 1, err
     assert proc.stdout == b""
@@ -329,7 +373,7 @@ def test_killed_container_ends_the_host_pipeline(
     )
     assert consumer.stdin is not None and consumer.stderr is not None
     container = subprocess.Popen(
-        ["podman", "run", "-i", "--rm", "--name", name, image],
+        ["podman", "run", "-i", "--rm", "--name", name, tagged(image)],
         stdin=subprocess.PIPE,
         stdout=consumer.stdin,
         stderr=subprocess.PIPE,
@@ -389,7 +433,7 @@ print(json.dumps({
 
 
 def test_python_image_holds_only_the_runtime(images: Images) -> None:
-    proc = podman(images, "run", "--rm", "--entrypoint", "python3", PYTHON_IMAGE, "-c",
+    proc = podman(images, "run", "--rm", "--entrypoint", "python3", tagged(PYTHON_IMAGE), "-c",
                   INSPECT_PYTHON_IMAGE)  # fmt: skip
     found = json.loads(proc.stdout)
     dists = {canonicalize_name(name) for name in found["dists"]}
@@ -406,16 +450,16 @@ def test_python_image_has_every_console_script(images: Images) -> None:
     scripts = [ep.name for ep in entry_points if ep.group == "console_scripts"]
     assert len(scripts) >= 5, scripts
     check = " && ".join(f"{name} --help >/dev/null" for name in scripts)
-    proc = podman(images, "run", "--rm", "--entrypoint", "bash", PYTHON_IMAGE, "-c",
+    proc = podman(images, "run", "--rm", "--entrypoint", "bash", tagged(PYTHON_IMAGE), "-c",
                   f"{check} && command -v {' '.join(scripts)}")  # fmt: skip
     assert proc.stdout.decode().split() == [f"/opt/venv/bin/{name}" for name in scripts]
 
 
 @pytest.mark.parametrize("image", [PYTHON_IMAGE, CPP_IMAGE])
 def test_images_run_as_an_unprivileged_user(images: Images, image: str) -> None:
-    user = podman(images, "image", "inspect", "--format", "{{.Config.User}}", image)
+    user = podman(images, "image", "inspect", "--format", "{{.Config.User}}", tagged(image))
     assert user.stdout.decode().strip() == "recon"
-    uid = podman(images, "run", "--rm", "--entrypoint", "id", image, "-u")
+    uid = podman(images, "run", "--rm", "--entrypoint", "id", tagged(image), "-u")
     assert int(uid.stdout) != 0
 
 

@@ -8,10 +8,12 @@ the same content as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import h5py
@@ -94,18 +96,93 @@ def test_same_file_as_input_and_output_is_refused(phantom_stream: bytes, tmp_pat
         assert {path: digest(path) for path in (stream, h5)} == before, name
 
 
-def test_standard_streams_on_devices_are_not_the_same_file(phantom_stream: bytes) -> None:
-    """/dev/null as both stdin and output is no conflict, and it stays a device."""
+def test_standard_streams_on_devices_are_not_the_same_file(
+    phantom_stream: bytes, tmp_path: Path
+) -> None:
+    """/dev/null as both stdin and output is no conflict, and it stays a device.  An empty
+    stream into it is the usual one-line error; a valid stream into it (HDF5, which a writer
+    cannot seek in a device, or a stream) succeeds without a word; no temporary file stays."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     with open(os.devnull, "rb") as stdin:
         proc = subprocess.run(
             [script("stream_to_mrdhdf5"), "-o", os.devnull],
             stdin=stdin,
             capture_output=True,
             timeout=60,
+            env=env,
         )
-    assert "same file" not in proc.stderr.decode()
-    run_cli("mrd_stream_recon", "-o", os.devnull, input=phantom_stream)
+    assert proc.returncode == 1, proc.stderr.decode(errors="replace")
+    assert proc.stderr.decode() == (
+        "stream_to_mrdhdf5: error: expected a CLOSE message, found the end of the stream "
+        "after 0 messages (the sender stopped early or the connection dropped) (at byte "
+        "offset 0, message index 0); nothing was written to '/dev/null'\n"
+    )
+    for name in ("stream_to_mrdhdf5", "mrd_stream_recon"):
+        done = run_cli(name, "-o", os.devnull, input=phantom_stream, check=False, env=env)
+        assert (done.returncode, done.stderr, done.stdout) == (0, b"", b""), name
+    done = run_cli("mrd_phantom", "-m", "16", "-c", "2", "-o", os.devnull, check=False, env=env)
+    assert (done.returncode, done.stderr, done.stdout) == (0, b"", b"")
     assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert leftovers(tmp_path) == []
+
+
+def _read_fifo_into(fifo: Path, received: Path) -> threading.Thread:
+    """A thread that reads everything written into ``fifo`` (it opens the FIFO, so a writer's
+    open does not block) and stores it in ``received``."""
+
+    def drain() -> None:
+        with fifo.open("rb") as source:
+            received.write_bytes(source.read())
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_hdf5_output_into_a_fifo_is_the_file_a_regular_output_gets(
+    phantom_stream: bytes, tmp_path: Path
+) -> None:
+    """An HDF5 output that is a FIFO (``-o >(ssh host 'cat > x.h5')``) receives the bytes of
+    a complete HDF5 file: the content h5py reads from it is that of a regular output."""
+    regular, received, fifo = tmp_path / "regular.h5", tmp_path / "received.h5", tmp_path / "fifo"
+    run_cli("stream_to_mrdhdf5", str(regular), input=phantom_stream)
+    os.mkfifo(fifo)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    reader = _read_fifo_into(fifo, received)
+    proc = run_cli(
+        "stream_to_mrdhdf5",
+        "-o",
+        str(fifo),
+        input=phantom_stream,
+        check=False,
+        env={"TMPDIR": str(staging)},
+    )
+    with contextlib.suppress(OSError):  # wake the reader if the command never opened the FIFO
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    reader.join(timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, b""), proc.stderr.decode(errors="replace")
+    assert hdf5_content(received) == hdf5_content(regular)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert leftovers(staging) == []
+
+
+def test_hdf5_output_to_a_full_device_is_one_line(phantom_stream: bytes, tmp_path: Path) -> None:
+    """A device that refuses the bytes (``/dev/full``) gives one line that says so."""
+    proc = run_cli(
+        "stream_to_mrdhdf5",
+        "-o",
+        "/dev/full",
+        input=phantom_stream,
+        check=False,
+        env={"TMPDIR": str(tmp_path)},
+    )
+    assert proc.returncode == 1, proc.stderr.decode(errors="replace")
+    assert proc.stderr.decode() == (
+        "stream_to_mrdhdf5: error: cannot write '/dev/full': No space left on device; "
+        "it may hold part of the output\n"
+    )
+    assert leftovers(tmp_path) == []
 
 
 # ---------------------------------------------------------------- 2. appends: all or nothing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from accelerated_helpers import images
 from conftest import run_cli, script
-from stream_feeding import feed_in_chunks
+from stream_feeding import first_image_before_the_rest
 
 from parallel_recon.phantom import PhantomSpec, iter_messages
 from parallel_recon.protocol import Acquisition, MessageId, encode_message, message_id_bytes
@@ -44,15 +44,15 @@ def test_same_bytes_for_one_to_four_workers() -> None:
 
 
 def test_first_image_leaves_while_the_stream_is_arriving() -> None:
+    """Header, noise scan and repetition 0 sent, stdin open, repetitions 1 and 2 held back:
+    the first image must arrive before anything more is sent."""
     chunks = _chunks_by_repetition(SPEC)
-    total = sum(len(c) for c in chunks)
     noise_scan = list(iter_messages(SPEC))[1 : 1 + SPEC.noise_lines]
     header = len(chunks[0]) - sum(len(encode_message(m)) for m in noise_scan)
-    fed = feed_in_chunks(
-        [script("mrd_stream_recon"), "--recon", "grappa", "--workers", "2"], chunks, 0.7, header
+    argv = ["--recon", "grappa", "--workers", "2"]
+    fed = first_image_before_the_rest(
+        [script("mrd_stream_recon"), *argv], b"".join(chunks[:2]), b"".join(chunks[2:]), header
     )
     assert fed.returncode == 0, fed.stderr.decode()
-    before_last = total - len(chunks[-2]) - len(chunks[-1])
-    seen_at = fed.sent_at_first_image
-    assert seen_at <= before_last, f"first image after {seen_at} of {total} bytes sent"
+    assert fed.output == run_cli("mrd_stream_recon", *argv, input=b"".join(chunks)).stdout
     assert len(images(fed.output)) == 9

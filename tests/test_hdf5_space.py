@@ -97,10 +97,13 @@ def test_preallocated_space_is_given_back(tmp_path: Path, monkeypatch: pytest.Mo
         for msg in messages:
             writer.write(msg)
         writer.flush()
+        assert writer._space._preallocate  # posix_fallocate works on this filesystem
+        assert os.stat(claimed).st_blocks * 512 >= writer._space.claimed  # blocks are held
         assert os.path.getsize(claimed) >= writer._space.claimed > 0
-    monkeypatch.setattr(SpaceReservation, "_preallocate", False, raising=False)
+    refused: list[int] = []
 
     def unsupported(self: SpaceReservation, size: int) -> None:
+        refused.append(size)
         raise OSError(errno.EOPNOTSUPP, "no preallocation here")
 
     monkeypatch.setattr(SpaceReservation, "_fallocate", unsupported)
@@ -108,4 +111,5 @@ def test_preallocated_space_is_given_back(tmp_path: Path, monkeypatch: pytest.Mo
     with MrdHdf5Writer(plain) as writer:
         for msg in messages:
             writer.write(msg)
+        assert len(refused) == 1 and not writer._space._preallocate  # tried once, then not
     assert os.path.getsize(claimed) == os.path.getsize(plain)

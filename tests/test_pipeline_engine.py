@@ -16,7 +16,15 @@ import h5py
 import ismrmrd
 import numpy as np
 import pytest
+from accelerated_helpers import nrmse
 from conftest import run_cli
+from reference_recon import (
+    read_stream,
+    recon_matrix,
+    reference_image,
+    reference_kspace,
+    reference_units,
+)
 from test_pipeline_helpers import (
     RAW_KERNEL,
     RSS_KERNEL,
@@ -267,14 +275,47 @@ def test_output_file_options(tmp_path: Path) -> None:
     assert len(read_images(first.read_bytes())) == 1
 
 
+RECEIVER_NOISE_BANDWIDTH = 0.793
+"""relativeReceiverNoiseBandwidth when the header gives none (Gadgetron's convention)."""
+
+
+def _golden_whitener(stream: bytes) -> np.ndarray:
+    """``L^-1`` for the imaging lines of ``stream``, computed here from its noise line:
+    ``C = X X^H / N`` over the noise samples, scaled to the imaging bandwidth by
+    ``t_noise / (t_acquisition * 0.793)``, and ``L`` its lower Cholesky factor."""
+    header, messages = read_stream(stream)
+    assert header.acquisitionSystemInformation.relativeReceiverNoiseBandwidth is None
+    acquisitions = [m for m in messages if isinstance(m, ismrmrd.Acquisition)]
+    noise = [a for a in acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    assert len(noise) == 1
+    samples = np.asarray(noise[0].data, np.complex128)  # [coils, samples]
+    covariance = samples @ samples.conj().T / samples.shape[1]
+    dwell = {a.sample_time_us for a in acquisitions if a not in noise}
+    assert len(dwell) == 1
+    scale = noise[0].sample_time_us / (dwell.pop() * RECEIVER_NOISE_BANDWIDTH)
+    return np.linalg.inv(np.linalg.cholesky(covariance * scale))
+
+
 def test_default_kernel_reconstructs_the_golden_phantom(golden: Path) -> None:
-    """The product path: default ``--recon cartesian`` on the C++ tools' phantom stream."""
+    """The product path: default ``--recon cartesian`` on the C++ tools' phantom stream equals
+    the numpy reference recon (placement, FFT, crop, RSS) of k-space whitened here with the
+    stream's own noise line (see :func:`_golden_whitener`)."""
     data = (golden / "phantom_m128_c8_noise.stream").read_bytes()
     proc = run_cli(RECON, "--workers", "2", input=data, timeout=120)
     images = read_images(proc.stdout)
     assert len(images) == 1
     assert images[0].image_index == 1
-    assert np.isfinite(np.asarray(images[0].data)).all()
+    header, units = reference_units(data)
+    ((key, unit),) = units.items()
+    kspace = reference_kspace(unit)  # [k2, k1, coils, k0]
+    whitened = np.einsum("ij,zyjx->zyix", _golden_whitener(data), kspace)
+    expected = reference_image(whitened, recon_matrix(header, key[0]), "magnitude")
+    found = np.asarray(images[0].data)
+    assert found.dtype == np.float32 and found.shape == expected.shape == (1, 1, 128, 128)
+    assert nrmse(found, expected) < 1e-5
+    # the comparison can tell: without whitening the reference differs far more than that
+    plain = reference_image(kspace, recon_matrix(header, key[0]), "magnitude")
+    assert nrmse(plain * (expected.sum() / plain.sum()), expected) > 1e-3
 
 
 def test_noise_scan_with_fewer_channels_may_come_first(tmp_path: Path) -> None:

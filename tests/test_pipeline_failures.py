@@ -1,8 +1,10 @@
-"""Failure behaviour of ``mrd_stream_recon``: every failure ends fast, clean and in one line.
+"""Failure behaviour of ``mrd_stream_recon``: every failure ends the run, clean and in one line.
 
-Each test checks the same contract: the command ends within 5 s of the failure, with the
-right exit code, one clear line on stderr (no traceback), no process of its tree left
-behind (psutil), and no shared-memory segment of its own left in /dev/shm.
+Each test checks the same contract: the command ends after the failure (a generous bound
+catches a hang; speed is not asserted here), with the right exit code, one clear line on
+stderr (no traceback), no process of its tree left behind (psutil), and no shared-memory
+segment of its own left in /dev/shm.  Tests act on events, never on elapsed time: a kernel
+that touches a marker file says it is inside a unit, children are counted by name.
 """
 
 from __future__ import annotations
@@ -30,10 +32,22 @@ from test_pipeline_helpers import (
 RECON = "mrd_stream_recon"
 SHM = Path("/dev/shm")
 
-SLOW_KERNEL = RSS_KERNEL.replace(
-    "def reconstruct(kspace, context):",
-    "def reconstruct(kspace, context):\n    import time; time.sleep(3)",
-)
+HANG_BOUND = 60.0
+"""Seconds after which a run that should have ended counts as hung."""
+
+STUCK_KERNEL = """
+import os
+import time
+
+
+def reconstruct(kspace, context):
+    # say which unit this process is inside, then stay inside it until killed
+    marker = os.path.join(MARKERS, f"inside-{os.getpid()}")
+    with open(marker + ".tmp", "w") as out:
+        out.write(f"{context.unit.sequence} {context.unit.key.slice}")
+    os.replace(marker + ".tmp", marker)
+    time.sleep(3600)
+"""
 FAILING_KERNEL = """
 def reconstruct(kspace, context):
     if context.unit.sequence == 2:
@@ -73,28 +87,6 @@ class Recon:
         thread.start()
         return thread
 
-    def wait_until_idle(self, timeout: float = 60) -> None:
-        """Wait until the command has started up and blocks reading stdin (CPU time stops
-        moving), so that the 5 s limit measures the failure, not the interpreter start-up."""
-        process = psutil.Process(self.proc.pid)
-        deadline = time.monotonic() + timeout
-        last, still = -1.0, 0
-        while time.monotonic() < deadline and still < 5:
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                return
-            now = times.user + times.system
-            still = still + 1 if now == last else 0
-            last = now
-            time.sleep(0.1)
-        assert still >= 5, "the command never became idle"
-
-    def feed_when_ready(self, data: bytes) -> None:
-        """Feed ``data`` once the command is ready; the caller then times the failure."""
-        self.wait_until_idle()
-        self.feed(data)
-
     def children(self) -> list[psutil.Process]:
         try:
             kids = psutil.Process(self.proc.pid).children(recursive=True)
@@ -119,16 +111,15 @@ class Recon:
             time.sleep(0.02)
         raise AssertionError(f"children {names} did not appear; saw {sorted(found)}")
 
-    def finish(self, within: float = 5.0) -> tuple[int, str]:
-        """Wait at most ``within`` seconds; returns (exit code, stderr)."""
-        start = time.monotonic()
+    def finish(self) -> tuple[int, str]:
+        """Wait for the end (a run still going after :data:`HANG_BOUND` seconds has hung);
+        returns (exit code, stderr)."""
         try:
-            code = self.proc.wait(timeout=within)
+            code = self.proc.wait(timeout=HANG_BOUND)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.communicate()  # reaps it and closes its pipes
-            raise AssertionError(f"{RECON} still running {within} s after the failure") from None
-        assert time.monotonic() - start <= within
+            raise AssertionError(f"{RECON} hung: still running {HANG_BOUND} s on") from None
         assert self.proc.stderr is not None
         err = self.proc.stderr.read().decode(errors="replace")
         self.proc.stderr.close()
@@ -139,15 +130,29 @@ class Recon:
         return code, err
 
     def assert_clean(self) -> None:
-        """No process of the tree survives; no segment of this run is left in /dev/shm."""
-        deadline = time.monotonic() + 2
-        alive = set(self.tree)
-        while alive and time.monotonic() < deadline:
-            alive = {pid for pid in alive if _alive(pid)}
-            time.sleep(0.02)
-        assert not alive, f"processes left behind: {sorted(alive)}"
+        """No process of the tree survives; no segment of this run is left in /dev/shm.
+
+        Children that saw the supervisor go end on their own (parent-death signal); each is
+        waited for until it is gone or :data:`HANG_BOUND` has passed."""
+        alive = []
+        for pid in self.tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                alive.append(psutil.Process(pid))
+        _, left = psutil.wait_procs(alive, timeout=HANG_BOUND)
+        left = [p for p in left if _alive(p.pid)]
+        assert not left, f"processes left behind: {sorted(p.pid for p in left)}"
         leftovers = list(SHM.glob(f"pr_{self.proc.pid}_*"))
         assert not leftovers, f"left in /dev/shm: {leftovers}"
+
+
+def _wait_for_marker(path: Path, run: Recon) -> str:
+    """The content of a marker file a kernel writes (atomically), once it exists."""
+    deadline = time.monotonic() + HANG_BOUND
+    while not path.exists():
+        assert run.proc.poll() is None, f"{RECON} ended before its kernel wrote {path.name}"
+        assert time.monotonic() < deadline, f"no kernel wrote {path.name}"
+        time.sleep(0.01)
+    return path.read_text()
 
 
 def _alive(pid: int) -> bool:
@@ -182,7 +187,7 @@ def test_truncated_input(rss: str, cut: str) -> None:
         "at-boundary": len(data) - 2,  # everything except CLOSE
     }
     run = Recon("--recon", rss, "--workers", "2")
-    run.feed_when_ready(data[: ends[cut]])
+    run.feed(data[: ends[cut]])
     code, err = run.finish()
     assert code == 1
     line = _one_line(err)
@@ -196,7 +201,7 @@ def test_garbage_input(rss: str, where: str) -> None:
     data = stream_bytes(Spec())
     prefix = data[: data.index(b"</ismrmrdHeader>") + len(b"</ismrmrdHeader>")]
     run = Recon("--recon", rss)
-    run.feed_when_ready(garbage if where == "start" else prefix + b"\xff\x7f" + garbage)
+    run.feed(garbage if where == "start" else prefix + b"\xff\x7f" + garbage)
     code, err = run.finish()
     assert code == 1
     line = _one_line(err)
@@ -204,20 +209,22 @@ def test_garbage_input(rss: str, where: str) -> None:
 
 
 def test_worker_killed_with_sigkill(tmp_path: Path) -> None:
-    kernel = write_kernel(tmp_path, SLOW_KERNEL, "slow")
+    """Worker 1 is killed while its kernel is inside a unit (it said so in a marker file):
+    the one line names the worker, its pid, the signal and that unit."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    kernel = write_kernel(tmp_path, f"MARKERS = {str(markers)!r}\n{STUCK_KERNEL}", "stuck")
     run = Recon("--recon", kernel, "--workers", "2")
     run.feed(stream_bytes(Spec(slices=4)))
     worker = run.wait_for_children({"pr-worker-1", "pr-worker-2", "pr-writer"})["pr-worker-1"]
-    time.sleep(1.0)  # the kernel sleeps 3 s per unit: worker 1 is inside it now
+    sequence, slice_ = _wait_for_marker(markers / f"inside-{worker.pid}", run).split()
     worker.send_signal(signal.SIGKILL)
     code, err = run.finish()
     assert code == 1
-    line = _one_line(err)
-    assert re.search(
-        rf"worker 1 \(pid {worker.pid}\) was killed by signal SIGKILL while reconstructing "
-        r"unit #\d+ \(slice \d+, repetition 0\)",
-        line,
-    ), line
+    assert _one_line(err) == (
+        f"{RECON}: error: worker 1 (pid {worker.pid}) was killed by signal SIGKILL while "
+        f"reconstructing unit #{sequence} (slice {slice_}, repetition 0)"
+    )
 
 
 def test_downstream_closed_early(rss: str) -> None:
@@ -230,7 +237,7 @@ def test_downstream_closed_early(rss: str) -> None:
     assert len(head) == 1000
     run.children()
     run.proc.stdout.close()
-    code, err = run.finish(within=10)
+    code, err = run.finish()
     assert code == 141
     assert err == ""
 
@@ -248,8 +255,7 @@ def test_signals_stop_the_pipeline(rss: str, signum: int, code: int, word: str) 
     run = Recon("--recon", rss, "--workers", "2")
     run.feed(data[: len(data) // 2], close=False)  # the sender is still "scanning"
     run.wait_for_children({"pr-reader", "pr-worker-1", "pr-worker-2", "pr-writer"})
-    time.sleep(0.3)
-    # segments are unlinked as soon as the children run
+    # segments are unlinked as soon as they are made, before any child starts
     assert not list(SHM.glob(f"pr_{run.proc.pid}_*"))
     run.proc.send_signal(signum)
     got, err = run.finish()
@@ -258,19 +264,22 @@ def test_signals_stop_the_pipeline(rss: str, signum: int, code: int, word: str) 
 
 
 def test_supervisor_killed_takes_its_children_along(rss: str) -> None:
+    """kill -9 of the supervisor (no cleanup runs there): reader, workers and writer, which
+    were running, all end by themselves and nothing is left in /dev/shm."""
     run = Recon("--recon", rss, "--workers", "2")
     data = stream_bytes(Spec(slices=2, repetitions=4))
     run.feed(data[: len(data) // 2], close=False)
-    run.wait_for_children({"pr-reader", "pr-worker-1", "pr-worker-2", "pr-writer"})
+    roles = {"pr-reader", "pr-worker-1", "pr-worker-2", "pr-writer"}
+    children = run.wait_for_children(roles)
+    assert {p.pid for p in children.values()} <= run.tree
     run.proc.send_signal(signal.SIGKILL)
-    code, _ = run.finish()
-    assert code == -signal.SIGKILL
+    run.finish()  # asserts that every child recorded in run.tree has ended
 
 
 def test_kernel_exception_names_the_unit(tmp_path: Path) -> None:
     kernel = write_kernel(tmp_path, FAILING_KERNEL, "failing")
     run = Recon("--recon", kernel, "--workers", "2")
-    run.feed_when_ready(stream_bytes(Spec(slices=5)))
+    run.feed(stream_bytes(Spec(slices=5)))
     code, err = run.finish()
     assert code == 1
     line = _one_line(err)
@@ -288,7 +297,7 @@ def test_kernel_exception_names_the_unit(tmp_path: Path) -> None:
 def test_unusable_kernel_module(tmp_path: Path, source: str, message: str) -> None:
     kernel = write_kernel(tmp_path, source, "bad")
     run = Recon("--recon", kernel)
-    run.feed_when_ready(stream_bytes(Spec()))
+    run.feed(stream_bytes(Spec()))
     code, err = run.finish()
     assert code == 1
     assert message in _one_line(err)
@@ -296,7 +305,7 @@ def test_unusable_kernel_module(tmp_path: Path, source: str, message: str) -> No
 
 def test_unknown_kernel_name() -> None:
     run = Recon("--recon", "nonexistent")
-    run.feed_when_ready(stream_bytes(Spec()))
+    run.feed(stream_bytes(Spec()))
     code, err = run.finish()
     assert code == 1
     assert "expected one of auto, cartesian, grappa or a path to a .py file" in _one_line(err)
@@ -305,7 +314,7 @@ def test_unknown_kernel_name() -> None:
 def test_memory_limit_too_small_says_what_is_needed(rss: str) -> None:
     spec = Spec(slices=6, readout=64, lines=64, coils=4)  # 128 KiB per unit, 6 open at once
     run = Recon("--recon", rss, "--memory-limit", "600K")
-    run.feed_when_ready(stream_bytes(spec))
+    run.feed(stream_bytes(spec))
     code, err = run.finish()
     assert code == 1
     line = _one_line(err)
@@ -330,7 +339,7 @@ def test_more_open_units_than_the_header_allows_fails_instead_of_hanging(rss: st
     assert xml != header_xml(spec)
     data = stream_bytes(spec, xml=xml)
     run = Recon("--recon", rss, "--workers", "1")
-    run.feed_when_ready(data)
+    run.feed(data)
     code, err = run.finish()
     assert code == 1
     line = _one_line(err)
@@ -342,7 +351,7 @@ def test_encode_step_outside_the_limits(rss: str) -> None:
     lines = build_lines(spec)
     lines[3].acquisition.head["idx"]["kspace_encode_step_1"] = 40
     run = Recon("--recon", rss)
-    run.feed_when_ready(stream_bytes(spec, lines))
+    run.feed(stream_bytes(spec, lines))
     code, err = run.finish()
     assert code == 1
     line = _one_line(err)
@@ -358,7 +367,7 @@ def test_coil_count_changing_mid_stream(rss: str) -> None:
     acq = lines[5].acquisition
     lines[5].acquisition = Acquisition.from_arrays(acq.data[:2], head=acq.head)
     run = Recon("--recon", rss)
-    run.feed_when_ready(stream_bytes(spec, lines))
+    run.feed(stream_bytes(spec, lines))
     code, err = run.finish()
     assert code == 1
     line = _one_line(err)

@@ -145,24 +145,34 @@ def test_truncated_at_every_byte_offset() -> None:
 
 
 def test_truncation_names_the_part_that_is_missing() -> None:
+    """Each cut names the part it falls in, how many bytes that part needs and how many of
+    them arrived; every size here is read off the stream's own bytes (the layout of
+    DESIGN.md section 4), not from the reader."""
     stream = small_stream()
-    acq = stream.starts[1]
-    cases = {
-        acq + 1: "message id",
-        acq + 2 + 100: "AcquisitionHeader",
-        acq + 2 + 340 + 10: "trajectory",
-        acq + 2 + 340 + 16 * 2 * 4 + 1: "acquisition samples",
-        stream.starts[0] + 4: "HEADER length",
-        stream.starts[0] + 10: "HEADER text",
-        stream.starts[4] + 2 + 198 + 3: "attribute length",
-        stream.starts[4] + 2 + 198 + 8 + 5: "image attributes",
-        stream.starts[5] - 1: "image pixels",
+    raw, acq, image = stream.raw, stream.starts[1], stream.starts[4]
+    xml_bytes = struct.unpack_from("<I", raw, stream.starts[0] + 2)[0]
+    attribute_bytes = struct.unpack_from("<Q", raw, image + 2 + 198)[0]
+    pixel_bytes = stream.starts[5] - (image + 2 + 198 + 8 + attribute_bytes)
+    traj_bytes, data_bytes = 16 * 2 * 4, 2 * 16 * 8  # 16 samples: 2 trajectory dims, 2 coils
+    cases = {  # cut -> (what is missing, its size, bytes of it that arrived)
+        acq + 1: ("message id", 2, 1),
+        acq + 2 + 100: ("AcquisitionHeader", 340, 100),
+        acq + 2 + 340 + 10: ("trajectory", traj_bytes, 10),
+        acq + 2 + 340 + traj_bytes + 1: ("acquisition samples", data_bytes, 1),
+        stream.starts[0] + 4: ("HEADER length", 4, 2),
+        stream.starts[0] + 10: ("HEADER text", xml_bytes, 4),
+        image + 2 + 198 + 3: ("attribute length", 8, 3),
+        image + 2 + 198 + 8 + 5: ("image attributes", attribute_bytes, 5),
+        stream.starts[5] - 1: ("image pixels", pixel_bytes, pixel_bytes - 1),
     }
-    for cut, what in cases.items():
-        error = read_error(stream.raw[:cut])
-        assert what in str(error), (cut, str(error))
-        found = cut - stream.starts[stream.message_at(cut)]
-        assert found >= 0
+    for cut, (what, size, arrived) in cases.items():
+        error = read_error(raw[:cut])
+        assert type(error) is TruncatedStreamError, cut
+        index = stream.message_at(cut)
+        assert_located(error, stream.starts[index], index)
+        of = "" if what == "message id" else f" of {what}"
+        expected = f"expected {size} bytes{of}, found {arrived} before the end of the stream"
+        assert expected in str(error), (cut, str(error))
 
 
 # ------------------------------------------------------------------ lying sizes

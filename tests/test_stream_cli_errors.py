@@ -45,7 +45,7 @@ def assert_one_clear_line(
     proc: subprocess.CompletedProcess[bytes], offset: int | None = None, index: int | None = None
 ) -> str:
     err = proc.stderr.decode(errors="replace")
-    assert proc.returncode != 0, err
+    assert proc.returncode == 1, err  # bad input: 1 (2 is for a usage error)
     assert "Traceback" not in err, err
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].strip(), err

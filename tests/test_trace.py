@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 from collections import Counter
 from pathlib import Path
 
+import ismrmrd
 import numpy as np
 import pytest
 from conftest import run_cli, script
@@ -96,17 +98,38 @@ def test_each_unit_once_in_reader_worker_and_writer(traced: tuple[dict, bytes, P
     assert {"writer", "worker 1", "worker 2", "supervisor"} <= waits
 
 
-def test_byte_counters_reach_the_stream_size(raw: bytes, traced: tuple[dict, bytes, Path]) -> None:
+def _message_ends(stream: bytes) -> list[tuple[object, int]]:
+    """Each message of ``stream`` as ismrmrd-python reads it, with the byte offset where it
+    ends (the deserializer reads exactly one message at a time)."""
+    source = io.BytesIO(stream)
+    with ismrmrd.ProtocolDeserializer(source) as reader:
+        return [(item, source.tell()) for item in reader.deserialize()]
+
+
+def test_byte_counters_step_at_each_unit(raw: bytes, traced: tuple[dict, bytes, Path]) -> None:
+    """The input counter stands where the reader starts, then at the end of each unit's
+    closing acquisition (LAST_IN_SLICE); the output counter at 0, then at the end of each
+    unit's image on stdout.  Byte offsets are found here with ismrmrd-python."""
     document, images, _ = traced
     series: dict[str, list[tuple[float, float]]] = {}
     for event in document["traceEvents"]:
         if event["ph"] == "C":
             series.setdefault(event["name"], []).append((event["ts"], event["args"]["MB"]))
-    for name in ("input", "output"):
-        values = [mb for _, mb in sorted(series[name])]
-        assert values == sorted(values) and values[0] <= values[-1]
-    assert series["input"][-1][1] * 1e6 > 0.99 * len(raw)  # up to the last unit's close
-    assert abs(max(mb for _, mb in series["output"]) * 1e6 - (len(images) - 2)) < 100
+    found = {name: [round(mb * 1e6) for _, mb in sorted(values)] for name, values in series.items()}
+    read = _message_ends(raw)
+    header_end = next(end for item, end in read if isinstance(item, ismrmrd.xsd.ismrmrdHeader))
+    closing = [
+        end
+        for item, end in read
+        if isinstance(item, ismrmrd.Acquisition) and item.is_flag_set(ismrmrd.ACQ_LAST_IN_SLICE)
+    ]
+    assert len(closing) == UNITS
+    # the reader starts after the HEADER and the first acquisition's id and 340-byte header,
+    # which the supervisor reads first to size the k-space slots
+    assert found["input"] == [header_end + 2 + 340, *closing]
+    written = [end for item, end in _message_ends(images) if isinstance(item, ismrmrd.Image)]
+    assert len(written) == UNITS
+    assert found["output"] == [0, *written]
     assert document["otherData"]["input_bytes"] == len(raw)
 
 

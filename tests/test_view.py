@@ -1,7 +1,9 @@
 """``parallel-recon view``: PNG montages whose tiles equal the oracle's pixels after windowing.
 
-The sources are read with ismrmrd-python (``Dataset``, ``ProtocolDeserializer``); the tiles
-are found with the public layout function and compared with the public windowing functions.
+The sources are read with ismrmrd-python (``Dataset``, ``ProtocolDeserializer``).  Where each
+tile lies and which grey levels it must hold are computed here from the documented rules
+(README, ``view``), never with the product's layout or windowing functions, so a wrong
+window, log display or layout cannot cancel out.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 from conftest import run_cli, shared_data_dir
 from PIL import Image as PILImage
 
-from parallel_recon.inspect.montage import kspace_display, layout_montage, window
+from parallel_recon.inspect.montage import kspace_display, window
 from parallel_recon.protocol import Image, StreamWriter, new_image_head
 
 SHARED = shared_data_dir()
@@ -30,17 +32,67 @@ def read_png(path: Path) -> np.ndarray:
         return np.asarray(picture).copy()
 
 
+# The montage rules: tiles in reading order on a grid of ceil(sqrt(n)) columns; every cell
+# as large as the largest tile, enlarged by an integer factor to about 128 pixels, under a
+# 24-pixel label strip; 4 background pixels between cells and around; tiles centred across.
+GAP, LABEL_STRIP, MIN_TILE = 4, 24, 128
+
+
+def tile_corners(
+    shapes: list[tuple[int, int]],
+) -> tuple[tuple[int, int], int, list[tuple[int, int]]]:
+    """((height, width) of the montage, enlargement, (row, column) of each tile's top-left)."""
+    tallest, widest = max(r for r, _ in shapes), max(c for _, c in shapes)
+    factor = max(1, MIN_TILE // max(tallest, widest))
+    per_row = math.ceil(math.sqrt(len(shapes)))
+    cell_height, cell_width = LABEL_STRIP + tallest * factor, widest * factor
+    corners = []
+    for i, (_, columns) in enumerate(shapes):
+        top = GAP + (i // per_row) * (cell_height + GAP) + LABEL_STRIP
+        left = GAP + (i % per_row) * (cell_width + GAP) + (cell_width - columns * factor) // 2
+        corners.append((top, left))
+    grid_rows = -(-len(shapes) // per_row)
+    size = (GAP + grid_rows * (cell_height + GAP), GAP + per_row * (cell_width + GAP))
+    return size, factor, corners
+
+
 def assert_montage(png: np.ndarray, expected: list[np.ndarray]) -> None:
     """Size, non-constant pixels, and every tile equal to its expected grey levels."""
-    layout = layout_montage([tile.shape for tile in expected])  # type: ignore[misc]
-    assert png.shape == (layout.height, layout.width)
+    size, factor, corners = tile_corners([tile.shape for tile in expected])  # type: ignore[misc]
+    assert png.shape == size
     assert png.min() != png.max()
-    for tile, (x, y) in zip(expected, layout.positions, strict=True):
-        enlarged = np.repeat(np.repeat(tile, layout.scale, 0), layout.scale, 1)
+    for tile, (top, left) in zip(expected, corners, strict=True):
+        enlarged = np.kron(tile, np.ones((factor, factor), np.uint8))
         rows, cols = enlarged.shape
-        region = png[y : y + rows, x : x + cols]
+        region = png[top : top + rows, left : left + cols]
         assert region.min() != region.max(), "tile is constant"
         np.testing.assert_array_equal(region, enlarged)
+
+
+def grey_levels(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``low`` .. ``high`` onto 0 .. 255, clipped, rounded to the nearest level."""
+    return np.rint(np.clip((values - low) / (high - low) * 255.0, 0, 255)).astype(np.uint8)
+
+
+def display_range(values: np.ndarray, image_type: int, meta: dict) -> tuple[float, float]:
+    """The documented window: WindowCenter/WindowWidth when given; phase -pi..pi; real and
+    imaginary parts symmetric about 0 (99.5th percentile of |v|); everything else from 0
+    (or the minimum, when negative) to the 99.5th percentile."""
+    if "WindowCenter" in meta and "WindowWidth" in meta:
+        centre, width = float(meta["WindowCenter"]), float(meta["WindowWidth"])
+        return centre - width / 2, centre + width / 2
+    if image_type == ismrmrd.IMTYPE_PHASE:
+        return -math.pi, math.pi
+    if image_type in (ismrmrd.IMTYPE_REAL, ismrmrd.IMTYPE_IMAG):
+        top = float(np.percentile(np.abs(values), 99.5))
+        return -top, top
+    return min(0.0, float(values.min())), float(np.percentile(values, 99.5))
+
+
+def kspace_grey(kspace: np.ndarray) -> np.ndarray:
+    """``log(1 + 1e4 |k| / max|k|)`` shown from 0 to its maximum."""
+    logged = np.log1p(1e4 * np.abs(kspace) / np.abs(kspace).max())
+    return grey_levels(logged, 0.0, float(logged.max()))
 
 
 def view(tmp_path: Path, *args: str, input: bytes | None = None) -> np.ndarray:
@@ -51,7 +103,13 @@ def view(tmp_path: Path, *args: str, input: bytes | None = None) -> np.ndarray:
 
 
 def image_planes(image: ismrmrd.Image) -> list[np.ndarray]:
-    grey = window(image.data, image.image_type, dict(image.meta))
+    """One grey tile per (channel, z) plane, all planes of the image windowed together."""
+    data = image.data
+    if np.iscomplexobj(data):
+        values = np.angle(data) if image.image_type == ismrmrd.IMTYPE_PHASE else np.abs(data)
+    else:
+        values = data.astype(np.float64)
+    grey = grey_levels(values, *display_range(values, image.image_type, dict(image.meta)))
     return [grey[c, z] for c in range(grey.shape[0]) for z in range(grey.shape[1])]
 
 
@@ -76,14 +134,14 @@ def test_view_raw_data_shows_kspace(tmp_path: Path) -> None:
         acquisitions = [ds.read_acquisition(i) for i in range(ds.number_of_acquisitions())]
     for coil in (0, 3):
         png = view(tmp_path, str(path), "--coil", str(coil))
-        assert_montage(png, [kspace_display(oracle_kspace(acquisitions, coil))])
+        assert_montage(png, [kspace_grey(oracle_kspace(acquisitions, coil))])
 
 
 def test_view_kspace_of_a_stream(tmp_path: Path, golden: Path) -> None:
     data = (golden / "phantom_m128_c8_noise.stream").read_bytes()
     acquisitions = [i for i in stream_items(data) if isinstance(i, ismrmrd.Acquisition)]
     png = view(tmp_path, "-", "--kspace", "--coil", "5", input=data)
-    assert_montage(png, [kspace_display(oracle_kspace(acquisitions, 5))])
+    assert_montage(png, [kspace_grey(oracle_kspace(acquisitions, 5))])
 
 
 def test_view_image_only_file(tmp_path: Path) -> None:

@@ -190,7 +190,7 @@ def _write_hdf5(messages: Iterator[Message], path: str, group: str) -> None:
     from ..hdf5.rewrite import copy_all_but
 
     refuse_non_hdf5_output(path)
-    with PendingFile(path) as pending:
+    with PendingFile(path, seekable=True) as pending:
         if pending.existed and Path(pending.target).stat().st_size > 0:
             copy_all_but(pending.target, pending.path, group)
         with MrdHdf5Writer(pending.path, group) as h5:

@@ -94,7 +94,10 @@ def _run(args: argparse.Namespace) -> int:
     refuse_same_file([args.input], [output])
     refuse_non_hdf5_output(output)
     progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="messages")
-    with open_input(args.input) as source, PendingFile(output, keep_content=True) as pending:
+    with (
+        open_input(args.input) as source,
+        PendingFile(output, keep_content=True, seekable=True) as pending,
+    ):
         reader = StreamReader(source, require_close=True)
         writer = MrdHdf5Writer(pending.path, args.group, replace_header=args.replace_header)
         try:

@@ -10,8 +10,11 @@ copy of the file while the append runs).
 The replaced file keeps its path (a symbolic link keeps pointing at it: the file the link
 names is replaced), its permission bits and, where allowed, its owner; a hard link elsewhere
 keeps the old version.  Outputs that are not regular files (``/dev/null``, a FIFO, a
-terminal) are written directly: there is nothing to rename.  A process killed without its
-cleanup (``kill -9``) can leave a ``.NAME.*.partial`` file behind; it is safe to delete.
+terminal) are written directly: there is nothing to rename.  A writer that must seek in its
+file (HDF5) cannot write such an output directly; with ``seekable=True`` it writes a
+temporary file in the system's temporary folder instead, whose bytes are copied through the
+device or FIFO when complete.  A process killed without its cleanup (``kill -9``) can leave
+a ``.NAME.*.partial`` file behind; it is safe to delete.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import secrets
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -32,6 +36,7 @@ __all__ = ["PendingFile", "disk_full_message"]
 
 _SUFFIX = ".partial"
 _TRIES = 100
+_COPY_CHUNK = 1 << 20
 
 
 def _human(nbytes: int) -> str:
@@ -62,13 +67,24 @@ class PendingFile:
     suffix:
         Ending of the temporary name after ``.partial``, for writers that choose their
         format by the name (``.nii.gz``).
+    seekable:
+        The writer needs a regular file it can seek in (HDF5).  A target that is not a
+        regular file (``/dev/null``, a FIFO) is then written through a temporary file in
+        the system's temporary folder, copied through the target when complete.
 
     Write to :attr:`path`, then :meth:`commit`.  As a context manager it commits when the
     block ends normally and discards on any exception; a disk-full OSError then becomes one
     :class:`OutputFileError` line that also says what became of the target.
     """
 
-    def __init__(self, target: str | Path, *, keep_content: bool = False, suffix: str = ""):
+    def __init__(
+        self,
+        target: str | Path,
+        *,
+        keep_content: bool = False,
+        suffix: str = "",
+        seekable: bool = False,
+    ):
         self.name = str(target)
         self._suffix = suffix
         self.target = Path(os.path.realpath(target))
@@ -77,11 +93,16 @@ class PendingFile:
             raise OutputFileError(f"cannot write {self.name!r}: it is a directory")
         self.existed = info is not None and stat.S_ISREG(info.st_mode)
         """The target was a regular file before this run."""
-        self.direct = info is not None and not self.existed
+        special = info is not None and not self.existed
+        self.staged = special and seekable
+        """The target is a device or FIFO and the writer must seek: written to a temporary
+        file elsewhere, copied through the target at :meth:`commit`."""
+        self.direct = special and not seekable
         """The target is a device, FIFO or socket: written in place, nothing to rename."""
         self._old = info
         self._open = not self.direct
-        self.path = self.target if self.direct else self._create_temporary()
+        folder = Path(tempfile.gettempdir()) if self.staged else self.target.parent
+        self.path = self.target if self.direct else self._create_temporary(folder)
         """Where to write."""
         if keep_content and self.existed and info is not None and info.st_size > 0:
             self._copy_existing(info.st_size)
@@ -92,6 +113,8 @@ class PendingFile:
         """What becomes of the target when this version is discarded, for error messages."""
         if self.direct:
             return f"{self.name!r} may hold part of the output"
+        if self.staged:
+            return f"nothing was written to {self.name!r}"
         if self.existed:
             return f"{self.name!r} is unchanged"
         return f"{self.name!r} was not created"
@@ -101,6 +124,9 @@ class PendingFile:
         if not self._open:
             return
         self._open = False
+        if self.staged:
+            self._copy_through()
+            return
         old = self._old
         try:
             if old is not None:
@@ -143,8 +169,19 @@ class PendingFile:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
-    def _create_temporary(self) -> Path:
-        folder = self.target.parent
+    def _copy_through(self) -> None:
+        """Copy the finished temporary file through the device or FIFO, then remove it."""
+        try:
+            with open(self.path, "rb") as source, open(self.target, "wb") as sink:
+                shutil.copyfileobj(source, sink, _COPY_CHUNK)
+        except OSError as exc:
+            raise OutputFileError(
+                f"cannot write {self.name!r}: {exc.strerror}; it may hold part of the output"
+            ) from None
+        finally:
+            self._remove()
+
+    def _create_temporary(self, folder: Path) -> Path:
         if not folder.is_dir():
             raise OutputFileError(
                 f"cannot write {self.name!r}: folder {str(folder)!r} does not exist"
