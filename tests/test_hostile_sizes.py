@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -24,24 +23,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import script
+from hostile_streams import MiB, encode, ndarray_claim, noise_claim, phantom_messages, with_zeros
 
-from parallel_recon.phantom import PhantomSpec, iter_messages
 from parallel_recon.protocol import (
     WAVEFORM_HEADER_DTYPE,
-    Acquisition,
-    AcquisitionFlag,
     Header,
     Image,
-    MessageId,
+    Message,
     NDArray,
     StreamReader,
-    StreamWriter,
     Waveform,
 )
 
-MiB = 1 << 20
 GROWTH = 64 * MiB
-NOISE = 1 << (AcquisitionFlag.IS_NOISE_MEASUREMENT - 1)
 
 MEASURE = """
 import resource, subprocess, sys
@@ -83,17 +77,9 @@ def _one_line(code: int, err: str, *needles: str) -> None:
         assert needle in err, err
 
 
-def _encode(messages: list) -> bytes:  # type: ignore[type-arg]
-    sink = io.BytesIO()
-    with StreamWriter(sink) as writer:
-        for msg in messages:
-            writer.write(msg)
-    return sink.getvalue()
-
-
 @pytest.fixture(scope="module")
-def messages() -> list:  # type: ignore[type-arg]
-    return list(iter_messages(PhantomSpec(matrix=16, coils=2)))
+def messages() -> list[Message]:
+    return phantom_messages()
 
 
 def _with_channels(header: Header, channels: int) -> Header:
@@ -105,11 +91,11 @@ def _with_channels(header: Header, channels: int) -> Header:
 
 
 @pytest.fixture(scope="module")
-def baseline_rss(messages: list, tmp_path_factory: pytest.TempPathFactory) -> int:  # type: ignore[type-arg]
+def baseline_rss(messages: list[Message], tmp_path_factory: pytest.TempPathFactory) -> int:
     """The largest resident set of a normal run of the small stream (the same shape as every
     attack below: one header, a 2-channel line)."""
     path = tmp_path_factory.mktemp("baseline") / "normal.stream"
-    path.write_bytes(_encode(messages))
+    path.write_bytes(encode(messages))
     code, out, err, rss = measured_recon(path)
     assert code == 0, err
     assert len([m for m in StreamReader(io.BytesIO(out)) if isinstance(m, Image)]) == 1
@@ -119,15 +105,15 @@ def baseline_rss(messages: list, tmp_path_factory: pytest.TempPathFactory) -> in
 # ------------------------------------------------------------ the header's coil count
 @pytest.mark.parametrize("channels", [8192, 65535])
 def test_a_header_declaring_thousands_of_channels_is_refused_before_allocating(
-    messages: list,
+    messages: list[Message],
     baseline_rss: int,
     tmp_path: Path,
-    channels: int,  # type: ignore[type-arg]
+    channels: int,
 ) -> None:
     """A 3 kB stream: the phantom's header declaring ``channels`` receivers, one 2-channel
     acquisition, CLOSE."""
     path = tmp_path / "channels.stream"
-    path.write_bytes(_encode([_with_channels(messages[0], channels), messages[1]]))
+    path.write_bytes(encode([_with_channels(messages[0], channels), messages[1]]))
     assert path.stat().st_size < 4096
     code, _, err, rss = measured_recon(path)
     _one_line(code, err, f"receiverChannels {channels}", "expected at most 1024")
@@ -135,14 +121,14 @@ def test_a_header_declaring_thousands_of_channels_is_refused_before_allocating(
 
 
 def test_the_noise_statistics_count_in_the_memory_limit(
-    messages: list,
-    tmp_path: Path,  # type: ignore[type-arg]
+    messages: list[Message],
+    tmp_path: Path,
 ) -> None:
     """1024 declared channels and a 16 x 16 matrix: the k-space slots take 4 MiB each, the
     noise statistics 16 MiB (2 + 2 x 1024^2 doubles).  16M holds the slots and the image
     buffers but not the noise block as well; 40M holds all of them."""
     path = tmp_path / "wide.stream"
-    path.write_bytes(_encode([_with_channels(messages[0], 1024), *messages[1:]]))
+    path.write_bytes(encode([_with_channels(messages[0], 1024), *messages[1:]]))
     code, _, err, _ = measured_recon(path, "--memory-limit", "16M")
     _one_line(code, err, "not enough memory for this dataset")
     code, out, err, _ = measured_recon(path, "--memory-limit", "40M")
@@ -151,32 +137,6 @@ def test_the_noise_statistics_count_in_the_memory_limit(
 
 
 # ------------------------------------------------------------ each acquisition's claim
-def _noise_claim(messages: list, channels: int, samples: int) -> bytes:  # type: ignore[type-arg]
-    """HEADER (2 channels), a 2-channel noise line, and the header of a noise line claiming
-    ``channels`` x ``samples``."""
-    first = messages[1]
-    noise = Acquisition(first.head.copy(), first.traj, first.data)
-    noise.head["flags"] = NOISE
-    claim = first.head.copy()
-    claim["flags"] = NOISE
-    claim["active_channels"] = channels
-    claim["number_of_samples"] = samples
-    return (
-        _encode([messages[0], noise])[:-2]  # without its CLOSE
-        + struct.pack("<H", MessageId.ACQUISITION)
-        + claim.tobytes()
-    )
-
-
-def _with_payload(path: Path, head: bytes, nbytes: int) -> Path:
-    with path.open("wb") as out:
-        out.write(head)
-        block = bytes(MiB)
-        for _ in range(nbytes // MiB):
-            out.write(block)
-    return path
-
-
 @pytest.mark.parametrize(
     ("channels", "samples", "words"),
     [
@@ -186,40 +146,39 @@ def _with_payload(path: Path, head: bytes, nbytes: int) -> Path:
     ],
 )
 def test_a_noise_line_larger_than_the_slots_is_refused_before_its_samples(
-    messages: list,
+    messages: list[Message],
     baseline_rss: int,
     tmp_path: Path,
     channels: int,
     samples: int,
-    words: str,  # type: ignore[type-arg]
+    words: str,
 ) -> None:
-    head = _noise_claim(messages, channels, samples)
-    path = _with_payload(tmp_path / "noise.stream", head, 128 * MiB)
+    head = noise_claim(messages, channels, samples)
+    path = with_zeros(tmp_path / "noise.stream", head, 128 * MiB)
     code, _, err, rss = measured_recon(path)
     _one_line(code, err, "noise acquisition", words)
     assert rss - baseline_rss < GROWTH
 
 
 def test_an_ndarray_of_a_billion_values_is_skipped_in_constant_memory(
-    messages: list,
+    messages: list[Message],
     baseline_rss: int,
-    tmp_path: Path,  # type: ignore[type-arg]
+    tmp_path: Path,
 ) -> None:
-    head = _encode(messages[:2])[:-2] + struct.pack("<HHHHQ", MessageId.NDARRAY, 7, 0, 1, 10**9)
-    path = _with_payload(tmp_path / "ndarray.stream", head, 128 * MiB)
+    path = with_zeros(tmp_path / "ndarray.stream", ndarray_claim(messages, 10**9), 128 * MiB)
     code, _, err, rss = measured_recon(path)
     _one_line(code, err, "truncated NDARRAY message: expected 8000000000 bytes")
     assert rss - baseline_rss < GROWTH
 
 
 def test_messages_the_recon_does_not_use_are_skipped(
-    messages: list,
-    tmp_path: Path,  # type: ignore[type-arg]
+    messages: list[Message],
+    tmp_path: Path,
 ) -> None:
     """An NDARRAY, a WAVEFORM and an IMAGE before the first acquisition and between the
     lines change nothing in the images, and the profile counts each of them."""
     plain = tmp_path / "plain.stream"
-    plain.write_bytes(_encode(messages))
+    plain.write_bytes(encode(messages))
     waveform_head = np.zeros((), WAVEFORM_HEADER_DTYPE)
     waveform_head["channels"], waveform_head["number_of_samples"] = 3, 50
     extras = [
@@ -231,7 +190,7 @@ def test_messages_the_recon_does_not_use_are_skipped(
     image = next(m for m in StreamReader(io.BytesIO(expected)) if isinstance(m, Image))
     mixed = tmp_path / "mixed.stream"
     profile = tmp_path / "profile.json"
-    mixed.write_bytes(_encode([messages[0], *extras, image, messages[1], *extras, *messages[2:]]))
+    mixed.write_bytes(encode([messages[0], *extras, image, messages[1], *extras, *messages[2:]]))
     code, out, err, _ = measured_recon(mixed, "--profile-json", str(profile))
     assert code == 0, err
     assert out == expected
@@ -245,8 +204,8 @@ def test_messages_the_recon_does_not_use_are_skipped(
 
 # ------------------------------------------------------------ XML entities
 def test_a_header_with_entity_declarations_is_refused(
-    messages: list,
-    tmp_path: Path,  # type: ignore[type-arg]
+    messages: list[Message],
+    tmp_path: Path,
 ) -> None:
     xml = (
         messages[0]
@@ -260,7 +219,7 @@ def test_a_header_with_entity_declarations_is_refused(
     )
     assert "&ch;" in xml
     path = tmp_path / "entity.stream"
-    path.write_bytes(_encode([Header(xml), *messages[1:]]))
+    path.write_bytes(encode([Header(xml), *messages[1:]]))
     code, out, err, _ = measured_recon(path)
     _one_line(code, err, "entity", "'ch'")
     assert out == b""

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from hostile_streams import MiB, encode, ndarray_claim, noise_claim, phantom_messages, with_zeros
 from server_helpers import (
-    MiB,
     ServerProcess,
     connect,
     exchange,
@@ -37,41 +37,22 @@ from server_helpers import (
     wait_until,
 )
 
-from parallel_recon.phantom import PhantomSpec, iter_messages
-from parallel_recon.protocol import (
-    Acquisition,
-    AcquisitionFlag,
-    Header,
-    Image,
-    MessageId,
-    StreamReader,
-    StreamWriter,
-    encode_message,
-)
+from parallel_recon.protocol import Header, Image, Message, MessageId, StreamReader
 
 GROWTH = 64 * MiB
 """What the issue allows the server to grow by under each attack."""
 DELAY = 1.0
 """How much later than on a quiet server a well-behaved client may get its images."""
-NOISE = 1 << (AcquisitionFlag.IS_NOISE_MEASUREMENT - 1)
-
-
-def _encode(messages: list) -> bytes:  # type: ignore[type-arg]
-    sink = io.BytesIO()
-    with StreamWriter(sink) as writer:
-        for msg in messages:
-            writer.write(msg)
-    return sink.getvalue()
 
 
 @pytest.fixture(scope="module")
-def messages() -> list:  # type: ignore[type-arg]
-    return list(iter_messages(PhantomSpec(matrix=16, coils=2, repetitions=2)))
+def messages() -> list[Message]:
+    return phantom_messages(repetitions=2)
 
 
 @pytest.fixture(scope="module")
-def small(messages: list) -> bytes:  # type: ignore[type-arg]
-    return _encode(messages)
+def small(messages: list[Message]) -> bytes:
+    return encode(messages)
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +103,6 @@ def _first_acquisition_end(stream: bytes) -> int:
     return end + 2 + 340
 
 
-def _write_attack(path: Path, head: bytes, payload_bytes: int) -> Path:
-    """``head`` followed by ``payload_bytes`` zero bytes, written in pieces."""
-    with path.open("wb") as out:
-        out.write(head)
-        block = bytes(MiB)
-        for _ in range(payload_bytes // MiB):
-            out.write(block)
-    return path
-
-
 def _quiet_time(server: ServerProcess, stream: bytes) -> float:
     """The longer of two well-behaved exchanges on this server, before any attack."""
     times = []
@@ -148,70 +119,40 @@ def test_texts_before_the_header_are_refused_unread(
     servers: list[ServerProcess], small: bytes, tmp_path: Path
 ) -> None:
     server = _serve(servers)
-    assert _send(server.address, data=small).returncode == 0  # imports done: a fair baseline
     text = struct.pack("<HI", MessageId.TEXT, 32 * MiB) + bytes(32 * MiB)
     attack = tmp_path / "texts.stream"
     with attack.open("wb") as out:
         for _ in range(6):
             out.write(text)
         out.write(small)
-    before = server.peak_rss()
-    proc = _send(server.address, "-i", str(attack))
-    _one_line(proc, "TEXT message of 33554432 bytes", "before the first acquisition")
+    _attack(server, small, attack, "TEXT message of 33554432 bytes", "before the first acquisition")
     line = server.wait_for_connections(2)[1]
     assert " pid=" not in line and ": error: " in line  # refused before any recon started
+
+
+def _attack(server: ServerProcess, warm_up: bytes, attack: Path, *needles: str) -> None:
+    """Send ``attack`` after a normal exchange (so the baseline has every import done): one
+    line for the client, and the server grows by less than :data:`GROWTH`."""
+    assert _send(server.address, data=warm_up).returncode == 0
+    before = server.peak_rss()
+    proc = _send(server.address, "-i", str(attack))
+    _one_line(proc, *needles)
     assert server.peak_rss() - before < GROWTH
-
-
-def _late_noise_line(messages: list, channels: int, samples: int) -> bytes:  # type: ignore[type-arg]
-    """HEADER, a 2-channel noise line, and the header of a noise line claiming more."""
-    header, first = messages[0], messages[1]
-    noise = Acquisition(first.head.copy(), first.traj, first.data)
-    noise.head["flags"] = NOISE
-    claim = first.head.copy()
-    claim["flags"] = NOISE
-    claim["active_channels"] = channels
-    claim["number_of_samples"] = samples
-    return (
-        encode_message(header)
-        + encode_message(noise)
-        + struct.pack("<H", MessageId.ACQUISITION)
-        + claim.tobytes()
-    )
 
 
 def test_a_noise_line_wider_than_the_header_is_not_held(
-    servers: list[ServerProcess],
-    messages: list,
-    small: bytes,
-    tmp_path: Path,  # type: ignore[type-arg]
+    servers: list[ServerProcess], messages: list[Message], small: bytes, tmp_path: Path
 ) -> None:
-    server = _serve(servers)
-    assert _send(server.address, data=small).returncode == 0
-    attack = _write_attack(
-        tmp_path / "noise.stream", _late_noise_line(messages, 65535, 30000), 128 * MiB
-    )
-    before = server.peak_rss()
-    proc = _send(server.address, "-i", str(attack))
-    _one_line(proc, "65535 active channels")
-    assert server.peak_rss() - before < GROWTH
+    head = noise_claim(messages, 65535, 30000)
+    attack = with_zeros(tmp_path / "noise.stream", head, 128 * MiB)
+    _attack(_serve(servers), small, attack, "65535 active channels")
 
 
 def test_an_ndarray_of_a_billion_values_is_not_held(
-    servers: list[ServerProcess],
-    messages: list,
-    small: bytes,
-    tmp_path: Path,  # type: ignore[type-arg]
+    servers: list[ServerProcess], messages: list[Message], small: bytes, tmp_path: Path
 ) -> None:
-    server = _serve(servers)
-    assert _send(server.address, data=small).returncode == 0
-    head = encode_message(messages[0]) + encode_message(messages[1])
-    head += struct.pack("<HHHHQ", MessageId.NDARRAY, 7, 0, 1, 10**9)  # complex64 x 1e9
-    attack = _write_attack(tmp_path / "ndarray.stream", head, 128 * MiB)
-    before = server.peak_rss()
-    proc = _send(server.address, "-i", str(attack))
-    _one_line(proc, "truncated NDARRAY message: expected 8000000000 bytes")
-    assert server.peak_rss() - before < GROWTH
+    attack = with_zeros(tmp_path / "ndarray.stream", ndarray_claim(messages, 10**9), 128 * MiB)
+    _attack(_serve(servers), small, attack, "truncated NDARRAY message: expected 8000000000 bytes")
 
 
 def test_a_stream_that_breaks_mid_message_gets_its_reason(
@@ -233,6 +174,9 @@ def test_one_memory_budget_for_all_connections(
     with a 16 MiB budget a second connection waits until the first one is over."""
     expected = run_cli("mrd_stream_recon", "--workers", "1", input=golden_stream).stdout
     server = _serve(servers, "--memory-limit", "16M")
+    assert server.lines[0].endswith(
+        "(--workers 1 per connection, 16.0 MiB of shared memory for all connections)"
+    ), server.lines[0]
     holder = connect(server.port)
     holder.sendall(golden_stream[: len(golden_stream) // 2])
     wait_until(lambda: len(server.recons()) == 1, "the first connection's recon")
@@ -375,21 +319,27 @@ def test_no_recon_for_a_client_that_is_gone_before_its_slot(
     assert line.endswith(": client disconnected before its reconstruction started"), line
 
 
-def test_a_trickle_after_the_header_is_dropped(servers: list[ServerProcess]) -> None:
-    long_stream = _encode(list(iter_messages(PhantomSpec(matrix=16, coils=2, repetitions=20))))
-    server = _serve(servers, "--idle-timeout", "1")
+def _fed_slowly(server: ServerProcess, first: bytes, rest: bytes, pause: float, step: int) -> str:
+    """Send ``first`` at once and ``rest`` ``step`` bytes per ``pause`` seconds until the
+    server ends the connection; its log line (bounded wait: on a server without progress
+    limits this is where the test fails)."""
     stop = threading.Event()
     with connect(server.port) as sock:
-        sock.sendall(long_stream[: _first_acquisition_end(long_stream)])
-        port = sock.getsockname()[1]
-        rest = long_stream[_first_acquisition_end(long_stream) :]
-        thread = threading.Thread(target=_feed, args=(sock, rest, 0.1, 100, stop))
+        sock.sendall(first)
+        thread = threading.Thread(target=_feed, args=(sock, rest, pause, step, stop))
         thread.start()
         try:
-            line = server.line_of(port, timeout=30)
+            return server.line_of(sock.getsockname()[1], timeout=30)
         finally:
             stop.set()
             thread.join(timeout=60)
+
+
+def test_a_trickle_after_the_header_is_dropped(servers: list[ServerProcess]) -> None:
+    long_stream = encode(phantom_messages(repetitions=20))
+    server = _serve(servers, "--idle-timeout", "1")
+    opening = _first_acquisition_end(long_stream)
+    line = _fed_slowly(server, long_stream[:opening], long_stream[opening:], 0.1, 100)
     assert " pid=" in line and re.search(
         r": slow: \d+ bytes from the client in 1 s before its CLOSE, expected at least 16384 "
         r"\(--idle-timeout\)$",
@@ -401,16 +351,7 @@ def test_a_trickled_header_meets_the_header_deadline(
     servers: list[ServerProcess], small: bytes
 ) -> None:
     server = _serve(servers, "--idle-timeout", "1")
-    stop = threading.Event()
-    with connect(server.port) as sock:
-        port = sock.getsockname()[1]
-        thread = threading.Thread(target=_feed, args=(sock, small, 0.05, 1, stop))
-        thread.start()
-        try:
-            line = server.line_of(port, timeout=30)
-        finally:
-            stop.set()
-            thread.join(timeout=60)
+    line = _fed_slowly(server, b"", small, 0.05, 1)
     assert line.endswith(": idle: no complete header within 1 s (--idle-timeout)"), line
     assert " pid=" not in line
 

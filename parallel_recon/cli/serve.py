@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = _install_stop(server)
         host, port = server.address
         server.say(
-            f"listening on {host}:{port} ({config.workers} workers per connection, "
+            f"listening on {host}:{port} (--workers {config.workers} per connection, "
             f"{format_mib(server.budget)} of shared memory for all connections)"
         )
         try:

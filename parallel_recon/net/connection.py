@@ -269,16 +269,20 @@ class Connection:
         command = list(self._command(kernel, need))
         started = time.monotonic()
         try:
-            with self._lock:
-                self.child = subprocess.Popen(
-                    command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
+            with self._lock:  # against interrupt_waiting(): a child, or a stop, not both
+                if not self.stopping:
+                    self.child = subprocess.Popen(
+                        command,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,
+                    )
         except OSError as exc:
             self._fail(f"error: cannot start {command[0]!r}: {exc.strerror or exc}")
+            return
+        if self.child is None:
+            self._fail("stopped by server shutdown (before its reconstruction started)")
             return
         self.report.pid = self.child.pid
         pumps = [
@@ -498,11 +502,16 @@ class Connection:
                 with contextlib.suppress(OSError, ValueError):
                     stream.close()
 
-    def interrupt(self) -> None:
-        """Unblock a connection that waits for its client (server shutdown)."""
-        self.stopping = True
+    def interrupt_waiting(self) -> bool:
+        """Server shutdown: stop a connection that has not started its reconstruction
+        (waiting for its header, a slot or memory); False when it has one to finish."""
+        with self._lock:
+            if self.child is not None:
+                return False
+            self.stopping = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RD)
+        return True
 
     def _close_socket(self) -> None:
         """Half-close, then briefly discard unread input so the client reads our last words.

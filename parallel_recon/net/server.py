@@ -307,8 +307,7 @@ class ReconServer:
         if not running:
             return
         for _, conn in running:
-            if conn.child is None:  # waiting for its header or a slot: nothing to finish
-                conn.interrupt()
+            conn.interrupt_waiting()  # nothing to finish before its reconstruction starts
         self.say(
             f"stopping: waiting up to {self.config.drain_timeout:g} s for {len(running)} "
             "running connection(s); signal again to stop them now"
