@@ -12,6 +12,7 @@ __all__ = [
     "GeometryError",
     "HeaderError",
     "InputFileError",
+    "MemoryLimitError",
     "MissingCloseError",
     "OutputFileError",
     "PipelineError",
@@ -85,3 +86,16 @@ class PipelineError(ReconError):
 
     detail: str = ""
     """The full traceback behind a kernel's failure (shown with ``--verbose``), or ''."""
+
+
+class MemoryLimitError(ConfigurationError):
+    """A dataset needs more shared memory than the limit allows.
+
+    ``needed_bytes`` (the least that lets the data stream) and ``limit_bytes`` let a server
+    tell its client what the data needs without telling it the server's own settings.
+    """
+
+    def __init__(self, message: str, needed_bytes: int, limit_bytes: int):
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+        self.limit_bytes = limit_bytes

@@ -338,7 +338,7 @@ def test_a_reused_slot_keeps_nothing_of_the_unit_before(tmp_path: Path) -> None:
     k-space slots makes repetitions 2 and 3 reuse the full slots of repetitions 0 and 1."""
     profile = tmp_path / "profile.json"
     images = check_against_reference(
-        _reused_slot_stream(), "magnitude", "--workers", "1", "--memory-limit", "370000",
+        _reused_slot_stream(), "magnitude", "--workers", "1", "--memory-limit", "380000",
         "--profile-json", str(profile),
     )  # fmt: skip
     assert len(images) == 4

@@ -69,6 +69,8 @@ def scripted() -> Iterator[Callable[[Callable[[socket.socket], None]], ScriptedS
     yield start
     for server in servers:
         server.close()
+    for server in servers:  # a script that failed would otherwise pass unnoticed
+        assert server.error is None, repr(server.error)
 
 
 def test_half_close_then_slow_reply_is_received_completely(scripted, golden: Path) -> None:
@@ -159,13 +161,51 @@ def test_connection_reset_mid_reply(scripted) -> None:
     def script(conn: socket.socket) -> None:
         conn.recv(100)
         conn.sendall(REPLY[:20])
-        time.sleep(0.2)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     server = scripted(script)
     big = REPLY * 20000  # more than the socket buffers hold, so the client is still sending
     proc = run_cli("parallel-recon", "send", f"127.0.0.1:{server.port}", input=big, check=False)
-    _one_error_line(proc, str(server.port))
+    _one_error_line(proc, f"connection to 127.0.0.1:{server.port} dropped (reset by the server)")
+
+
+def test_a_reset_after_a_text_keeps_what_the_server_said(scripted) -> None:
+    def script(conn: socket.socket) -> None:
+        conn.recv(100)
+        conn.sendall(encode_message(Text("error: too big")))
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    server = scripted(script)
+    big = REPLY * 20000
+    proc = run_cli("parallel-recon", "send", f"127.0.0.1:{server.port}", input=big, check=False)
+    _one_error_line(proc, "(reset by the server)", "(server said: error: too big)")
+
+
+def test_server_texts_are_shown_escaped(scripted) -> None:
+    """A TEXT's control characters reach the terminal escaped, each TEXT on one line."""
+    hostile = "done\x1b[2J\nfake prompt$ \x07"
+    reply = encode_message(Header("<x/>")) + encode_message(Text(hostile)) + b"\x04\x00"
+
+    def script(conn: socket.socket) -> None:
+        _recv_all(conn)
+        conn.sendall(reply)
+
+    server = scripted(script)
+    proc = run_cli("parallel-recon", "send", f"127.0.0.1:{server.port}", input=b"")
+    assert proc.stdout == reply  # the bytes themselves pass unchanged
+    assert proc.stderr.decode() == (
+        f"server 127.0.0.1:{server.port}: done\\x1b[2J\\nfake prompt$ \\x07\n"
+    )
+
+
+def test_an_error_text_is_escaped_in_the_error_line(scripted) -> None:
+    def script(conn: socket.socket) -> None:
+        _recv_all(conn)
+        conn.sendall(encode_message(Text("error: bad\x1b[31m\ninput")))
+
+    server = scripted(script)
+    proc = run_cli("parallel-recon", "send", f"127.0.0.1:{server.port}", input=REPLY, check=False)
+    _one_error_line(proc, "server said: error: bad\\x1b[31m\\ninput")
 
 
 def test_server_error_text_is_folded_into_the_error_line(scripted) -> None:

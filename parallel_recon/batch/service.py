@@ -50,7 +50,9 @@ class RunnerProcess:
 
     def __init__(self) -> None:
         reply_r, reply_w = os.pipe()
-        command = [sys.executable, "-m", __name__, "--parent", str(os.getpid())]
+        # -I: nothing is imported from the worker's working directory (often the user's
+        # data folder), nor from PYTHONPATH or the user's site folder
+        command = [sys.executable, "-I", "-m", __name__, "--parent", str(os.getpid())]
         try:
             self.process = subprocess.Popen(
                 [*command, "--reply-fd", str(reply_w)],

@@ -2,10 +2,12 @@
 
 Each connection gets its own full reconstruction (the ``mrd_stream_recon`` pipeline) and
 its images back on the same socket.  The server binds loopback unless told otherwise,
-logs one line per connection on stderr, closes clients that stay silent before their
-stream is complete (``--idle-timeout``), and on SIGTERM or Ctrl-C stops accepting, lets
-running connections finish (up to ``--drain-timeout``) and exits 0.  Kernels and their
-options are checked at start-up, so a typo fails the server, not every connection.
+logs one line per connection on stderr, keeps all connections within one shared-memory
+budget (``--memory-limit``), drops clients that stall before their stream is complete or
+stop taking their reply (``--idle-timeout``), bounds the connections of one address
+(``--max-per-address``), and on SIGTERM or Ctrl-C stops accepting, lets running
+connections finish (up to ``--drain-timeout``) and exits 0.  Kernels and their options are
+checked at start-up, so a typo fails the server, not every connection.
 """
 
 from __future__ import annotations
@@ -19,9 +21,21 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..errors import ConfigurationError
-from ..net.server import DEFAULT_IDLE_TIMEOUT, ReconServer, ServerConfig
-from .common import OneLineParser, add_version_option, port_number, run_command
-from .recon import IMAGE_TYPES
+from ..net.server import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_PER_ADDRESS,
+    WAITING,
+    ReconServer,
+    ServerConfig,
+)
+from .common import (
+    OneLineParser,
+    add_version_option,
+    parse_recon_options,
+    port_number,
+    run_command,
+)
+from .recon import IMAGE_TYPES, max_workers
 
 __all__ = ["build_parser", "main"]
 
@@ -43,6 +57,15 @@ def _non_negative_seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, found {text}")
     return value
+
+
+def _memory_size(text: str) -> int:
+    from ..engine.ring import parse_memory_size
+
+    try:
+        return parse_memory_size(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _mapping(text: str) -> tuple[str, str]:
@@ -79,7 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=8,
         metavar="M",
-        help="connections reconstructed at once; more wait in the queue (default 8)",
+        help=f"connections reconstructed at once; up to {WAITING} more wait for their header, "
+        "a slot or memory, more are refused (default 8)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=_memory_size,
+        metavar="SIZE",
+        help="shared memory for all connections together, e.g. 4G or 30%% (default: 25%% "
+        "of RAM, at most what /dev/shm holds); a connection waits until its dataset's "
+        "share is free, one larger than all of it is refused",
+    )
+    parser.add_argument(
+        "--max-per-address",
+        type=_positive,
+        default=DEFAULT_MAX_PER_ADDRESS,
+        metavar="N",
+        help="connections one client address may have open at once; more are refused "
+        f"(default {DEFAULT_MAX_PER_ADDRESS})",
     )
     parser.add_argument(
         "--recon",
@@ -119,8 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_seconds,
         default=DEFAULT_IDLE_TIMEOUT,
         metavar="SECONDS",
-        help=f"close a client that sends nothing for this long before its stream's CLOSE "
-        f"(default {DEFAULT_IDLE_TIMEOUT:g}; 0: never); after CLOSE it may wait silently",
+        help="a client's header must arrive within this many seconds, and until its "
+        "stream's CLOSE it must send, and it must take its reply, at least 16 KiB per "
+        f"this many seconds, or it is dropped (default {DEFAULT_IDLE_TIMEOUT:g}; 0: never); "
+        "after CLOSE it may wait silently for its images",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -143,12 +185,8 @@ def _config(args: argparse.Namespace) -> ServerConfig:
             f"--command {command[0]!r}: expected an executable program, found none "
             "(give a path or put it on PATH)"
         )
-    recon_args: list[str] = []
-    if args.image_type:
-        recon_args += ["--image-type", args.image_type]
-    for option in args.recon_option:
-        recon_args += ["--recon-option", option]
-    if command and recon_args:
+    options = parse_recon_options(args.recon_option)
+    if command and (args.image_type or options):
         raise ConfigurationError(
             "--image-type and --recon-option are options of the built-in recon; with "
             "--command give them in CMD"
@@ -158,15 +196,26 @@ def _config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host,
         port=args.port,
-        workers=args.workers,
+        workers=_workers(args.workers),
         max_connections=args.max_connections,
         recon=args.recon,
         config_map=dict(args.config_map),
         command=command,
         drain_timeout=args.drain_timeout,
         idle_timeout=args.idle_timeout or None,
-        recon_args=recon_args,
+        image_type=args.image_type or "magnitude",
+        recon_options=options,
+        memory_limit=args.memory_limit,
+        max_per_address=args.max_per_address,
     )
+
+
+def _workers(wanted: int | None) -> int:
+    """Each connection's ``--workers``, decided here once (the recon's default and cap), so
+    that the server sizes a connection's memory as its recon will."""
+    from ..engine.cores import default_workers
+
+    return min(wanted or default_workers(), max_workers())
 
 
 def _check_kernels(args: argparse.Namespace) -> None:
@@ -200,6 +249,7 @@ def _install_stop(server: ReconServer) -> dict[int, Callable[..., object] | int 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM / Ctrl-C."""
     args = build_parser().parse_args(argv)
+    from ..engine.ring import format_mib
 
     def body() -> int:
         config = _config(args)
@@ -211,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             ) from None
         previous = _install_stop(server)
         host, port = server.address
-        server.say(f"listening on {host}:{port}")
+        server.say(
+            f"listening on {host}:{port} (--workers {config.workers} per connection, "
+            f"{format_mib(server.budget)} of shared memory for all connections)"
+        )
         try:
             server.serve_forever()
         finally:

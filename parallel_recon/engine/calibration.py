@@ -30,7 +30,7 @@ import numpy as np
 from parallel_recon.workers.api import Calibration
 
 from ..errors import ConfigurationError
-from .ring import SharedRing, _round_up
+from .ring import SharedRing, round_to_page
 
 __all__ = [
     "CalibrationKey",
@@ -77,7 +77,7 @@ class CalibrationLayout:
 
     @property
     def buffer_bytes(self) -> int:
-        return _round_up(self.capacity * (self.line_bytes + 4 * _INDEX_FIELDS))
+        return round_to_page(self.capacity * (self.line_bytes + 4 * _INDEX_FIELDS))
 
     @property
     def nbytes(self) -> int:

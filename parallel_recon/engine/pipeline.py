@@ -27,10 +27,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from parallel_recon.workers.api import ReconPlan, UnitKey
+from parallel_recon.workers.api import UnitKey
 from parallel_recon.workers.noise import DEFAULT_RECEIVER_BANDWIDTH
 
-from ..errors import PipelineError, ProtocolError, ReconError
+from ..errors import PipelineError, ReconError
 from ..progress import Progress
 from ..protocol import Header as HeaderMessage
 from ..protocol import (
@@ -40,12 +40,7 @@ from ..protocol import (
     encode_message,
     message_id_bytes,
 )
-from .calibration import (
-    CalibrationKeeper,
-    CalibrationLayout,
-    CalibrationStore,
-    default_capacity,
-)
+from .calibration import CalibrationKeeper, CalibrationStore
 from .kernels import check_options, check_trajectories, kernel_label, load_kernel
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
@@ -59,13 +54,13 @@ from .profiling import (
     write_profile_json,
 )
 from .reader import StreamIngest
-from .ring import RingLayout, Shared, SharedRing, choose_slot_count, default_memory_limit
+from .ring import Shared, SharedRing, default_memory_limit
+from .sizing import plan_memory
 from .trace import Trace, make_trace, process_start_monotonic, write_trace
 
 __all__ = ["EXIT_TERMINATED", "PipelineOptions", "run_pipeline"]
 
 EXIT_TERMINATED = 143
-_MAX_SLOTS = 1024
 _STOP_GRACE_S = 2.0
 
 
@@ -133,55 +128,6 @@ def _quiet_numerics() -> None:
 
 
 # ----------------------------------------------------------------- start-up
-def _layout(plan: ReconPlan, coils: int) -> RingLayout:
-    shapes = [space.kspace_shape for space in plan.spaces]
-    return RingLayout(
-        k2=max(s[0] for s in shapes),
-        k1=max(s[1] for s in shapes),
-        coils=coils,
-        k0=max(s[2] for s in shapes),
-    )
-
-
-MAX_COILS = 1024
-"""More receive channels than any scanner has: a first acquisition claiming more (without a
-header that declares them) is a damaged stream, not a reason to allocate gigabytes."""
-
-
-def _slot_coils(first: int, declared: int | None) -> int:
-    """Channels the slots hold: the first line's or the header's ``receiverChannels``,
-    whichever is larger (a noise scan may come first with fewer channels), checked."""
-    limit = declared if declared is not None else MAX_COILS
-    if first > limit:
-        source = "the header's receiverChannels" if declared is not None else "the most we take"
-        raise ProtocolError(
-            f"the first acquisition has {first} active channels; expected at most {limit} "
-            f"({source})",
-            None,
-            None,
-        )
-    coils = max(first, declared or 0)
-    if coils < 1:
-        raise ProtocolError(
-            "the first acquisition has 0 active channels and the header declares no "
-            "receiverChannels: expected k-space samples to reconstruct",
-            None,
-            None,
-        )
-    return coils
-
-
-def _image_slot_bytes(plan: ReconPlan, coils: int) -> int:
-    """Room for one unit's images: the recon matrix, per channel when the output is complex."""
-    per_pixel = 8 * coils if plan.output == "complex" else 8
-    largest = 0
-    for space in plan.spaces:
-        x, y, z = space.recon_matrix
-        partitions = max(z, space.encoded_matrix[2])
-        largest = max(largest, x * y * partitions * per_pixel + (16 << 10) * partitions)
-    return largest + (64 << 10)
-
-
 def _write_without_data(sink: BinaryIO, prelude: Prelude) -> None:
     """A stream with a header but no acquisitions: echo the header and texts, then CLOSE."""
     sink.write(encode_message(HeaderMessage(prelude.header_xml)))
@@ -217,13 +163,7 @@ class _Supervisor:
         trace = self.trace
         trace.begin("start-up", "startup")
         trace.begin("import the header model", "startup")
-        from .plan import (
-            plan_from_header,
-            read_header,
-            receiver_channels,
-            receiver_noise_bandwidth,
-            units_per_repetition,
-        )
+        from .plan import plan_from_header, read_header, receiver_noise_bandwidth
 
         trace.end()
         opts = self.opts
@@ -255,28 +195,19 @@ class _Supervisor:
             trace.end()
             return False
         trace.begin("plan and shared memory", "startup")
-        # room for the first line's channels, or the header's, whichever is larger (a
-        # noise scan may come first with fewer channels than the imaging lines)
-        coils = _slot_coils(int(prelude.first_head["active_channels"]), receiver_channels(xml))
-        layout = _layout(plan, coils)
-        units = units_per_repetition(xml)
-        image_bytes = _image_slot_bytes(plan, coils)
-        image_slots = 2 * opts.workers + 2
         limit = opts.memory_limit if opts.memory_limit is not None else default_memory_limit()
-        calibration = self._calibration_layout(plan, xml, layout)
-        reserved = image_slots * image_bytes + calibration.nbytes
-        slots = choose_slot_count(
-            slot_bytes=layout.slot_bytes,
-            units_per_repetition=units,
+        sizes = plan_memory(
+            plan,
+            xml,
+            int(prelude.first_head["active_channels"]),
             workers=opts.workers,
             memory_limit=limit,
-            reserved_bytes=reserved,
-            describe=f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)",
+            calibration_lines=opts.calibration_lines,
         )
-        slots = min(slots, _MAX_SLOTS)
+        layout, slots, calibration = sizes.layout, sizes.kspace_slots, sizes.calibration
         kspace = SharedRing("k", layout.slot_bytes, slots)
         self.rings.append(kspace)
-        images = SharedRing("img", image_bytes, image_slots)
+        images = SharedRing("img", sizes.image_slot_bytes, sizes.image_slots)
         self.rings.append(images)
         store = CalibrationStore(calibration) if calibration.buffers else None
         if store is not None:
@@ -286,15 +217,16 @@ class _Supervisor:
             "calibration_buffer_bytes": calibration.buffer_bytes,
             "calibration_lines_per_buffer": calibration.capacity,
             "memory_limit_bytes": limit,
-            "units_per_repetition": units,
+            "units_per_repetition": sizes.units_per_repetition,
             "kspace_slots": slots,
             "kspace_slot_bytes": kspace.slot_bytes,
-            "image_slots": image_slots,
+            "image_slots": sizes.image_slots,
             "image_slot_bytes": images.slot_bytes,
-            "shared_bytes": kspace.nbytes + images.nbytes + calibration.nbytes,
+            "noise_bytes": sizes.noise_bytes,
+            "shared_bytes": sizes.total_bytes,
         }
         shared, self.status = Shared.create(self.ctx, kspace, images, layout, opts.workers)
-        shared.noise = NoiseBlock(self.ctx, coils)
+        shared.noise = NoiseBlock(self.ctx, layout.coils)
         shared.calibration = store
         self.shared = shared
         noise = NoiseGate(
@@ -346,23 +278,6 @@ class _Supervisor:
     def _child_trace(self) -> Trace:
         """A recorder for one child (it starts its own track after the fork)."""
         return make_trace(self.trace.enabled, self.origin)
-
-    def _calibration_layout(
-        self, plan: ReconPlan, xml: str, layout: RingLayout
-    ) -> CalibrationLayout:
-        """Room for the calibration of every slice and contrast, plus one per worker in flight.
-
-        Set aside only when the header declares parallel imaging: without it, calibration-only
-        lines are skipped like before and fully sampled data pays nothing.
-        """
-        from .plan import calibration_keys
-
-        declared = any(
-            max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces
-        )
-        capacity = self.opts.calibration_lines or default_capacity(layout.k1, layout.k2)
-        buffers = calibration_keys(xml) + self.opts.workers + 1 if declared else 0
-        return CalibrationLayout(buffers, capacity, layout.coils, layout.k0)
 
     def unlink(self) -> None:
         for ring in self.rings:

@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingCloseError
-from ..protocol import ACQUISITION_HEADER_DTYPE, MessageId, StreamReader, encode_message
+from ..protocol import (
+    ACQUISITION_HEADER_DTYPE,
+    MessageId,
+    StreamReader,
+    encode_message,
+    skip_message,
+)
 
 __all__ = ["Prelude", "read_prelude"]
 
@@ -68,8 +74,12 @@ def read_prelude(stream: StreamReader) -> Prelude:
                 f"expected a HEADER message before raw data, found {mid.name} "
                 "(mrd_stream_recon reconstructs acquisitions)"
             )
-        msg = stream.read_message()
-        _PRELUDE_ACTIONS.get(mid, _count_other)(prelude, msg, mid)
+        action = _PRELUDE_ACTIONS.get(mid)
+        if action is None:  # not used by the recon: counted, never held
+            skip_message(stream)
+            prelude.others[mid.name] = prelude.others.get(mid.name, 0) + 1
+            continue
+        action(prelude, stream.read_message(), mid)
 
 
 def _keep_header(prelude: Prelude, msg: Any, mid: MessageId) -> None:
@@ -83,10 +93,6 @@ def _keep_text(prelude: Prelude, msg: Any, mid: MessageId) -> None:
 def _keep_config(prelude: Prelude, msg: Any, mid: MessageId) -> None:
     name = msg.name if mid is MessageId.CONFIG_FILE else f"<{len(msg.text)} characters of text>"
     prelude.configs.append(f"{mid.name} {name}")
-
-
-def _count_other(prelude: Prelude, msg: Any, mid: MessageId) -> None:
-    prelude.others[mid.name] = prelude.others.get(mid.name, 0) + 1
 
 
 _PRELUDE_ACTIONS: dict[MessageId, Callable[[Prelude, Any, MessageId], None]] = {

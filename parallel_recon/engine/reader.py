@@ -30,6 +30,7 @@ from ..protocol import (
     Text,
     after_close_warning,
     encode_message,
+    skip_message,
 )
 from .calibration import CalibrationKeeper, CalibrationKey
 from .noise import NoiseGate
@@ -246,8 +247,9 @@ class StreamIngest:
         raise self.stream.error("expected one HEADER message, found a second one")
 
     def _other(self) -> None:
-        mid = self.stream.peek()
-        self.stream.read_message()
+        """A message the recon does not use (NDARRAY, IMAGE, WAVEFORM): counted and skipped
+        without being held, whatever size it claims."""
+        mid = skip_message(self.stream)
         self._count(f"{mid.name.lower() if mid else 'other'}_messages")
 
     def _next_acquisition(self) -> None:
@@ -269,9 +271,11 @@ class StreamIngest:
          repetition, set_) = _HEAD_FIELDS.unpack_from(self._head_buffer)  # fmt: skip
         self.counts["acquisitions"] += 1
         self.shared.acquisitions_in.value += 1
+        reason = skip_reason(flags) if flags & NOT_IMAGING_MASK else None
+        if reason == "noise":
+            self._check_noise_line(channels, samples)
         if trajectory:
             stream.skip(samples * trajectory * 4, "trajectory")
-        reason = skip_reason(flags) if flags & NOT_IMAGING_MASK else None
         if reason == "noise":
             self.noise.add(self._read_scratch(channels, samples), self._head)
             self.skipped["noise"] = self.skipped.get("noise", 0) + 1
@@ -291,6 +295,22 @@ class StreamIngest:
             self._land(key, step1, step2, flags, samples, channels)
         if flags & _CLOSING:
             self._apply_close_flags(key, flags)
+
+    def _check_noise_line(self, channels: int, samples: int) -> None:
+        """A noise line is read whole (its covariance needs every channel of every sample):
+        its size is checked against the slots before a byte of it is read."""
+        room = self.shared.layout
+        if channels > room.coils:
+            raise self.stream.error(
+                f"noise acquisition has {channels} active channels; expected at most "
+                f"{room.coils} (the header's receiverChannels or the first acquisition's)"
+            )
+        most = room.k2 * room.k1 * room.k0
+        if samples > most:
+            raise self.stream.error(
+                f"noise acquisition has {samples} samples; expected at most {most} (as many "
+                "as one k-space unit holds)"
+            )
 
     def _read_scratch(self, channels: int, samples: int) -> np.ndarray:
         n = channels * samples

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MemoryLimitError
 
 __all__ = [
     "PAGE",
@@ -34,7 +34,9 @@ __all__ = [
     "SharedRing",
     "choose_slot_count",
     "default_memory_limit",
+    "format_mib",
     "parse_memory_size",
+    "round_to_page",
 ]
 
 PAGE = 4096
@@ -43,7 +45,8 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def _round_up(nbytes: int, to: int = PAGE) -> int:
+def round_to_page(nbytes: int, to: int = PAGE) -> int:
+    """``nbytes`` rounded up to whole pages (at least one): what a mapping really takes."""
     return max(to, -(-nbytes // to) * to)
 
 
@@ -83,7 +86,7 @@ class RingLayout:
 
     @property
     def slot_bytes(self) -> int:
-        return _round_up(self.kspace_bytes + self.counts_bytes)
+        return round_to_page(self.kspace_bytes + self.counts_bytes)
 
 
 class SharedRing:
@@ -101,7 +104,7 @@ class SharedRing:
     """
 
     def __init__(self, tag: str, slot_bytes: int, count: int):
-        self.slot_bytes = _round_up(slot_bytes)
+        self.slot_bytes = round_to_page(slot_bytes)
         self.count = count
         name = f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
         with _untracked():
@@ -189,7 +192,8 @@ def default_memory_limit() -> int:
     return limit
 
 
-def _mb(nbytes: float) -> str:
+def format_mib(nbytes: float) -> str:
+    """``12.5 MiB``: how the engine's messages state a size."""
     return f"{nbytes / (1 << 20):.1f} MiB"
 
 
@@ -214,12 +218,15 @@ def choose_slot_count(
     affordable = max(0, (memory_limit - reserved_bytes) // slot_bytes)
     if affordable < minimum:
         needed = minimum * slot_bytes + reserved_bytes
-        raise ConfigurationError(
+        raise MemoryLimitError(
             f"not enough memory for this dataset: one k-space unit{describe} needs "
-            f"{_mb(slot_bytes)} and the header allows {units_per_repetition} units open at "
-            f"once, so at least {minimum} slots ({_mb(needed)} with the image buffers) are "
-            f"needed, but the memory limit is {_mb(memory_limit)}: raise --memory-limit to at "
-            f"least {math.ceil(needed / (1 << 20))}M"
+            f"{format_mib(slot_bytes)} and the header allows {units_per_repetition} units "
+            f"open at once, so at least {minimum} slots ({format_mib(needed)} with the image, "
+            "calibration and noise buffers) are needed, but the memory limit is "
+            f"{format_mib(memory_limit)}: raise --memory-limit to at least "
+            f"{math.ceil(needed / (1 << 20))}M",
+            needed,
+            memory_limit,
         )
     return int(min(wanted, affordable))
 

@@ -11,25 +11,35 @@ error rather than a silently short file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import sys
 import threading
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Protocol, TextIO, cast
 
-from ..errors import ProtocolError, ReconError
+from ..errors import ProtocolError, ReconError, TruncatedStreamError
 from ..progress import Progress
 from ..protocol import Close, StreamReader, Text, after_close_warning
+from ..protocol.text import printable
 
 __all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stream"]
 
 _CHUNK = 1 << 20
+_SENDER_SETTLE_S = 5.0
+"""How long a reader that saw the reply end waits for the sender to report a reset."""
 
 
 class _Readable(Protocol):
     """What a binary file, pipe or socket file offers."""
 
     def readinto(self, buffer: Any, /) -> int | None: ...
+
+
+class _Writable(Protocol):
+    """A binary file, pipe, or the server's client socket (:class:`~.wire.Wire`)."""
+
+    def write(self, data: bytes, /) -> Any: ...
 
 
 class TeeReader:
@@ -40,8 +50,9 @@ class TeeReader:
     complete.
     """
 
-    def __init__(self, source: IO[bytes], sink: IO[bytes] | socket.socket):
+    def __init__(self, source: IO[bytes], sink: _Writable | socket.socket):
         self._readinto = cast(_Readable, source).readinto
+        self._readinto1 = getattr(source, "readinto1", self._readinto)
         self._send = sink.sendall if isinstance(sink, socket.socket) else sink.write
         self._flush_sink = getattr(sink, "flush", None)
         self._pending: list[bytes] = []
@@ -54,7 +65,13 @@ class TeeReader:
         self._limit = offset
 
     def readinto(self, buffer: memoryview | bytearray) -> int:
-        n = self._readinto(buffer)
+        return self._keep(buffer, self._readinto(buffer) or 0)
+
+    def readinto1(self, buffer: memoryview | bytearray) -> int:
+        """What the source has ready (so the parser may read ahead), copied the same way."""
+        return self._keep(buffer, self._readinto1(buffer) or 0)
+
+    def _keep(self, buffer: memoryview | bytearray, n: int) -> int:
         if n:
             keep = n
             if self._limit is not None:
@@ -64,7 +81,7 @@ class TeeReader:
                 self._pending_bytes += keep
             if self._pending_bytes >= _CHUNK:
                 self.flush()
-        return n or 0
+        return n
 
     def flush(self) -> None:
         """Forward what was read so far."""
@@ -177,7 +194,7 @@ def send_stream(
                     print(f"server {where}: {last_text}", file=log, flush=True)
                     last_text = ""
                 if isinstance(msg, Text):
-                    last_text = msg.text
+                    last_text = printable(msg.text)  # the sender's text, not terminal codes
                 elif isinstance(msg, Close):
                     closed = True
                     tee.end_at(reader.offset)  # the reply ends at CLOSE, whatever follows
@@ -188,14 +205,13 @@ def send_stream(
         except ProtocolError as exc:
             tee.flush()
             report.bytes_received = tee.forwarded
+            if isinstance(exc, TruncatedStreamError) and _was_reset(sock, sender):
+                raise RemoteError(_dropped(where, report, last_text)) from None
             raise RemoteError(f"reply from {where} is broken: {exc}") from None
         except (ConnectionResetError, ConnectionAbortedError):
             tee.flush()
             report.bytes_received = tee.forwarded
-            raise RemoteError(
-                f"connection to {where} dropped (reset by the server) after "
-                f"{report.bytes_received} bytes received"
-            ) from None
+            raise RemoteError(_dropped(where, report, last_text)) from None
         report.bytes_received = tee.forwarded
         if progress is not None:
             progress.finish()
@@ -204,9 +220,36 @@ def send_stream(
         if after_close:
             print(f"warning: reply from {where}: {after_close}", file=log, flush=True)
         if not closed:
-            why = f" (server said: {last_text})" if last_text else ""
+            if _was_reset(sock, sender):
+                raise RemoteError(_dropped(where, report, last_text))
             raise RemoteError(
                 f"server {where} closed the connection after {report.bytes_received} bytes "
-                f"without sending CLOSE{why}"
+                f"without sending CLOSE{_said(last_text)}"
             )
     return report
+
+
+def _said(text: str) -> str:
+    return f" (server said: {text})" if text else ""
+
+
+def _dropped(where: str, report: SendReport, last_text: str) -> str:
+    return (
+        f"connection to {where} dropped (reset by the server) after "
+        f"{report.bytes_received} bytes received{_said(last_text)}"
+    )
+
+
+def _was_reset(sock: socket.socket, sender: _Sender) -> bool:
+    """Whether the end of the reply was a reset rather than the server's orderly close.
+
+    The kernel reports a reset once, to whichever call asks first: the reply's reader or
+    the request's sender.  A reader that saw an end of file asks the socket, then the
+    sender (whose failing send returns at once: no wait on the request's source).
+    """
+    with contextlib.suppress(OSError):
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET:
+            return True
+    if sender.error is None and sender.is_alive():
+        sender.join(_SENDER_SETTLE_S)
+    return isinstance(sender.error, ConnectionResetError)

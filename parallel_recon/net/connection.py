@@ -1,24 +1,30 @@
 """One client of the reconstruction server, from its first byte to its log line.
 
-A connection reads the messages that may precede the header (so a CONFIG_FILE name can
-choose the kernel), waits for a free reconstruction slot, starts its own child process
-(the ``mrd_stream_recon`` pipeline, or any stdin-to-stdout filter) and wires it to the
-socket with three pumps: socket -> child stdin (parsed on the way, so the server knows when
-the client's stream is complete), child stdout -> socket (parsed, to count images and tell a
-complete reply from a broken one), child stderr -> the log line.
+A connection reads the stream's opening (config and text messages, the header, the first
+acquisition's header: :mod:`.opening`), works out the shared memory its dataset needs,
+waits until a reconstruction slot and that much of the server's budget are free
+(:mod:`.admission`), starts its own child process (the ``mrd_stream_recon`` pipeline, or
+any stdin-to-stdout filter) and wires it to the socket with three pumps: socket -> child
+stdin, child stdout -> socket, child stderr -> the log line.  The two socket pumps parse the
+stream only as far as message boundaries (to see CLOSE, count images and tell a complete
+reply from a broken one) and pass payloads through in pieces: no message is held whole,
+whatever size it claims.
 
-A client that sends nothing for ``idle_timeout`` seconds before its stream is complete is
-closed (and its reconstruction stopped): idle sockets cannot hold the server's slots.  After
-the stream's CLOSE a client may stay silent as long as the reconstruction takes.
+Time limits measure progress (:mod:`.wire`): the opening must arrive within
+``idle_timeout`` seconds, and until its CLOSE the client must keep sending, and it must
+keep taking its reply.  After the stream's CLOSE a client may stay silent as long as the
+reconstruction takes.
 
 Every connection ends with exactly one :class:`ConnectionReport` whose ``outcome`` says what
-happened, from one small vocabulary (:data:`OUTCOMES`).
+happened, from one small vocabulary (:data:`OUTCOMES`); what a refused or failed client is
+told comes as a TEXT message before the server closes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -26,33 +32,47 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO, cast
+from typing import IO
 
 from ..errors import ProtocolError, ReconError, TruncatedStreamError
-from ..protocol import Close, Image, MessageId, StreamReader, Text, encode_message
-from ..protocol.messages import Message
+from ..protocol import MessageId, StreamReader, Text, encode_message, skip_message
+from .admission import Admission
 from .client import TeeReader
+from .opening import NoHeader, Opening, read_opening
+from .wire import MIN_PROGRESS_BYTES, Stalled, Wire, client_gone
 
-__all__ = ["OUTCOMES", "PRELUDE_IDS", "Connection", "ConnectionReport", "read_prelude"]
-
-PRELUDE_IDS = frozenset({MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT})
-"""Messages a client may send before HEADER (python-ismrmrd-server and Gadgetron clients)."""
+__all__ = ["OUTCOMES", "Connection", "ConnectionReport", "MemoryRefusal"]
 
 OUTCOMES = {
     "ok": "the reply was complete and the client took it",
-    "error: ...": "the reconstruction failed (bad input, a kernel error); the client got a TEXT",
-    "idle: ...": "the client sent nothing for --idle-timeout seconds before its CLOSE",
-    "client disconnected ...": "the client went away (closed or reset) before its stream's "
-    "CLOSE, or stopped taking the reply",
+    "error: ...": "the reconstruction failed or was refused (bad input, a kernel error, not "
+    "enough memory); the client got the reason as a TEXT",
+    "idle: ...": "the client's header did not arrive within --idle-timeout, or it sent nothing "
+    "for that long before its CLOSE",
+    "slow: ...": "the client sent less than 16 KiB per --idle-timeout before its CLOSE",
+    "client stopped taking its reply ...": "the client took less than 16 KiB of its reply per "
+    "--idle-timeout",
+    "client disconnected ...": "the client reset the connection before its stream's CLOSE, "
+    "went away before its reconstruction started, or stopped taking the reply",
     "client sent no header ...": "the connection closed before a HEADER",
+    "refused: ...": "too many connections from the client's address, or in all",
     "stopped by server shutdown": "the server was stopped while this connection ran or waited",
 }
 """The outcomes a connection's log line ends with (the prefix, then the details)."""
 
-_CHUNK = 1 << 20
 _STDERR_KEEP = 64 << 10
 _CHILD_EXIT_WAIT = 10.0
 _LINGER = 1.0
+_CHUNK = 1 << 20
+
+
+class MemoryRefusal(ReconError):
+    """A dataset larger than the server's whole budget: one text for the log, one for the
+    client (which learns what its data needs, not the server's settings)."""
+
+    def __init__(self, log: str, client: str):
+        super().__init__(log)
+        self.client = client
 
 
 @dataclass
@@ -67,7 +87,7 @@ class ConnectionReport:
     bytes_out: int = 0
     images: int = 0
     queued_s: float = 0.0
-    """Seconds between the client's header and a free reconstruction slot."""
+    """Seconds between the client's complete header and its slot and memory."""
     recon_s: float = 0.0
     """Seconds the reconstruction child ran."""
     outcome: str = "ok"
@@ -82,83 +102,49 @@ class ConnectionReport:
         )
 
 
-def read_prelude(reader: StreamReader) -> tuple[list[Message], MessageId | None]:
-    """Read CONFIG/TEXT messages up to the first other message, whose id is left peeked."""
-    prelude: list[Message] = []
-    while True:
-        mid = reader.peek()
-        if mid is None or mid not in PRELUDE_IDS:
-            return prelude, mid
-        msg = reader.read_message()
-        assert msg is not None
-        prelude.append(msg)
-
-
 class _Prefixed:
-    """``readinto`` from ``first`` and then from ``source`` (the prelude the server already
-    read, followed by the rest of the unbuffered socket file)."""
+    """``readinto`` from ``first`` and then from ``source`` (the opening the server already
+    read, followed by the rest of the socket)."""
 
-    def __init__(self, first: bytes, source: Any):
+    def __init__(self, first: bytes, source: Wire):
         self._first = memoryview(first)
         self._source = source
 
-    def _take(self, buffer: memoryview | bytearray) -> int | None:
-        if not self._first:
-            return None
-        n = min(len(buffer), len(self._first))
-        memoryview(buffer)[:n] = self._first[:n]
-        self._first = self._first[n:]
-        return n
-
     def readinto(self, buffer: memoryview | bytearray) -> int:
-        taken = self._take(buffer)
-        return taken if taken is not None else int(self._source.readinto(buffer) or 0)
+        if self._first:
+            n = min(len(buffer), len(self._first))
+            memoryview(buffer)[:n] = self._first[:n]
+            self._first = self._first[n:]
+            return n
+        return self._source.readinto(buffer)
 
-    def readinto1(self, buffer: memoryview | bytearray) -> int:
-        """What is ready (one recv of the unbuffered socket file returns just that)."""
-        return self.readinto(buffer)
+    readinto1 = readinto
 
 
-class _InputTee(TeeReader):
-    """A TeeReader that also offers ``readinto1`` (so the parser may take what is ready)
-    and counts every byte received."""
-
-    def __init__(self, source: Any, sink: IO[bytes]):
-        super().__init__(source, sink)
-        self._readinto1 = source.readinto1
-        self.received = 0
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:
-        n = super().readinto(buffer)
-        self.received += n
-        return n
-
-    def readinto1(self, buffer: memoryview | bytearray) -> int:
-        n = self._readinto1(buffer) or 0
-        if n:
-            self._pending.append(bytes(memoryview(buffer)[:n]))
-            self._pending_bytes += n
-            self.received += n
-        return n
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
 
 
 class Connection:
-    """One client: prelude, a reconstruction slot, a child process, pumps, one report.
+    """One client: opening, admission, a child process, pumps, one report.
 
     Parameters
     ----------
     sock, peer:
         The accepted socket and its ``host:port``.
     command:
-        Returns the child's command line for the chosen kernel.
+        The child's command line for the chosen kernel and its memory (bytes).
     choose:
-        Returns the kernel for the prelude messages (config names), '' for a filter.
-    acquire_slot:
-        Blocks until a reconstruction slot is free (True) or the server stops (False).
-    release_slot:
-        Gives the slot back.
+        The kernel for the opening (its config name), '' for a filter.
+    memory:
+        Shared memory the opening's dataset needs, in bytes; raises :class:`MemoryRefusal`
+        (or another ReconError) when it cannot be reconstructed here.
+    admission:
+        The server's slots and memory budget.
     idle_timeout:
-        Seconds without a byte from the client before its stream is complete (None: never).
+        ``--idle-timeout`` (None: no time limits).
+    log:
+        Writes one line to the server's log.
     """
 
     def __init__(
@@ -166,24 +152,32 @@ class Connection:
         sock: socket.socket,
         peer: str,
         *,
-        command: Callable[[str], Sequence[str]],
-        choose: Callable[[list[Message]], str],
-        acquire_slot: Callable[[], bool],
-        release_slot: Callable[[], None],
+        command: Callable[[str, int], Sequence[str]],
+        choose: Callable[[Opening], str],
+        memory: Callable[[Opening, str], int],
+        admission: Admission,
         idle_timeout: float | None,
+        log: Callable[[str], None],
     ):
         self.sock = sock
         self.report = ConnectionReport(peer=peer)
         self.child: subprocess.Popen[bytes] | None = None
         self._command = command
         self._choose = choose
-        self._acquire_slot = acquire_slot
-        self._release_slot = release_slot
+        self._memory = memory
+        self._admission = admission
         self._idle = idle_timeout
+        self._log = log
+        self._wire = Wire(sock, idle_timeout)
+        self._held: int | None = None
+        """Bytes of the budget this connection holds (None: it holds no slot)."""
         self._stderr = bytearray()
         self._lock = threading.Lock()
         self.input_state = "reading"
-        """reading, complete (CLOSE seen), ended (EOF before CLOSE), reset, idle, unparsed."""
+        """reading, complete (CLOSE seen), ended (EOF before CLOSE), reset, stalled,
+        unparsed."""
+        self._stall: Stalled | None = None
+        self._reply_stall: Stalled | None = None
         self._reply_gone = False
         self._reply_error = ""
         self.stopping = False
@@ -191,68 +185,108 @@ class Connection:
 
     # ----------------------------------------------------------------- run
     def run(self) -> ConnectionReport:
+        """Serve the client; the log line is written before the slot is given back, so a
+        connection that waited for it always logs after the one that held it."""
         try:
             self._serve()
+        except Exception as exc:  # a bug must not take the other connections down
+            self.report.outcome = f"internal error: {type(exc).__name__}: {exc}"
         finally:
             self._finish_child()
+            self.report.bytes_in = self._wire.received
+            self._log(self.report.line())
+            if self._held is not None:
+                self._admission.release(self._held)
             self._close_socket()
         return self.report
 
     def _serve(self) -> None:
-        self.sock.settimeout(self._idle)
-        # unbuffered: one recv per read, so a reset is reported as such (a buffered reader
-        # would return the data before it and then an end of file)
-        source = cast(BinaryIO, self.sock.makefile("rb", buffering=0))
-        reader = StreamReader(source, require_close=False)
         try:
-            prelude, first = read_prelude(reader)
-        except ReconError as exc:
-            self.report.bytes_in = reader.offset
-            self._fail(f"error: {exc}")
+            opening = read_opening(self._wire)
+        except Stalled:
+            self.report.outcome = self._stopped_or(
+                f"idle: no complete header within {self._idle:g} s (--idle-timeout)"
+            )
             return
-        except TimeoutError:
-            self.report.outcome = self._idle_outcome("before its header")
+        except NoHeader:
+            self.report.outcome = self._stopped_or("client sent no header (connection closed)")
+            return
+        except ReconError as exc:
+            if self.stopping:
+                self.report.outcome = "stopped by server shutdown"
+            else:
+                self._fail(f"error: {exc}")
             return
         except OSError as exc:
             self.report.outcome = self._stopped_or(
                 f"client disconnected before its header ({exc.strerror or exc})"
             )
             return
-        self.report.bytes_in = reader.offset
-        if first is None:
-            self.report.outcome = self._stopped_or("client sent no header (connection closed)")
+        kernel = self._choose(opening)
+        self.report.kernel = kernel
+        try:
+            need = self._memory(opening, kernel)
+        except MemoryRefusal as exc:
+            self._fail(f"error: {exc}", exc.client)
+            return
+        except ReconError as exc:
+            self._fail(f"error: {exc}")
             return
         waited = time.monotonic()
-        if not self._acquire_slot():
-            self._fail("stopped by server shutdown (before its reconstruction started)")
+        refusal = self._admission.acquire(need, self._give_up, self._tell_waiting(need))
+        self.report.queued_s = time.monotonic() - waited
+        if refusal is not None:
+            if self.stopping:
+                self._fail("stopped by server shutdown (before its reconstruction started)")
+            else:
+                self.report.outcome = refusal
             return
-        try:
-            self.report.queued_s = time.monotonic() - waited
-            self._reconstruct(source, prelude, first)
-        finally:
-            self._release_slot()
+        self._held = need
+        if client_gone(self.sock):  # the last chance not to start a child for nobody
+            self.report.outcome = "client disconnected before its reconstruction started"
+            return
+        self._wire.streaming(self._idle)
+        self._reconstruct(opening, kernel, need)
 
-    def _reconstruct(self, source: BinaryIO, prelude: list[Message], first: MessageId) -> None:
-        kernel = self._choose(prelude)
-        self.report.kernel = kernel
-        leading = b"".join(encode_message(m) for m in prelude) + int(first).to_bytes(2, "little")
-        command = list(self._command(kernel))
+    def _give_up(self) -> str | None:
+        """Why a connection waiting for its slot should stop waiting, if it should."""
+        if self.stopping:
+            return "stopped by server shutdown"
+        if client_gone(self.sock):
+            return "client disconnected before its reconstruction started"
+        return None
+
+    def _tell_waiting(self, need: int) -> Callable[[int], None]:
+        def tell(free: int) -> None:
+            self._log(
+                f"{self.report.peer} waiting for memory: needs {_mib(need)} of shared memory, "
+                f"{_mib(free)} of the {_mib(self._admission.budget)} budget free"
+            )
+
+        return tell
+
+    def _reconstruct(self, opening: Opening, kernel: str, need: int) -> None:
+        command = list(self._command(kernel, need))
         started = time.monotonic()
         try:
-            with self._lock:
-                self.child = subprocess.Popen(
-                    command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    start_new_session=True,
-                )
+            with self._lock:  # against interrupt_waiting(): a child, or a stop, not both
+                if not self.stopping:
+                    self.child = subprocess.Popen(
+                        command,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,
+                    )
         except OSError as exc:
             self._fail(f"error: cannot start {command[0]!r}: {exc.strerror or exc}")
             return
+        if self.child is None:
+            self._fail("stopped by server shutdown (before its reconstruction started)")
+            return
         self.report.pid = self.child.pid
         pumps = [
-            threading.Thread(target=self._pump_in, args=(source, leading), daemon=True),
+            threading.Thread(target=self._pump_in, args=(opening.raw,), daemon=True),
             threading.Thread(target=self._pump_stderr, daemon=True),
         ]
         for pump in pumps:
@@ -277,15 +311,17 @@ class Connection:
         """The one outcome of a connection whose reconstruction ran (first rule that holds)."""
         failed = code != 0 or not closed
         state = self.input_state
-        if state == "idle":
-            self.report.outcome = self._idle_outcome("in the middle of its stream")
+        if self._stall is not None:
+            self.report.outcome = self._stalled_input(self._stall)
         elif self.stopping:
             self._fail("stopped by server shutdown")
-        elif state in ("ended", "reset") and failed:
-            how = " (connection reset)" if state == "reset" else ""
+        elif state == "reset" and failed:
             self.report.outcome = (
-                f"client disconnected mid-stream{how}: no CLOSE after {self.report.bytes_in} bytes"
+                "client disconnected mid-stream (connection reset): no CLOSE after "
+                f"{self._wire.received} bytes"
             )
+        elif self._reply_stall is not None:
+            self.report.outcome = self._stalled_output(self._reply_stall)
         elif self._reply_gone:
             self.report.outcome = "client disconnected before taking the whole reply"
         elif failed:
@@ -293,10 +329,26 @@ class Connection:
         elif self._reply_error:
             self._fail(f"error: reconstruction output is not a valid stream: {self._reply_error}")
 
-    def _idle_outcome(self, when: str) -> str:
+    def _stalled_input(self, stall: Stalled) -> str:
+        if not stall.moved:
+            return (
+                f"idle: no data from the client for {stall.seconds:g} s in the middle of its "
+                "stream (--idle-timeout)"
+            )
         return (
-            f"idle: no data from the client for {self._idle:g} s {when} "
-            "(--idle-timeout); connection closed"
+            f"slow: {stall.moved} bytes from the client in {stall.seconds:g} s before its CLOSE, "
+            f"expected at least {MIN_PROGRESS_BYTES} (--idle-timeout)"
+        )
+
+    def _stalled_output(self, stall: Stalled) -> str:
+        if not stall.moved:
+            return (
+                f"client stopped taking its reply: nothing taken for {stall.seconds:g} s "
+                "(--idle-timeout)"
+            )
+        return (
+            f"client stopped taking its reply: {stall.moved} bytes taken in {stall.seconds:g} s, "
+            f"expected at least {MIN_PROGRESS_BYTES} (--idle-timeout)"
         )
 
     def _stopped_or(self, outcome: str) -> str:
@@ -307,70 +359,74 @@ class Connection:
         last = lines[-1] if lines else "no message"
         return f"reconstruction exited with status {code}: {last}"
 
-    def _fail(self, outcome: str) -> None:
-        """Record the outcome and tell a still-connected client with a TEXT message."""
+    def _fail(self, outcome: str, client: str | None = None) -> None:
+        """Record the outcome and tell a still-connected client (``client``, or the outcome
+        itself) with a TEXT message."""
         self.report.outcome = outcome
-        if self.input_state in ("reset", "idle") or self._reply_gone:
+        if self.input_state == "reset" or self._reply_gone or self._reply_stall is not None:
             return
-        with contextlib.suppress(OSError):
-            self.sock.sendall(encode_message(Text(outcome)))
+        with contextlib.suppress(OSError, Stalled):
+            self._wire.write(encode_message(Text(client or outcome)))
 
     # ----------------------------------------------------------------- pumps
-    def _pump_in(self, source: BinaryIO, leading: bytes) -> None:
-        """Socket -> child stdin, parsed up to CLOSE (idle timeout until then); the rest is
-        passed on raw (the child warns about data after CLOSE), with no time limit."""
+    def _pump_in(self, opening: bytes) -> None:
+        """Socket -> child stdin, message by message up to CLOSE (progress-timed until
+        then); the rest is passed on raw (the child warns about data after CLOSE), with no
+        time limit."""
         child = self.child
         assert child is not None and child.stdin is not None
         stdin: IO[bytes] = child.stdin
-        tee = _InputTee(_Prefixed(leading, source), stdin)
+        tee = TeeReader(_Prefixed(opening, self._wire), stdin)  # type: ignore[arg-type]
         reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader.expect_acquisitions(0)  # read what has arrived, not message by message
         try:
             while self.input_state == "reading":
-                msg = reader.read_message()
+                mid = skip_message(reader)
                 tee.flush()
-                if msg is None:
+                if mid is None:
                     self.input_state = "ended"
-                elif isinstance(msg, Close):
+                elif mid is MessageId.CLOSE:
                     self.input_state = "complete"
         except TruncatedStreamError:
             self.input_state = "ended"  # the client's side ended inside a message
         except ProtocolError:
             self.input_state = "unparsed"  # the child reports what is wrong with it
-        except TimeoutError:
-            self.input_state = "idle"
+        except Stalled as exc:
+            self.input_state = "stalled"
+            self._stall = exc
         except (BrokenPipeError, ValueError):
             self.input_state = "complete"  # the child stopped reading: it says why
         except OSError:
             self.input_state = "reset"
-        self.report.bytes_in = tee.received
-        if self.input_state == "idle":
+        if self.input_state == "stalled":
             self.stop_child()
         elif self.input_state in ("complete", "unparsed"):
             with contextlib.suppress(OSError, ValueError):
                 tee.flush()
                 if self.input_state == "complete":
-                    self.sock.settimeout(None)  # a quiet client waits for its images
-                self._forward_rest(source, stdin)
+                    self._wire.streaming(None)  # a quiet client waits for its images
+                self._forward_rest(stdin)
         with contextlib.suppress(OSError, ValueError):
             stdin.close()
 
-    def _forward_rest(self, source: BinaryIO, stdin: IO[bytes] | None) -> None:
+    def _forward_rest(self, stdin: IO[bytes] | None) -> None:
         """Raw copy until EOF; once the child stops reading, discard."""
+        buffer = bytearray(_CHUNK)
         while True:
             try:
-                chunk = source.read(_CHUNK)  # one recv: what has arrived
-            except TimeoutError:
-                self.input_state = "idle"
+                n = self._wire.readinto(buffer)
+            except Stalled as exc:
+                self.input_state = "stalled"
+                self._stall = exc
                 self.stop_child()
                 return
             except (OSError, ValueError):
                 return
-            if not chunk:
+            if not n:
                 return
-            self.report.bytes_in += len(chunk)
             if stdin is not None:
                 try:
-                    stdin.write(chunk)
+                    stdin.write(memoryview(buffer)[:n])
                     stdin.flush()
                 except (BrokenPipeError, ValueError):
                     stdin = None
@@ -387,23 +443,24 @@ class Connection:
         """Forward the child's reply; True when it ended with CLOSE."""
         child = self.child
         assert child is not None and child.stdout is not None
-        tee = TeeReader(child.stdout, self.sock)
+        tee = TeeReader(child.stdout, self._wire)
         reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader.expect_acquisitions(0)
         closed = False
         try:
-            while True:
-                msg = reader.read_message()
+            while (mid := skip_message(reader)) is not None:
                 tee.flush()
-                if msg is None:
-                    break
-                if isinstance(msg, Image):
+                if mid is MessageId.IMAGE:
                     self.report.images += 1
-                elif isinstance(msg, Close):
+                elif mid is MessageId.CLOSE:
                     closed = True
         except ProtocolError as exc:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, Stalled):
                 tee.flush()
             self._reply_error = str(exc)
+        except Stalled as exc:
+            self._reply_stall = exc
+            self.stop_child()
         except OSError:
             self._reply_gone = True
             self.stop_child()
@@ -445,11 +502,16 @@ class Connection:
                 with contextlib.suppress(OSError, ValueError):
                     stream.close()
 
-    def interrupt(self) -> None:
-        """Unblock a connection that waits for its client (server shutdown)."""
-        self.stopping = True
+    def interrupt_waiting(self) -> bool:
+        """Server shutdown: stop a connection that has not started its reconstruction
+        (waiting for its header, a slot or memory); False when it has one to finish."""
+        with self._lock:
+            if self.child is not None:
+                return False
+            self.stopping = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RD)
+        return True
 
     def _close_socket(self) -> None:
         """Half-close, then briefly discard unread input so the client reads our last words.
@@ -459,9 +521,12 @@ class Connection:
         """
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-            self.sock.settimeout(_LINGER)
             deadline = time.monotonic() + _LINGER
-            while time.monotonic() < deadline and self.sock.recv(_CHUNK):
-                pass
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            buffer = bytearray(_CHUNK)
+            while (left := deadline - time.monotonic()) > 0 and poller.poll(left * 1000):
+                if not self.sock.recv_into(buffer):
+                    break
         with contextlib.suppress(OSError):
             self.sock.close()

@@ -1,16 +1,30 @@
-"""TCP reconstruction server: one full reconstruction per connection.
+"""TCP reconstruction server: one full reconstruction per connection, within one budget.
 
 Each accepted connection gets its own child process running the same pipeline as
 ``mrd_stream_recon`` (or any stdin-to-stdout filter given with ``command``); see
 :mod:`.connection` for what happens on one connection.  A child per connection keeps clients
 isolated: a malformed or vanishing client ends only its own child, and the child's own
-supervisor cleans up its workers and shared memory.
+supervisor cleans up its workers and shared memory.  Children start isolated from the
+server's working directory (``python -I``): a ``psutil.py`` in the folder the server was
+started from is never imported.
 
-Connections are accepted as they arrive and take a reconstruction slot (``max_connections``
-of them) only once their header has arrived, so clients that connect and send nothing never
-hold a slot, and are closed after ``idle_timeout`` seconds.  Each connection logs one line:
-its time waiting for a slot (``queued``) apart from its reconstruction time (``recon``),
-and its outcome.
+What a client can take is bounded before it takes it:
+
+- connections are accepted as they arrive (none waits unseen in the listen backlog); more
+  than ``max_per_address`` from one client address, or more than ``max_connections`` +
+  :data:`WAITING` in all, are refused at once with one line;
+- a connection earns a reconstruction slot (``max_connections`` of them) only with a
+  complete opening (its header and its first acquisition's header), which must arrive
+  within ``idle_timeout`` seconds and at most :data:`~.opening.MAX_OPENING_BYTES` long;
+- its dataset's shared memory comes out of one budget for all connections
+  (``memory_limit``, by default what one ``mrd_stream_recon`` may use: 25% of RAM, at most
+  /dev/shm's free space): it waits until that much is free, and a dataset larger than the
+  whole budget is refused with one line;
+- a client that stops sending before its CLOSE, or stops taking its reply, is dropped
+  (:mod:`.wire`).
+
+Each connection logs one line: its time waiting for a slot (``queued``) apart from its
+reconstruction time (``recon``), and its outcome.
 """
 
 from __future__ import annotations
@@ -27,13 +41,16 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from ..engine.kernels import KERNELS
-from ..protocol import ConfigFile
-from ..protocol.messages import Message
-from .connection import PRELUDE_IDS, Connection, ConnectionReport
+from ..errors import MemoryLimitError
+from ..protocol import Text, encode_message
+from .admission import Admission
+from .connection import Connection, ConnectionReport, MemoryRefusal
+from .opening import Opening
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
-    "PRELUDE_IDS",
+    "DEFAULT_MAX_PER_ADDRESS",
+    "WAITING",
     "ConnectionReport",
     "ReconServer",
     "ServerConfig",
@@ -42,13 +59,17 @@ __all__ = [
 ]
 
 DEFAULT_IDLE_TIMEOUT = 60.0
-"""Seconds a client may send nothing before its stream is complete (``--idle-timeout``)."""
+"""Seconds for a client's header, and per 16 KiB of its stream or reply (``--idle-timeout``)."""
+
+DEFAULT_MAX_PER_ADDRESS = 16
+"""Connections one client address may have open at once (``--max-per-address``)."""
 
 WAITING = 64
-"""Connections accepted beyond ``max_connections`` (waiting for their header or a slot);
-more stay in the kernel's listen backlog until one ends."""
+"""Connections open beyond ``max_connections`` (waiting for their header, a slot or memory);
+more are refused at once."""
 
 _CHILD_EXIT_WAIT = 10.0
+_RECON_MAIN = "import sys; from parallel_recon.cli.recon import main; sys.exit(main())"
 
 
 @dataclass(frozen=True)
@@ -57,8 +78,8 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 9222
-    workers: int | None = None
-    """``--workers`` of each connection's reconstruction (None: the recon's default)."""
+    workers: int = 1
+    """``--workers`` of each connection's reconstruction."""
     max_connections: int = 8
     """Connections reconstructed at once; more wait (accepted) for a free slot."""
     recon: str = "auto"
@@ -70,59 +91,106 @@ class ServerConfig:
     drain_timeout: float = 60.0
     """Seconds that SIGTERM waits for running connections before stopping them."""
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
-    """Seconds without a byte from a client before its stream is complete (None: no limit)."""
-    recon_args: Sequence[str] = ()
-    """More ``mrd_stream_recon`` options for every connection (``--image-type complex``,
-    ``--recon-option k=v``)."""
+    """Seconds for a client's opening, and per 16 KiB of progress after it (None: no limit)."""
+    image_type: str = "magnitude"
+    """``--image-type`` of every connection's reconstruction."""
+    recon_options: Mapping[str, str] = field(default_factory=dict)
+    """``--recon-option`` values of every connection's reconstruction."""
+    memory_limit: int | None = None
+    """Shared memory for all connections together, in bytes (None: the recon's default)."""
+    max_per_address: int = DEFAULT_MAX_PER_ADDRESS
+    """Connections one client address may have open at once."""
 
 
-def choose_kernel(prelude: Sequence[Message], config: ServerConfig) -> str:
+def choose_kernel(config_name: str | None, config: ServerConfig) -> str:
     """The kernel for a connection, from the first CONFIG_FILE name the client sent.
 
     A name listed in ``config.config_map`` maps to its kernel; a name of the recon's kernel
     table (e.g. ``cartesian``) selects that kernel; anything else (``default``, Gadgetron's
     ``default.xml``, no config at all) uses ``config.recon``.
     """
-    for msg in prelude:
-        if not isinstance(msg, ConfigFile):
-            continue
-        name = msg.name.strip()
-        if name in config.config_map:
-            return config.config_map[name]
-        if name in KERNELS:
-            return name
-        break
+    name = (config_name or "").strip()
+    if name in config.config_map:
+        return config.config_map[name]
+    if name in KERNELS:
+        return name
     return config.recon
 
 
-def recon_command(config: ServerConfig, kernel: str) -> list[str]:
-    """The child command line for one connection."""
+def recon_command(config: ServerConfig, kernel: str, memory: int) -> list[str]:
+    """The child command line for one connection, with its share of the budget.
+
+    ``-I``: the child's imports never come from the server's working directory (nor from
+    PYTHONPATH or the user's site folder), whatever files are there.
+    """
     if config.command:
         return list(config.command)
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from parallel_recon.cli.recon import main; sys.exit(main())",
-        "--recon",
-        kernel,
-        *config.recon_args,
-    ]
-    if config.workers is not None:
-        cmd += ["--workers", str(config.workers)]
+    cmd = [sys.executable, "-I", "-c", _RECON_MAIN, "--recon", kernel]
+    cmd += ["--workers", str(config.workers), "--memory-limit", str(memory)]
+    cmd += ["--image-type", config.image_type]
+    for key, value in config.recon_options.items():
+        cmd += ["--recon-option", f"{key}={value}"]
     return cmd
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
+
+
+def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: str) -> int:
+    """Shared memory the connection's reconstruction will allocate (0 for a filter, or a
+    stream without acquisitions); the reconstruction gets exactly this as its limit.
+
+    Raises
+    ------
+    ReconError
+        The header cannot be reconstructed (the same error the recon would give).
+    MemoryRefusal
+        The dataset needs more than the whole budget.
+    """
+    if config.command or opening.first_channels is None:
+        return 0
+    from ..engine.plan import plan_from_header
+    from ..engine.sizing import plan_memory
+
+    plan = plan_from_header(
+        opening.header_xml, output=config.image_type, options=dict(config.recon_options)
+    )
+    try:
+        sizes = plan_memory(
+            plan,
+            opening.header_xml,
+            opening.first_channels,
+            workers=config.workers,
+            memory_limit=budget,
+        )
+    except MemoryLimitError as exc:
+        needed = _mib(exc.needed_bytes)
+        raise MemoryRefusal(
+            f"not enough memory for this dataset: it needs at least {needed} of shared "
+            f"memory, more than the whole budget of {_mib(exc.limit_bytes)}: raise serve's "
+            f"--memory-limit to at least {-(-exc.needed_bytes // (1 << 20))}M",
+            f"error: not enough memory for this dataset on this server: it needs at least "
+            f"{needed} of shared memory",
+        ) from None
+    return sizes.total_bytes
 
 
 class ReconServer:
     """Listens, serves each connection in a thread, drains on :meth:`request_stop`."""
 
     def __init__(self, config: ServerConfig, log: TextIO | None = None):
+        from ..engine.ring import default_memory_limit
+
         self.config = config
         self.log = log if log is not None else sys.stderr
-        self.listener = socket.create_server((config.host, config.port), backlog=64)
+        self.budget = config.memory_limit or default_memory_limit()
+        self.listener = socket.create_server((config.host, config.port), backlog=128)
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
-        self._open = threading.BoundedSemaphore(max(1, config.max_connections) + WAITING)
-        self._slots = threading.BoundedSemaphore(max(1, config.max_connections))
+        self._admission = Admission(max(1, config.max_connections), self.budget)
+        self._most_open = max(1, config.max_connections) + WAITING
         self._active: dict[int, tuple[threading.Thread, Connection]] = {}
+        self._per_address: dict[str, int] = {}
         self._active_lock = threading.Lock()
         self._log_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -158,59 +226,80 @@ class ReconServer:
     def serve_forever(self) -> None:
         """Accept until :meth:`request_stop`, then drain running connections."""
         try:
-            while self._wait(self._open):
-                if not self._wait_readable():
-                    self._open.release()
-                    break
+            while self._wait_readable():
                 try:
                     sock, addr = self.listener.accept()
                 except OSError:
-                    self._open.release()
                     continue
-                self._start(sock, f"{addr[0]}:{addr[1]}")
+                self._admit(sock, addr[0], f"{addr[0]}:{addr[1]}")
         finally:
             self.listener.close()
             self._drain()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
-    def _wait(self, semaphore: threading.BoundedSemaphore) -> bool:
-        """Wait for ``semaphore``; False once a stop was requested."""
-        while not self._stopping.is_set():
-            if semaphore.acquire(timeout=0.2):
-                return True
-        return False
+    def _admit(self, sock: socket.socket, host: str, peer: str) -> None:
+        """Start a connection, or refuse it at once when its address or the server has
+        too many open."""
+        limit = self.config.max_per_address
+        with self._active_lock:
+            mine = self._per_address.get(host, 0)
+            if mine >= limit:
+                refusal = (
+                    f"too many connections from {host} (--max-per-address {limit})",
+                    "too many connections from your address",
+                )
+            elif len(self._active) >= self._most_open:
+                refusal = (
+                    f"server busy: {len(self._active)} connections open (--max-connections "
+                    f"{self.config.max_connections} and {WAITING} waiting)",
+                    "server busy",
+                )
+            else:
+                self._per_address[host] = mine + 1
+                self._start(sock, host, peer)
+                return
+        self._refuse(sock, peer, *refusal)
 
-    def _start(self, sock: socket.socket, peer: str) -> None:
+    def _refuse(self, sock: socket.socket, peer: str, why: str, tell: str) -> None:
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(encode_message(Text(f"error: {tell}; try again later")))
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+        self.say(ConnectionReport(peer=peer, outcome=f"refused: {why}").line())
+
+    def _start(self, sock: socket.socket, host: str, peer: str) -> None:
+        """(with ``_active_lock`` held)"""
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         config = self.config
         conn = Connection(
             sock,
             peer,
-            command=lambda kernel: recon_command(config, kernel),
-            choose=lambda prelude: "" if config.command else choose_kernel(prelude, config),
-            acquire_slot=lambda: self._wait(self._slots),
-            release_slot=self._slots.release,
+            command=lambda kernel, memory: recon_command(config, kernel, memory),
+            choose=lambda opening: (
+                "" if config.command else choose_kernel(opening.config_name, config)
+            ),
+            memory=lambda opening, kernel: dataset_memory(config, self.budget, opening, kernel),
+            admission=self._admission,
             idle_timeout=config.idle_timeout,
+            log=self.say,
         )
         ident = self._next_id
         self._next_id += 1
-        thread = threading.Thread(target=self._handle, args=(ident, conn), daemon=True)
-        with self._active_lock:
-            self._active[ident] = (thread, conn)
+        thread = threading.Thread(target=self._handle, args=(ident, host, conn), daemon=True)
+        self._active[ident] = (thread, conn)
         thread.start()
 
-    def _handle(self, ident: int, conn: Connection) -> None:
+    def _handle(self, ident: int, host: str, conn: Connection) -> None:
         try:
             conn.run()
-            self.say(conn.report.line())
-        except Exception as exc:  # a bug must not take the other connections down
-            conn.report.outcome = f"internal error: {type(exc).__name__}: {exc}"
-            self.say(conn.report.line())
         finally:
             with self._active_lock:
                 del self._active[ident]
-            self._open.release()
+                self._per_address[host] -= 1
+                if not self._per_address[host]:
+                    del self._per_address[host]
 
     def _drain(self) -> None:
         with self._active_lock:
@@ -218,8 +307,7 @@ class ReconServer:
         if not running:
             return
         for _, conn in running:
-            if conn.child is None:  # waiting for its header or a slot: nothing to finish
-                conn.interrupt()
+            conn.interrupt_waiting()  # nothing to finish before its reconstruction starts
         self.say(
             f"stopping: waiting up to {self.config.drain_timeout:g} s for {len(running)} "
             "running connection(s); signal again to stop them now"

@@ -31,6 +31,7 @@ from .messages import (
     new_image_head,
     new_waveform_head,
 )
+from .skip import message_remainder, skip_message
 
 __all__ = [
     "ACQUISITION_HEADER_DTYPE",
@@ -63,7 +64,9 @@ __all__ = [
     "encode_message",
     "has_flag",
     "message_id_bytes",
+    "message_remainder",
     "new_acquisition_head",
     "new_image_head",
     "new_waveform_head",
+    "skip_message",
 ]

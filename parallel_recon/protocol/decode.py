@@ -49,7 +49,14 @@ from .messages import (
 )
 from .runs import ACQ_HEAD_BYTES, ACQ_SIZES, decode_run
 
-__all__ = ["DEFAULT_LIMITS", "HDF5_SIGNATURE", "Limits", "StreamReader", "after_close_warning"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "HDF5_SIGNATURE",
+    "Limits",
+    "StreamReader",
+    "after_close_warning",
+    "decode_text",
+]
 
 _FIRST_PIECE = 8 << 20  # payloads above this are read in growing pieces, then assembled
 _MAX_PIECE = 256 << 20
@@ -82,7 +89,8 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def _decode_text(raw: bytes | bytearray, what: str, offset: int, index: int) -> str:
+def decode_text(raw: bytes | bytearray, what: str, offset: int, index: int) -> str:
+    """A string payload as text (one trailing NUL dropped); ProtocolError if not UTF-8."""
     if raw.endswith(b"\0"):  # some writers count a trailing NUL in the length
         raw = raw[:-1]
     try:
@@ -255,7 +263,7 @@ class StreamReader:
                 f"length prefix of {length} bytes (corrupt stream?)"
             )
         raw = self.read_bytes(length, f"{name} text")
-        return _decode_text(raw, name, self.message_offset, self.index)
+        return decode_text(raw, name, self.message_offset, self.index)
 
     def _check_payload(self, what: str, nbytes: int) -> None:
         if nbytes > self.limits.max_payload_bytes:
@@ -429,7 +437,7 @@ class StreamReader:
         start = self._available(CONFIG_FILE_SIZE, "CONFIG_FILE name")
         raw = bytes(self._buffer.chunk[start : start + CONFIG_FILE_SIZE])
         name = raw.split(b"\0", 1)[0]
-        return ConfigFile(_decode_text(name, "CONFIG_FILE", self.message_offset, self.index))
+        return ConfigFile(decode_text(name, "CONFIG_FILE", self.message_offset, self.index))
 
     def _read_acquisition(self) -> Acquisition:
         buffer = self._buffer
@@ -516,7 +524,7 @@ class StreamReader:
                 f"expected image attributes of at most {self.limits.max_attribute_bytes} "
                 f"bytes, found a length of {attr_len} bytes (corrupt stream?)"
             )
-        attributes = _decode_text(
+        attributes = decode_text(
             self.read_bytes(attr_len, "image attributes"),
             "image attributes",
             self.message_offset,
@@ -539,7 +547,8 @@ class StreamReader:
         )
         return Waveform(head=head, data=data)
 
-    def _read_ndarray(self) -> NDArray:
+    def read_ndarray_head(self) -> tuple[np.dtype, int, tuple[int, ...]]:
+        """Read and validate an NDArray's data type, version and dimensions."""
         start = self._available(6, "NDArray header")
         data_type, version, ndim = struct.unpack_from("<HHH", self._buffer.chunk, start)
         if data_type not in DATA_TYPE_TO_DTYPE:
@@ -553,8 +562,11 @@ class StreamReader:
             )
         start = self._available(8 * ndim, "NDArray dims")
         dims = struct.unpack_from(f"<{ndim}Q", self._buffer.chunk, start)
-        array = self.read_array(DATA_TYPE_TO_DTYPE[data_type], tuple(dims), "NDArray data")
-        return NDArray(array=array, version=version)
+        return DATA_TYPE_TO_DTYPE[data_type], version, tuple(dims)
+
+    def _read_ndarray(self) -> NDArray:
+        dtype, version, dims = self.read_ndarray_head()
+        return NDArray(array=self.read_array(dtype, dims, "NDArray data"), version=version)
 
 
 def after_close_warning(reader: StreamReader) -> str:

@@ -6,11 +6,19 @@ declaration that names another encoding, or one Python does not know
 (``<?xml version="1.0" encoding="x-unknown"?>``), changes nothing instead of crashing the
 parser.  Namespaces are dropped from the tags, because headers written by other tools come
 with and without the ISMRMRD namespace and mean the same.
+
+The text comes from whoever sent the stream (a remote client of ``serve``), so it is parsed
+with ``defusedxml``: entity declarations and external references are refused outright, so
+that no "billion laughs" expansion or external entity depends on the expat version of the
+Python build.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+
+import defusedxml
+import defusedxml.ElementTree
 
 __all__ = ["parse_xml", "printable"]
 
@@ -24,9 +32,16 @@ def parse_xml(text: str) -> ET.Element:
         For anything the parser rejects (one line of text in its message).
     """
     try:
-        root = ET.fromstring(text)
+        root = defusedxml.ElementTree.fromstring(text)
     except ET.ParseError:
         raise
+    except defusedxml.EntitiesForbidden as exc:
+        raise ET.ParseError(
+            f"expected XML without entity declarations, found the entity {exc.name!r} "
+            "(entities are refused: they can expand without bound)"
+        ) from None
+    except defusedxml.DefusedXmlException as exc:
+        raise ET.ParseError(f"expected plain XML, found {type(exc).__name__}: {exc}") from None
     except (ValueError, LookupError) as exc:  # e.g. "multi-byte encodings are not supported"
         raise ET.ParseError(" ".join(str(exc).split())) from None
     for node in root.iter():

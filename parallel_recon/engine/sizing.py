@@ -1,0 +1,185 @@
+"""How much shared memory one reconstruction takes, decided before anything is allocated.
+
+The header (encoding matrices, limits, receiverChannels) and the first acquisition's
+channel count fix every shared block of a run: the k-space slots, the image slots, the
+calibration ring and the noise statistics (``2 + 2 x coils^2`` doubles, which grow with the
+square of the coil count).  All of them count in the memory limit, and every size the stream
+declares is checked first, so that a few kilobytes of header cannot claim gigabytes.
+
+The supervisor allocates exactly what :func:`plan_memory` says; the recon server calls the
+same function to reserve a connection's share of its budget before starting its recon.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parallel_recon.workers.api import ReconPlan
+
+from ..errors import HeaderError, ProtocolError
+from .calibration import CalibrationLayout, default_capacity
+from .ring import RingLayout, choose_slot_count, round_to_page
+
+__all__ = [
+    "MAX_COILS",
+    "MAX_SLOTS",
+    "MemoryPlan",
+    "image_slot_count",
+    "noise_block_bytes",
+    "plan_memory",
+    "slot_coils",
+]
+
+MAX_COILS = 1024
+"""More receive channels than any scanner has: a header or a first acquisition claiming more
+is a damaged (or hostile) stream, not a reason to allocate gigabytes."""
+
+MAX_SLOTS = 1024
+"""The most k-space slots one run allocates, whatever the memory limit allows."""
+
+
+def slot_coils(first: int, declared: int | None) -> int:
+    """Channels the slots hold: the first line's or the header's ``receiverChannels``,
+    whichever is larger (a noise scan may come first with fewer channels), checked."""
+    if declared is not None and declared > MAX_COILS:
+        raise HeaderError(
+            f"the header declares receiverChannels {declared}; expected at most {MAX_COILS} "
+            "(more receive channels than any scanner has)"
+        )
+    limit = declared if declared is not None else MAX_COILS
+    if first > limit:
+        source = "the header's receiverChannels" if declared is not None else "the most we take"
+        raise ProtocolError(
+            f"the first acquisition has {first} active channels; expected at most {limit} "
+            f"({source})",
+            None,
+            None,
+        )
+    coils = max(first, declared or 0)
+    if coils < 1:
+        raise ProtocolError(
+            "the first acquisition has 0 active channels and the header declares no "
+            "receiverChannels: expected k-space samples to reconstruct",
+            None,
+            None,
+        )
+    return coils
+
+
+def noise_block_bytes(coils: int) -> int:
+    """Bytes of the noise statistics block (:class:`~.noise.NoiseBlock`) for ``coils``."""
+    return 8 * (2 + 2 * coils * coils)
+
+
+def image_slot_count(workers: int) -> int:
+    """Image slots: two per worker and two for the writer."""
+    return 2 * workers + 2
+
+
+def _layout(plan: ReconPlan, coils: int) -> RingLayout:
+    shapes = [space.kspace_shape for space in plan.spaces]
+    return RingLayout(
+        k2=max(s[0] for s in shapes),
+        k1=max(s[1] for s in shapes),
+        coils=coils,
+        k0=max(s[2] for s in shapes),
+    )
+
+
+def _image_slot_bytes(plan: ReconPlan, coils: int) -> int:
+    """Room for one unit's images: the recon matrix, per channel when the output is complex."""
+    per_pixel = 8 * coils if plan.output == "complex" else 8
+    largest = 0
+    for space in plan.spaces:
+        x, y, z = space.recon_matrix
+        partitions = max(z, space.encoded_matrix[2])
+        largest = max(largest, x * y * partitions * per_pixel + (16 << 10) * partitions)
+    return round_to_page(largest + (64 << 10))
+
+
+def _calibration_layout(
+    plan: ReconPlan, xml: str, layout: RingLayout, workers: int, lines: int | None
+) -> CalibrationLayout:
+    """Room for the calibration of every slice and contrast, plus one per worker in flight.
+
+    Set aside only when the header declares parallel imaging: without it, calibration-only
+    lines are skipped like before and fully sampled data pays nothing.
+    """
+    from .plan import calibration_keys
+
+    declared = any(max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces)
+    capacity = lines or default_capacity(layout.k1, layout.k2)
+    buffers = calibration_keys(xml) + workers + 1 if declared else 0
+    return CalibrationLayout(buffers, capacity, layout.coils, layout.k0)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Every shared block of one run, in bytes and counts."""
+
+    layout: RingLayout
+    """Geometry of a k-space slot (the largest unit)."""
+    kspace_slots: int
+    image_slots: int
+    image_slot_bytes: int
+    calibration: CalibrationLayout
+    noise_bytes: int
+    units_per_repetition: int
+    memory_limit: int
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Everything but the k-space slots."""
+        return self.image_slots * self.image_slot_bytes + self.calibration.nbytes + self.noise_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """All shared memory of the run."""
+        return self.kspace_slots * self.layout.slot_bytes + self.reserved_bytes
+
+
+def plan_memory(
+    plan: ReconPlan,
+    xml: str,
+    first_channels: int,
+    *,
+    workers: int,
+    memory_limit: int,
+    calibration_lines: int | None = None,
+) -> MemoryPlan:
+    """The shared memory of a run of ``plan`` whose first acquisition has ``first_channels``.
+
+    Raises
+    ------
+    HeaderError, ProtocolError
+        A coil count past :data:`MAX_COILS` or the header's own.
+    MemoryLimitError
+        When even the fewest slots that let the data stream do not fit ``memory_limit``.
+    """
+    from .plan import receiver_channels, units_per_repetition
+
+    coils = slot_coils(first_channels, receiver_channels(xml))
+    layout = _layout(plan, coils)
+    units = units_per_repetition(xml)
+    images = image_slot_count(workers)
+    image_bytes = _image_slot_bytes(plan, coils)
+    calibration = _calibration_layout(plan, xml, layout, workers, calibration_lines)
+    noise = noise_block_bytes(coils)
+    slots = choose_slot_count(
+        slot_bytes=layout.slot_bytes,
+        units_per_repetition=units,
+        workers=workers,
+        memory_limit=memory_limit,
+        reserved_bytes=images * image_bytes + calibration.nbytes + noise,
+        describe=f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)",
+    )
+    return MemoryPlan(
+        layout=layout,
+        kspace_slots=min(slots, MAX_SLOTS),
+        image_slots=images,
+        image_slot_bytes=image_bytes,
+        calibration=calibration,
+        noise_bytes=noise,
+        units_per_repetition=units,
+        memory_limit=memory_limit,
+    )
