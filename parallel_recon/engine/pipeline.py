@@ -352,8 +352,14 @@ class _Supervisor:
     ) -> CalibrationLayout:
         """Room for the calibration of every slice and contrast, plus one per worker in flight.
 
-        Set aside only when the header declares parallel imaging: without it, calibration-only
-        lines are skipped like before and fully sampled data pays nothing.
+        That is what can be live at once: one calibration per (slice, contrast) for units the
+        reader has yet to close (a new one retires the old, see ``calibration.py``), and the
+        rest held by units in flight, which the reader waits for (workers release a buffer as
+        soon as they have copied it), so the same store serves any number of repetitions and
+        echoes with any worker count.
+
+        Set aside only when the header declares parallel imaging: without it,
+        calibration-only lines are skipped like before and fully sampled data pays nothing.
         """
         from .plan import calibration_keys
 
@@ -361,8 +367,9 @@ class _Supervisor:
             max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces
         )
         capacity = self.opts.calibration_lines or default_capacity(layout.k1, layout.k2)
-        buffers = calibration_keys(xml) + self.opts.workers + 1 if declared else 0
-        return CalibrationLayout(buffers, capacity, layout.coils, layout.k0)
+        keys = calibration_keys(xml)
+        buffers = keys + self.opts.workers + 1 if declared else 0
+        return CalibrationLayout(buffers, capacity, layout.coils, layout.k0, keys)
 
     def unlink(self) -> None:
         for ring in self.rings:
