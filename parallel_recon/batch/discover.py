@@ -24,6 +24,7 @@ from pathlib import Path
 
 import h5py
 
+from ..engine.prelude import no_acquisitions
 from ..errors import ProtocolError
 from ..protocol import MessageId, StreamReader
 from .model import FAILED, FileJob, FileResult
@@ -87,9 +88,10 @@ def _is_hdf5(path: str) -> bool:
         return False
 
 
-def _is_raw_stream(path: str) -> bool:
-    """True when the file starts like an MRD raw-data stream: a header (config and text
-    messages may come first), then acquisitions or waveforms (or CLOSE)."""
+def _first_data_message(path: str) -> MessageId | None:
+    """The first message after a stream's header (config and text messages may come
+    first): ACQUISITION, WAVEFORM, CLOSE, IMAGE, ...; None when the file does not start
+    like an MRD stream with a header."""
     try:
         with open(path, "rb") as handle:
             reader = StreamReader(handle, require_close=False)
@@ -97,16 +99,21 @@ def _is_raw_stream(path: str) -> bool:
             for _ in range(_SNIFF_MESSAGES):
                 mid = reader.peek()
                 if mid is None:
-                    return False
-                if mid in _RAW or mid is MessageId.CLOSE:
-                    return seen_header
+                    return None
                 if mid not in _PRELUDE:
-                    return False
+                    return mid if seen_header else None
                 seen_header |= mid is MessageId.HEADER
                 reader.read_message()
     except (OSError, ProtocolError):
-        return False
-    return False
+        return None
+    return None
+
+
+def _is_raw_stream(path: str) -> bool:
+    """True when the file starts like an MRD raw-data stream: a header (config and text
+    messages may come first), then acquisitions or waveforms (or CLOSE)."""
+    first = _first_data_message(path)
+    return first in _RAW or first is MessageId.CLOSE
 
 
 def classify(path: str) -> str | None:
@@ -209,6 +216,8 @@ def _jobs_of(
     it: anything that is not HDF5 or a stream, MRD image files)."""
     kind = classify(candidate.path)
     if kind is None:
+        if _first_data_message(candidate.path) is MessageId.IMAGE:
+            return [], str(no_acquisitions(images=1)), True
         return [], "not an MRD raw-data file (expected ISMRMRD HDF5 or an MRD stream)", True
     relative = os.path.relpath(candidate.path, common)
     size = os.path.getsize(candidate.path)

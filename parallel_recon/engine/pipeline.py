@@ -32,13 +32,9 @@ from parallel_recon.workers.noise import DEFAULT_RECEIVER_BANDWIDTH
 
 from ..errors import PipelineError, ProtocolError, ReconError
 from ..progress import Progress
-from ..protocol import Header as HeaderMessage
 from ..protocol import (
     MessageId,
     StreamReader,
-    after_close_warning,
-    encode_message,
-    message_id_bytes,
 )
 from .calibration import (
     CalibrationKeeper,
@@ -50,7 +46,7 @@ from .kernels import check_options, check_trajectories, kernel_label, load_kerne
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
-from .prelude import Prelude, read_prelude
+from .prelude import Prelude, no_acquisitions, read_prelude
 from .profiling import (
     TreeSampler,
     build_profile,
@@ -182,15 +178,6 @@ def _image_slot_bytes(plan: ReconPlan, coils: int) -> int:
     return largest + (64 << 10)
 
 
-def _write_without_data(sink: BinaryIO, prelude: Prelude) -> None:
-    """A stream with a header but no acquisitions: echo the header and texts, then CLOSE."""
-    sink.write(encode_message(HeaderMessage(prelude.header_xml)))
-    for text in prelude.texts:
-        sink.write(text)
-    sink.write(message_id_bytes(MessageId.CLOSE))
-    sink.flush()
-
-
 class _Supervisor:
     """One run: owns the rings and the children from start to teardown."""
 
@@ -212,8 +199,8 @@ class _Supervisor:
         self.details: list[str] = []
         """Full tracebacks behind a failure (printed with --verbose)."""
 
-    def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
-        """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
+    def start(self, source: BinaryIO, sink: BinaryIO) -> None:
+        """Read the prelude, allocate, fork (a stream without acquisitions is an error)."""
         trace = self.trace
         trace.begin("start-up", "startup")
         trace.begin("import the header model", "startup")
@@ -249,11 +236,7 @@ class _Supervisor:
         if bent:
             _warn(opts.prog, bent)
         if prelude.first_head is None:
-            _write_without_data(sink, prelude)
-            if stream.closed and stream.data_after_close(wait=False):
-                _warn(opts.prog, after_close_warning(stream))
-            trace.end()
-            return False
+            raise no_acquisitions(prelude.others.get(MessageId.IMAGE.name, 0))
         trace.begin("plan and shared memory", "startup")
         # room for the first line's channels, or the header's, whichever is larger (a
         # noise scan may come first with fewer channels than the imaging lines)
@@ -341,7 +324,6 @@ class _Supervisor:
         sink.close()
         trace.end()
         trace.end()
-        return True
 
     def _child_trace(self) -> Trace:
         """A recorder for one child (it starts its own track after the fork)."""
@@ -488,9 +470,7 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     supervisor = _Supervisor(opts, started)
     progress = Progress(opts.prog, enabled=opts.progress, unit="acquisitions in")
     try:
-        if not supervisor.start(source, sink):
-            supervisor.release()
-            return 0
+        supervisor.start(source, sink)
         supervisor.watch(progress if opts.progress else None)
         progress.finish()
     except _Terminated:
