@@ -233,10 +233,11 @@ def _worker_count(wanted: int) -> int:
 
 
 @contextlib.contextmanager
-def _profile_file(path: str | None) -> Iterator[str | None]:
-    """Where the engine writes ``--profile-json``: a temporary file beside ``path``, renamed
-    into place when the run succeeds.  Made before the recon starts, so a folder that does
-    not exist or refuses files fails at once, not after the whole reconstruction."""
+def _diagnostics_file(path: str | None) -> Iterator[str | None]:
+    """Where the engine writes ``--profile-json`` or ``--trace``: a temporary file beside
+    ``path``, renamed into place when the run succeeds.  Made before the recon starts, so a
+    folder that does not exist or refuses files, or a path that is a folder, fails at once,
+    not after the whole reconstruction."""
     if path is None:
         yield None
         return
@@ -284,9 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         with (
             open_input(args.input) as source,
             open_output(args.output_file, force=args.force) as sink,
-            _profile_file(args.profile_json) as profile_path,
+            _diagnostics_file(args.profile_json) as profile_path,
+            _diagnostics_file(args.trace) as trace_path,
         ):
-            code = run_pipeline(source, sink, replace(opts, profile_json=profile_path))
+            code = run_pipeline(
+                source, sink, replace(opts, profile_json=profile_path, trace=trace_path)
+            )
             if code != EXIT_OK:
                 raise ExitStatus(code)  # an interrupted run leaves no output file
         return code
