@@ -98,8 +98,17 @@ def _signed_limits(values: np.ndarray) -> tuple[float, float]:
     return -high, high
 
 
+def _in_radians(values: np.ndarray) -> bool:
+    """Float phase within +-4: radians (integer-coded phase uses scanner units)."""
+    return (
+        values.size > 0
+        and np.issubdtype(values.dtype, np.floating)
+        and float(np.nanmax(np.abs(values), initial=0.0)) <= 4.0
+    )
+
+
 def _phase_limits(values: np.ndarray) -> tuple[float, float]:
-    if np.issubdtype(values.dtype, np.floating) and float(np.abs(values).max()) <= 4.0:
+    if _in_radians(values):
         return -math.pi, math.pi
     return float(values.min()), float(values.max())  # integer-coded phase (scanner units)
 
@@ -116,10 +125,14 @@ def window_limits(
 ) -> tuple[float, float]:
     """Display range ``(low, high)`` for real ``values`` of one image.
 
-    WindowCenter/WindowWidth meta attributes win when present; otherwise phase images use
-    -pi..pi, real/imag images a symmetric range, and everything else (magnitude, complex,
+    Phase in radians is always shown -pi..pi (images of earlier versions carry a window of
+    0..max, which shows an object of phase near 0 half black).  Otherwise WindowCenter /
+    WindowWidth meta attributes win when present; without them integer-coded phase spans its
+    range, real/imag images a symmetric range, and everything else (magnitude, complex,
     invalid types) 0 (or the minimum, if negative) to the 99.5th percentile.
     """
+    if int(image_type) == ImageType.PHASE and _in_radians(values):
+        return -math.pi, math.pi
     centre = _meta_float(meta or {}, "WindowCenter")
     width = _meta_float(meta or {}, "WindowWidth")
     if centre is not None and width is not None and width > 0:
