@@ -212,7 +212,7 @@ def test_usage_errors(study: Study, tmp_path: Path) -> None:
     assert batch(str(study.root), check_exit=2).returncode == 2  # no -o
     proc = batch(str(study.root), "-o", str(tmp_path), "--report", "r.txt", check_exit=1)
     assert "expected a file name ending in .csv or .json" in proc.stderr.decode()
-    proc = batch(str(study.root), "-o", str(tmp_path), "--recon", "nosuch", check_exit=1)
+    proc = batch(str(study.root), "-o", str(tmp_path), "--recon", "nosuch", check_exit=2)
     assert "--recon 'nosuch'" in proc.stderr.decode()
 
 

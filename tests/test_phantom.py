@@ -408,8 +408,8 @@ def test_cli_writes_hdf5_via_umbrella(tmp_path: Path) -> None:
         (["-m", "4"], "matrix must be an integer in [8,"),
         (["-c", "0"], "coils"),
         (["-a", "40", "-m", "16"], "acceleration"),
-        (["--partial-fourier", "0.3"], "partial_fourier"),
-        (["-n", "-1"], "noise_level"),
+        (["--partial-fourier", "0.3"], "--partial-fourier"),
+        (["-n", "-1"], "-n/--noise-level"),
         (["-m", "abc"], "invalid int value"),
         (["--no-such-option"], "unrecognized arguments"),
     ],
@@ -431,8 +431,10 @@ def test_cli_bad_options_give_one_line(
 
 def test_cli_bad_option_as_a_process() -> None:
     proc = run_cli("mrd_phantom", "-m", "15", "-o", "-", check=False)
-    assert proc.returncode == 1 and proc.stdout == b""
-    assert proc.stderr.decode().splitlines() == ["mrd_phantom: error: matrix must be even, got 15"]
+    assert proc.returncode == 2 and proc.stdout == b""  # a usage error, naming the option
+    assert proc.stderr.decode().splitlines() == [
+        "mrd_phantom: error: -m/--matrix must be even, got 15"
+    ]
 
 
 def test_cli_unwritable_output_is_one_line(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, UsageError
 from ..net.server import DEFAULT_IDLE_TIMEOUT, ReconServer, ServerConfig
 from .common import OneLineParser, add_version_option, port_number, run_command
 from .recon import IMAGE_TYPES
@@ -177,14 +177,14 @@ def _check_kernels(args: argparse.Namespace) -> None:
     options = dict(pair.partition("=")[::2] for pair in args.recon_option)
     for pair in args.recon_option:
         if "=" not in pair or pair.startswith("="):
-            raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
+            raise UsageError(f"--recon-option {pair!r}: expected KEY=VALUE")
     kernels = {args.recon: "", **{k: f" (from --config-map {n}={k})" for n, k in args.config_map}}
     for kernel, where in kernels.items():
         try:
             load_kernel(kernel)
             check_options(kernel, options)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"{exc}{where}") from None
+        except ConfigurationError as exc:  # a usage error stays one (exit 2)
+            raise type(exc)(f"{exc}{where}") from None
 
 
 def _install_stop(server: ReconServer) -> dict[int, Callable[..., object] | int | None]:

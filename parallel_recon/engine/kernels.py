@@ -8,6 +8,7 @@ that sits next to it; when it fails, :func:`failure_location` names its file and
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib
@@ -20,7 +21,7 @@ from typing import Any
 
 from parallel_recon.workers.options import COMMON_OPTIONS, option_table, parse_options
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, UsageError
 
 __all__ = [
     "KERNELS",
@@ -75,7 +76,7 @@ def full_traceback(exc: BaseException) -> str:
 
 def _load_file(path: Path) -> Any:
     if not path.is_file():
-        raise ConfigurationError(f"--recon {str(path)!r}: expected a Python file, found nothing")
+        raise UsageError(f"--recon {str(path)!r}: expected a Python file, found nothing")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     spec = importlib.util.spec_from_file_location(f"pr_user_kernel_{digest}", path)
     if spec is None or spec.loader is None:
@@ -98,9 +99,9 @@ def _load_file(path: Path) -> Any:
 def _load_name(name: str) -> Any:
     if name not in KERNELS:
         known = ", ".join(sorted(KERNELS))
-        raise ConfigurationError(
-            f"--recon {name!r}: expected one of {known} or a path to a .py file"
-        )
+        close = difflib.get_close_matches(name, KERNELS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"--recon {name!r}: expected one of {known} or a path to a .py file{hint}")
     try:
         return importlib.import_module(KERNELS[name])
     except ImportError as exc:
@@ -127,7 +128,7 @@ def check_options(spec: str, options: dict[str, str]) -> dict[str, Any]:
     table = option_table(COMMON_OPTIONS, declared or ())
     if declared is None and set(options) - set(table):
         unknown = sorted(set(options) - set(table))[0]
-        raise ConfigurationError(
+        raise UsageError(
             f"--recon-option {unknown}: the kernel {kernel_label(spec)} declares no options "
             f"of its own (known: {', '.join(table)}); to take {unknown}=..., list it in a "
             "module-level OPTIONS table of parallel_recon.workers.options.KernelOption"
