@@ -120,6 +120,12 @@ def reconstruct(
         return _run(io.BytesIO(bytes(source)), opts)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        if os.path.isdir(path):
+            raise InputFileError(
+                f"cannot reconstruct {path!r}: it is a folder; give one raw-data file (an "
+                "ISMRMRD HDF5 file or an MRD stream), or reconstruct a folder of files with "
+                "parallel-recon batch"
+            )
         if not os.path.isfile(path):
             raise InputFileError(f"cannot open input {path!r}: no such file")
         kind = "hdf5" if classify(path) == "hdf5" else "stream"

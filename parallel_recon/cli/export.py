@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="ISMRMRD HDF5 file, MRD stream file, or - for stdin")
     parser.add_argument(
-        "--to", required=True, choices=list(FORMATS), help="output format (dicom, nifti, npy)"
+        "--to",
+        choices=list(FORMATS),
+        help="output format (dicom, nifti, npy); without it, the -o name says: .nii or .nii.gz "
+        "nifti, .npz npy, a name ending in / (or an existing folder) dicom",
     )
     parser.add_argument(
         "-o",
@@ -60,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_option(parser)
     add_version_option(parser)
     return parser
+
+
+_BY_EXTENSION = {".nii": "nifti", ".nii.gz": "nifti", ".npz": "npy"}
+"""-o name ending -> the format it implies when --to is not given."""
+
+
+def infer_format(output: str) -> str | None:
+    """The format an ``-o`` name implies (None when it says nothing)."""
+    lower = output.lower()
+    for ending, to in sorted(_BY_EXTENSION.items(), key=lambda item: -len(item[0])):
+        if lower.endswith(ending) and len(lower) > len(ending):
+            return to
+    if output.endswith("/") or Path(output).is_dir():
+        return "dicom"
+    return None
 
 
 def _read(args: argparse.Namespace) -> ExportInput:
@@ -89,7 +107,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``parallel-recon export``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.to is None:
+        args.to = infer_format(args.output)
+        if args.to is None:
+            parser.error(
+                f"--to is missing and -o {args.output!r} does not say the format: give --to "
+                "dicom|nifti|npy, or a name ending in .nii, .nii.gz, .npz (or / for a DICOM "
+                "folder)"
+            )
     return run_command(PROG, lambda: _run(args))
 
 

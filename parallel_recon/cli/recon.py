@@ -17,6 +17,7 @@ import difflib
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..files import PendingFile, refuse_same_file
@@ -212,7 +213,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_progress_option(diag)
     add_version_option(parser)
+    parser.add_argument("stray", nargs="*", help=argparse.SUPPRESS)
     return parser
+
+
+def _stray_hint(name: str) -> str:
+    """The usage error for a file named without ``-i``: how to give it, by what it is."""
+    from ..inspect.summary_hdf5 import is_hdf5
+
+    path = Path(name)
+    if path.is_file() and is_hdf5(name):
+        return (
+            f"{name} is an ISMRMRD HDF5 file, and {PROG} reads a stream: convert it on the "
+            f"way in, mrdhdf5_to_stream {name} | {PROG} > images.bin"
+        )
+    if path.is_file():
+        return f"a positional input file ({name}): give the stream with -i {name} (or < {name})"
+    return f"unrecognized arguments: {name}"
 
 
 def _worker_count(wanted: int) -> int:
@@ -252,7 +269,10 @@ def _default_workers() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.stray:
+        parser.error(_stray_hint(args.stray[0]))
 
     def body() -> int:
         single_threaded_math()

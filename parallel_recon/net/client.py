@@ -24,6 +24,7 @@ from ..protocol import Close, StreamReader, Text, after_close_warning
 __all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stream"]
 
 _CHUNK = 1 << 20
+_CLOSE_BYTES = b"\x04\x00"
 
 
 class _Readable(Protocol):
@@ -125,6 +126,10 @@ class _Sender(threading.Thread):
         self.sock = sock
         self.report = report
         self.error: OSError | None = None
+        self.tail = b""
+        """The last bytes sent: a complete stream ends with CLOSE (id 4, two bytes)."""
+        self.done = threading.Event()
+        """Set when the whole input was sent."""
 
     def run(self) -> None:
         read = getattr(self.source, "read1", self.source.read)
@@ -132,7 +137,9 @@ class _Sender(threading.Thread):
             while chunk := read(_CHUNK):
                 self.sock.sendall(chunk)
                 self.report.bytes_sent += len(chunk)
+                self.tail = (self.tail + chunk)[-len(_CLOSE_BYTES) :]
             self.sock.shutdown(socket.SHUT_WR)
+            self.done.set()
         except OSError as exc:  # the server closed early; the reply says why
             self.error = exc
 
@@ -205,6 +212,12 @@ def send_stream(
             print(f"warning: reply from {where}: {after_close}", file=log, flush=True)
         if not closed:
             why = f" (server said: {last_text})" if last_text else ""
+            if sender.done.wait(1.0) and sender.tail != _CLOSE_BYTES:
+                raise RemoteError(
+                    f"the input ended after {report.bytes_sent} bytes without a CLOSE message "
+                    "(it is incomplete: was it cut short?), so the server could not finish"
+                    f"{why}"
+                )
             raise RemoteError(
                 f"server {where} closed the connection after {report.bytes_received} bytes "
                 f"without sending CLOSE{why}"
