@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 
 from ..engine.prelude import no_acquisitions
-from ..errors import ProtocolError
+from ..errors import ProtocolError, ReconError
 from ..protocol import MessageId, StreamReader
 from .model import FAILED, FileJob, FileResult
 from .outputs import is_partial_name
@@ -47,6 +47,8 @@ class _Candidate:
     root: str
     """Folder its output path is measured from before the common root is applied."""
     explicit: bool
+    folder: str = ""
+    """The folder argument it was found in (searched), '' for a file named itself."""
 
 
 @dataclass
@@ -154,6 +156,8 @@ class _Expander:
         self.outdir = outdir
         self.candidates: list[_Candidate] = []
         self.missing: list[FileResult] = []
+        self.folders: dict[str, str] = {}
+        """Searched folder (absolute) -> the argument that named it."""
 
     def _fail(self, name: str, error: str) -> None:
         self.missing.append(FileResult(input=name, group="", output="", status=FAILED, error=error))
@@ -176,8 +180,9 @@ class _Expander:
     def add_path(self, arg: str, base: str) -> None:
         path = os.path.abspath(os.path.join(base, arg))
         if os.path.isdir(path):
+            self.folders.setdefault(path, arg)
             for found in _walk(path, self.outdir):
-                self.candidates.append(_Candidate(found, path, explicit=False))
+                self.candidates.append(_Candidate(found, path, explicit=False, folder=path))
         elif os.path.isfile(path):
             self.candidates.append(_Candidate(path, os.path.dirname(path), explicit=True))
         elif _GLOB_CHARS.search(arg):
@@ -206,6 +211,16 @@ def _holds_images(path: str) -> bool:
             if isinstance(group, h5py.Group)
             for series in group.values()
         )
+
+
+def _group_bytes(path: str, group: str, fallback: int) -> int:
+    """The raw data of one HDF5 group as stream bytes (the file's size if unreadable)."""
+    from ..hdf5.read import stream_bytes
+
+    try:
+        return stream_bytes(path, group)
+    except (OSError, KeyError, ValueError, ReconError):
+        return fallback
 
 
 def _jobs_of(
@@ -244,7 +259,7 @@ def _jobs_of(
                 group,
                 _output_for(relative, outdir, group if several else None),
                 relative,
-                size,
+                _group_bytes(candidate.path, group, size),
             )
             for group in groups
         ],
@@ -285,11 +300,40 @@ def discover(inputs: Sequence[str], outdir: str, *, base: str | None = None) -> 
     unique: dict[str, _Candidate] = {}
     for candidate in expander.candidates:
         unique.setdefault(candidate.path, candidate)
-    if not unique:
-        return discovery
+    productive: set[str] = set()
+    if unique:
+        _classify(unique, outdir, discovery, productive)
+    for folder, arg in expander.folders.items():
+        if folder not in productive:
+            discovery.failures.append(_empty_folder(folder, arg, unique))
+    _refuse_clashes(discovery)
+    return discovery
+
+
+def _empty_folder(folder: str, arg: str, candidates: dict[str, _Candidate]) -> FileResult:
+    """The failure of a folder argument in which no MRD raw data was found."""
+    inside = sum(1 for c in candidates.values() if c.folder == folder)
+    what = (
+        f"{inside} file{'s' if inside != 1 else ''} there, none of them ISMRMRD HDF5 raw "
+        "data or an MRD raw-data stream"
+        if inside
+        else "the folder holds no files"
+    )
+    return FileResult(
+        input=arg, group="", output="", status=FAILED, error=f"no MRD raw data in {arg!r} ({what})"
+    )
+
+
+def _classify(
+    unique: dict[str, _Candidate], outdir: str, discovery: Discovery, productive: set[str]
+) -> None:
+    """Jobs, failures and ignored files of the candidates; ``productive`` gets the folders
+    that gave a job or a failure of their own."""
     common = os.path.commonpath([c.root for c in unique.values()])
     for candidate in unique.values():
         jobs, problem, quiet = _jobs_of(candidate, common, outdir)
+        if jobs or (problem is not None and not quiet):  # raw data, or a broken attempt
+            productive.add(candidate.folder)
         if problem is None:
             discovery.jobs.extend(jobs)
         elif candidate.explicit or not quiet:
@@ -299,5 +343,3 @@ def discover(inputs: Sequence[str], outdir: str, *, base: str | None = None) -> 
             )
         else:
             discovery.ignored += 1
-    _refuse_clashes(discovery)
-    return discovery

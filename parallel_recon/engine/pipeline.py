@@ -90,6 +90,9 @@ class PipelineOptions:
     """Calibration lines one slice may have (None: a quarter of the k1 x k2 grid, >= 64)."""
     trace: str | None = None
     """``--trace FILE.json``: write the run's timeline there (Chrome trace-event format)."""
+    announce_stop: bool = True
+    """Print ``<prog>: terminated`` when SIGTERM stops the run (a batch runner does not: the
+    batch reports the stop once, for all its files)."""
 
 
 # ------------------------------------------------------------------- children
@@ -477,7 +480,8 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
         supervisor.stop()
         supervisor.release()
         progress.finish()
-        print(f"{opts.prog}: terminated", file=sys.stderr)
+        if opts.announce_stop:
+            print(f"{opts.prog}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except BaseException:
         supervisor.stop()

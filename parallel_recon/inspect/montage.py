@@ -200,17 +200,21 @@ class MontageLayout:
     positions: list[tuple[int, int]]
 
 
-def layout_montage(shapes: Sequence[tuple[int, int]], columns: int | None = None) -> MontageLayout:
+def layout_montage(
+    shapes: Sequence[tuple[int, int]], columns: int | None = None, scale: int | None = None
+) -> MontageLayout:
     """Grid layout for tiles of ``shapes`` (rows, columns), in reading order.
 
     Every cell is as large as the largest tile times ``scale`` plus a label strip; tiles are
-    centred in their cells.  ``scale`` enlarges small tiles to about :data:`MIN_TILE` pixels.
+    centred in their cells.  ``scale`` (an integer: every source pixel becomes a square of
+    ``scale`` x ``scale``) defaults to enlarging small tiles to about :data:`MIN_TILE` pixels.
     """
     if not shapes:
         raise ValueError("a montage needs at least one tile")
     rows_max = max(s[0] for s in shapes)
     cols_max = max(s[1] for s in shapes)
-    scale = max(1, MIN_TILE // max(rows_max, cols_max, 1))
+    if scale is None:
+        scale = max(1, MIN_TILE // max(rows_max, cols_max, 1))
     columns = columns or math.ceil(math.sqrt(len(shapes)))
     cell_w, cell_h = cols_max * scale, rows_max * scale + LABEL_HEIGHT
     positions = []
@@ -229,9 +233,12 @@ def layout_montage(shapes: Sequence[tuple[int, int]], columns: int | None = None
     )
 
 
-def render_montage(tiles: Sequence[Tile], columns: int | None = None) -> PILImage.Image:
+def render_montage(
+    tiles: Sequence[Tile], columns: int | None = None, scale: int | None = None
+) -> PILImage.Image:
     """An 8-bit grey PIL image of ``tiles`` with their labels (see :func:`layout_montage`)."""
-    layout = layout_montage([(t.pixels.shape[0], t.pixels.shape[1]) for t in tiles], columns)
+    shapes = [(t.pixels.shape[0], t.pixels.shape[1]) for t in tiles]
+    layout = layout_montage(shapes, columns, scale)
     canvas = PILImage.new("L", (layout.width, layout.height), BACKGROUND)
     font = ImageFont.load_default_imagefont()
     cell_w = max(t.pixels.shape[1] for t in tiles) * layout.scale
