@@ -233,6 +233,8 @@ def export(
     to: str = "nifti",
     *,
     header: str | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    slice_spacing: float | None = None,
 ) -> list[Path]:
     """Export images to DICOM (a new folder), NIfTI (``.nii``/``.nii.gz``) or ``.npz``.
 
@@ -247,6 +249,9 @@ def export(
         ``"dicom"``, ``"nifti"`` or ``"npy"``.
     header:
         The ISMRMRD XML header when it is not among ``images``.
+    voxel_size, slice_spacing:
+        Geometry the image headers lack (mm per voxel ``(x, y, z)``; mm between the 2D
+        images of a volume), as ``parallel-recon export --voxel-size/--slice-spacing``.
 
     Returns
     -------
@@ -255,4 +260,11 @@ def export(
     """
     from .export import export as export_images
 
-    return export_images(images, Path(path), to, header_xml=header)
+    return export_images(
+        images,
+        Path(path),
+        to,
+        header_xml=header,
+        voxel_size=voxel_size,
+        slice_spacing=slice_spacing,
+    )

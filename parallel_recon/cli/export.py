@@ -9,11 +9,13 @@ stdin), so the command can end a pipe::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from ..errors import InputFileError
+from ..errors import InputFileError, UsageError
 from ..export import FORMATS, ExportInput, export, read_hdf5_input, read_stream_input
+from ..export.supplied import parse_positive_triple
 from ..inspect.summary_hdf5 import is_hdf5
 from ..progress import Progress, progress_wanted
 from .common import (
@@ -60,9 +62,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SERIES",
         help="export only this series: HDF5 name (image_1) or series index; repeatable",
     )
+    parser.add_argument(
+        "--voxel-size",
+        type=_voxel_size,
+        metavar="X,Y,Z",
+        help="voxel size in mm (z: slice thickness of 2D images), for images whose headers "
+        "have no field of view; replaces the headers' own",
+    )
+    parser.add_argument(
+        "--slice-spacing",
+        type=_spacing,
+        metavar="MM",
+        help="distance in mm between the 2D images of a volume, placed in slice order along "
+        "their normal from the first one: for images whose headers put them all at one place",
+    )
     add_progress_option(parser)
     add_version_option(parser)
     return parser
+
+
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    try:
+        return parse_positive_triple(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _spacing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of mm, found {text!r}")
+    return value
 
 
 _BY_EXTENSION = {".nii": "nifti", ".nii.gz": "nifti", ".npz": "npy"}
@@ -98,7 +131,14 @@ def _run(args: argparse.Namespace) -> int:
     source = _read(args)
     total = sum(len(series.images) for series in source.series)
     progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="images")
-    written = export(source, args.output, args.to, progress=progress.update)
+    written = export(
+        source,
+        args.output,
+        args.to,
+        progress=progress.update,
+        voxel_size=args.voxel_size,
+        slice_spacing=args.slice_spacing,
+    )
     progress.finish()
     if progress.enabled:
         print(f"{PROG}: {total} images -> {len(written)} files", file=sys.stderr)
