@@ -86,7 +86,8 @@ def test_view_shows_phase_zero_as_mid_grey_even_with_an_old_window(tmp_path: Pat
     _old_phase_stream(source)
     png = tmp_path / "phase.png"
     run_cli("parallel-recon", "view", str(source), "-o", str(png))
-    picture = np.asarray(PILImage.open(png))
+    with PILImage.open(png) as opened:
+        picture = np.asarray(opened)
     layout = layout_montage([(16, 16)])
     x, y = layout.positions[0]
     scale = layout.scale

@@ -30,7 +30,8 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_scale_sets_the_size_of_every_image_pixel(images: Path, tmp_path: Path, scale: int) -> None:
     png = tmp_path / "view.png"
     proc = run_cli("parallel-recon", "view", str(images), "-o", str(png), "--scale", str(scale))
-    picture = np.asarray(PILImage.open(png))
+    with PILImage.open(png) as opened:
+        picture = np.asarray(opened)
     side = 16 * scale
     assert picture.shape == (GAP + LABEL_HEIGHT + side + GAP, GAP + side + GAP)
     assert f"{picture.shape[1]}x{picture.shape[0]} pixels" in proc.stderr.decode()
@@ -43,7 +44,8 @@ def test_scale_sets_the_size_of_every_image_pixel(images: Path, tmp_path: Path, 
 def test_without_scale_small_images_are_enlarged_to_about_128(images: Path, tmp_path: Path) -> None:
     png = tmp_path / "view.png"
     run_cli("parallel-recon", "view", str(images), "-o", str(png))
-    assert np.asarray(PILImage.open(png)).shape[1] == GAP + 128 + GAP
+    with PILImage.open(png) as opened:
+        assert np.asarray(opened).shape[1] == GAP + 128 + GAP
 
 
 @pytest.mark.parametrize("value", ["0", "65", "two"])

@@ -91,8 +91,24 @@ class _DeprecatedImageOutput(argparse.Action):
         namespace.deprecated = f"{option_string} is deprecated; use --image-type {values}"
 
 
+_RECON_OPTION_HELP = "kernel option (repeatable); an unknown key lists the kernel's options"
+
+
+class _ReconParser(OneLineParser):
+    """Lists the kernels' option defaults in ``--help``, read from their OPTIONS tables
+    when help is asked for (importing the kernels for every run would slow start-up)."""
+
+    def format_help(self) -> str:
+        from ..engine.kernels import kernel_option_defaults
+
+        for action in self._actions:
+            if action.dest == "recon_option":
+                action.help = f"{_RECON_OPTION_HELP}; defaults: {kernel_option_defaults()}"
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = _ReconParser(
         prog=PROG,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -156,9 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="kernel option (repeatable): prewhiten=on|off; combine=adaptive|rss; "
-        "coils=rss|channels; grappa: lambda=0.01, kx=5, ky=4, kz=3; an unknown key lists "
-        "the kernel's options",
+        help=_RECON_OPTION_HELP,
     )
     recon.add_argument(
         "--noise",

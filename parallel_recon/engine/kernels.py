@@ -32,6 +32,7 @@ __all__ = [
     "failure_location",
     "full_traceback",
     "kernel_label",
+    "kernel_option_defaults",
     "load_kernel",
 ]
 
@@ -168,6 +169,19 @@ def load_kernel(spec: str) -> KernelFunction:
             "reconstruct(kspace, context) -> list[Image]"
         )
     return function
+
+
+def kernel_option_defaults() -> str:
+    """``prewhiten=on (every kernel); cartesian: coils=rss, ...; grappa: lambda=0.0005, ...``
+    from the bundled kernels' own OPTIONS tables, so help never shows a default the code
+    does not use (imports the kernels: call it only to print help)."""
+    parts = [", ".join(f"{o.name}={o.default}" for o in COMMON_OPTIONS) + " (every kernel)"]
+    for name in ("cartesian", "grappa"):
+        table = getattr(_module(name), "OPTIONS", ())
+        common = {o.name for o in COMMON_OPTIONS}
+        listed = ", ".join(f"{o.name}={o.default}" for o in table if o.name not in common)
+        parts.append(f"{name}: {listed}")
+    return "; ".join(parts)
 
 
 def kernel_label(spec: str) -> str:
