@@ -112,17 +112,21 @@ def test_reconstruct_of_a_folder_says_it_is_a_folder(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------- < f > f in a shell
-def test_redirecting_a_stream_onto_itself_says_the_shell_emptied_it(tmp_path: Path) -> None:
-    scan = tmp_path / "r3.bin"
-    scan.write_bytes(phantom_bytes(SPEC))
-    proc = subprocess.run(
-        ["bash", "-c", f"'{script('mrd_stream_recon')}' < r3.bin > r3.bin"],
-        cwd=tmp_path,
+def _recon_in_shell(folder: Path, redirections: str) -> subprocess.CompletedProcess[bytes]:
+    """``mrd_stream_recon REDIRECTIONS`` run by bash in ``folder``."""
+    return subprocess.run(
+        ["bash", "-c", f"'{script('mrd_stream_recon')}' {redirections}"],
+        cwd=folder,
         capture_output=True,
         timeout=60,
         check=False,
     )
-    err = _one_line(proc, "mrd_stream_recon", 1)
+
+
+def test_redirecting_a_stream_onto_itself_says_the_shell_emptied_it(tmp_path: Path) -> None:
+    scan = tmp_path / "r3.bin"
+    scan.write_bytes(phantom_bytes(SPEC))
+    err = _one_line(_recon_in_shell(tmp_path, "< r3.bin > r3.bin"), "mrd_stream_recon", 1)
     assert "the shell's '>' redirection emptied it before this command started" in err
     assert "would destroy" not in err
 
@@ -131,14 +135,7 @@ def test_appending_a_stream_onto_itself_still_protects_the_input(tmp_path: Path)
     scan = tmp_path / "r3.bin"
     data = phantom_bytes(SPEC)
     scan.write_bytes(data)
-    proc = subprocess.run(
-        ["bash", "-c", f"'{script('mrd_stream_recon')}' < r3.bin >> r3.bin"],
-        cwd=tmp_path,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    err = _one_line(proc, "mrd_stream_recon", 1)
+    err = _one_line(_recon_in_shell(tmp_path, "< r3.bin >> r3.bin"), "mrd_stream_recon", 1)
     assert "writing it would destroy the input" in err
     assert scan.read_bytes() == data
 

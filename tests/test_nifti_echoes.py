@@ -77,22 +77,21 @@ def test_names_steps_and_geometry_match_dcm2niix(multi_echo: Path, tmp_path: Pat
         assert np.abs(reference.get_fdata() - ours.get_fdata()).max() <= slope * (0.5 + 1e-3)
 
 
-def test_single_echo_repetitions_stay_one_file(tmp_path: Path) -> None:
-    raw = run_cli("mrd_phantom", "-m", "16", "-c", "2", "-s", "2", "-r", "3", "-o", "-").stdout
-    images = tmp_path / "images.bin"
+def _export_scan(folder: Path, name: str, *phantom: str) -> list[str]:
+    """Reconstruct ``mrd_phantom -m 16 -c 2 PHANTOM`` and export it as NIfTI ``name``."""
+    raw = run_cli("mrd_phantom", "-m", "16", "-c", "2", *phantom, "-o", "-").stdout
+    images = folder / "images.bin"
     images.write_bytes(run_cli("mrd_stream_recon", input=raw).stdout)
-    run_cli("parallel-recon", "export", str(images), "--to", "nifti", "-o",
-            str(tmp_path / "one.nii.gz"))  # fmt: skip
-    assert sorted(p.name for p in tmp_path.glob("*.nii.gz")) == ["one.nii.gz"]
+    run_cli("parallel-recon", "export", str(images), "--to", "nifti", "-o", str(folder / name))
+    return sorted(p.name for p in folder.glob("*.nii.gz"))
+
+
+def test_single_echo_repetitions_stay_one_file(tmp_path: Path) -> None:
+    assert _export_scan(tmp_path, "one.nii.gz", "-s", "2", "-r", "3") == ["one.nii.gz"]
     assert nib.load(tmp_path / "one.nii.gz").shape == (16, 16, 2, 3)
 
 
 def test_echoes_without_repetitions_are_3d_files(tmp_path: Path) -> None:
-    raw = run_cli("mrd_phantom", "-m", "16", "-c", "2", "-s", "2", "-e", "2", "-o", "-").stdout
-    images = tmp_path / "images.bin"
-    images.write_bytes(run_cli("mrd_stream_recon", input=raw).stdout)
-    run_cli("parallel-recon", "export", str(images), "--to", "nifti", "-o",
-            str(tmp_path / "te.nii.gz"))  # fmt: skip
-    names = sorted(p.name for p in tmp_path.glob("*.nii.gz"))
+    names = _export_scan(tmp_path, "te.nii.gz", "-s", "2", "-e", "2")
     assert names == ["te_e1.nii.gz", "te_e2.nii.gz"]
     assert all(nib.load(tmp_path / n).shape == (16, 16, 2) for n in names)

@@ -29,7 +29,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -310,6 +310,19 @@ def _montage(tiles: list, png_final: Path) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _published(final: Path) -> Iterator[Path]:
+    """The partial file of ``final``: published when the block succeeds, removed if not."""
+    partial = partial_path(final)
+    try:
+        yield partial
+        publish(partial, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+
+
 def write_outputs(
     images_stream: BinaryIO, job: FileJob, settings: BatchSettings, stamp: dict[str, Any]
 ) -> Written:
@@ -323,8 +336,7 @@ def write_outputs(
     final = Path(job.output)
     final.parent.mkdir(parents=True, exist_ok=True)
     previous = read_stamp(final) if final.is_file() else None
-    partial = partial_path(final)
-    try:
+    with _published(final) as partial:
         images, tiles = _write_hdf5(images_stream, partial, settings.png)
         exports = _export(partial, final, settings.to) if settings.to and images else []
         png = bool(settings.png and tiles)
@@ -332,11 +344,6 @@ def write_outputs(
         _record(partial, {**record, "to": sorted(settings.to), "png": png})
         if png:
             _montage(tiles, png_path(final))
-        publish(partial, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        raise
     return Written(images, _remove_stale(final, previous, exports, png))
 
 
@@ -357,8 +364,7 @@ def refresh_outputs(job: FileJob, settings: BatchSettings) -> Written:
     if stamp is None:
         raise InputFileError(f"{final}: changed while the batch ran; run the batch again")
     images = int(stamp.get("images", 0))
-    partial = partial_path(final)
-    try:
+    with _published(final) as partial:
         shutil.copyfile(final, partial)
         exports = _export(partial, final, settings.to) if settings.to and images else []
         png = bool(settings.png and images)
@@ -369,9 +375,4 @@ def refresh_outputs(job: FileJob, settings: BatchSettings) -> Written:
         kept["settings"] = make_stamp(job, settings, os.stat(job.input))["settings"]
         record = {**kept, "images": images, "exports": exports, "to": sorted(settings.to)}
         _record(partial, {**record, "png": png})
-        publish(partial, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        raise
     return Written(images, _remove_stale(final, stamp, exports, png))
