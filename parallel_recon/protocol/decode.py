@@ -320,15 +320,15 @@ class StreamReader:
                 chunk, pos = buffer.chunk, buffer.pos
                 if bytes(chunk[pos : pos + have]).startswith(YARDL_MAGIC):
                     raise self.error(
-                        "this is an MRD v2 (yardl) stream (it starts with 'yardl'); this "
-                        "command reads MRD v1 (ISMRMRD) streams"
+                        "expected an MRD v1 (ISMRMRD) stream, found an MRD v2 (yardl) stream "
+                        "(it starts with 'yardl'), which this command does not read"
                     )
             if self.offset == 0 and all(b in _TEXT_BYTES for b in first):
                 raise self.error(
-                    f"this looks like a text file (it starts with {first.decode()!r}), not an "
-                    "MRD stream (whose first two bytes are a message id such as 3, HEADER): "
-                    "give the raw-data stream, or an ISMRMRD HDF5 file through "
-                    "mrdhdf5_to_stream FILE | ..."
+                    "expected an MRD stream (whose first two bytes are a message id such as 3, "
+                    f"HEADER), found what looks like a text file (it starts with "
+                    f"{first.decode()!r}): give the raw-data stream, or an ISMRMRD HDF5 file "
+                    "through mrdhdf5_to_stream FILE | ..."
                 )
             raise self.error(
                 f"unknown message id: expected one of {_KNOWN_IDS}, found {value} "
