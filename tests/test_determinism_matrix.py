@@ -35,12 +35,10 @@ from parallel_recon.protocol import Acquisition, encode_message
 WORKER_COUNTS = (1, 2, 3, 4)
 MODES = ("embedded", "first", "separate")
 SHAPES = [  # (slices, contrasts, repetitions)
-    (1, 1, 1),
-    (1, 3, 2),
-    (1, 4, 2),
-    (3, 1, 3),
-    (2, 3, 2),
-    (3, 4, 2),
+    (1, 1, 1),  # one unit
+    (1, 3, 2),  # the reported case: three echoes renew their calibration in repetition 2
+    (3, 1, 3),  # interleaved slices, several repetitions
+    (3, 4, 2),  # 12 calibrations live at once, more than the workers' headroom
 ]
 KERNELS = ("auto", "cartesian", "probe")
 
