@@ -48,10 +48,17 @@ def test_without_scale_small_images_are_enlarged_to_about_128(images: Path, tmp_
         assert np.asarray(opened).shape[1] == GAP + 128 + GAP
 
 
-@pytest.mark.parametrize("value", ["0", "65", "two"])
-def test_scale_out_of_range_is_a_usage_error(images: Path, tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("0", "expected 1..64, found 0"), ("65", "expected 1..64, found 65"),
+     ("two", "expected an integer, found 'two'")],
+)  # fmt: skip
+def test_scale_out_of_range_is_a_usage_error(
+    images: Path, tmp_path: Path, value: str, needle: str
+) -> None:
     proc = run_cli("parallel-recon", "view", str(images), "-o", str(tmp_path / "v.png"),
                    "--scale", value, check=False)  # fmt: skip
     err = proc.stderr.decode()
-    assert proc.returncode == 2 and err.count("\n") == 1 and "--scale" in err, err
+    assert proc.returncode == 2 and err.count("\n") == 1, err
+    assert f"argument --scale: {needle}" in err, err
     assert not (tmp_path / "v.png").exists()
