@@ -120,6 +120,12 @@ def reconstruct(
         return _run(io.BytesIO(bytes(source)), opts)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
+        if os.path.isdir(path):
+            raise InputFileError(
+                f"cannot reconstruct {path!r}: it is a folder; give one raw-data file (an "
+                "ISMRMRD HDF5 file or an MRD stream), or reconstruct a folder of files with "
+                "parallel-recon batch"
+            )
         if not os.path.isfile(path):
             raise InputFileError(f"cannot open input {path!r}: no such file")
         kind = "hdf5" if classify(path) == "hdf5" else "stream"
@@ -227,6 +233,8 @@ def export(
     to: str = "nifti",
     *,
     header: str | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    slice_spacing: float | None = None,
 ) -> list[Path]:
     """Export images to DICOM (a new folder), NIfTI (``.nii``/``.nii.gz``) or ``.npz``.
 
@@ -241,6 +249,9 @@ def export(
         ``"dicom"``, ``"nifti"`` or ``"npy"``.
     header:
         The ISMRMRD XML header when it is not among ``images``.
+    voxel_size, slice_spacing:
+        Geometry the image headers lack (mm per voxel ``(x, y, z)``; mm between the 2D
+        images of a volume), as ``parallel-recon export --voxel-size/--slice-spacing``.
 
     Returns
     -------
@@ -249,4 +260,11 @@ def export(
     """
     from .export import export as export_images
 
-    return export_images(images, Path(path), to, header_xml=header)
+    return export_images(
+        images,
+        Path(path),
+        to,
+        header_xml=header,
+        voxel_size=voxel_size,
+        slice_spacing=slice_spacing,
+    )

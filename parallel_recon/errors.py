@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "ReconError",
     "TruncatedStreamError",
+    "UsageError",
 ]
 
 
@@ -79,6 +80,12 @@ class OutputFileError(ReconError):
 
 class ConfigurationError(ReconError):
     """Options or resources do not allow the requested work (e.g. memory limit too small)."""
+
+
+class UsageError(ConfigurationError):
+    """An option cannot be used as given (an unknown kernel name, a size out of range, an
+    address without a port): the call is wrong, not the data.  Commands exit with status 2,
+    as for the options argparse refuses itself."""
 
 
 class PipelineError(ReconError):

@@ -217,7 +217,7 @@ def test_usage_errors(study: Study, tmp_path: Path) -> None:
     assert proc.stdout == b""
     proc = batch(str(study.root), "-o", str(tmp_path), "--report", "r.txt", check_exit=1)
     assert "expected a file name ending in .csv or .json" in one_line(proc)
-    proc = batch(str(study.root), "-o", str(tmp_path), "--recon", "nosuch", check_exit=1)
+    proc = batch(str(study.root), "-o", str(tmp_path), "--recon", "nosuch", check_exit=2)
     assert "--recon 'nosuch'" in one_line(proc)
 
 

@@ -447,12 +447,12 @@ def test_cli_writes_hdf5_via_umbrella(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needle", "status"),
     [
-        (["-m", "15"], "matrix must be even", 1),
-        (["-m", "4"], "matrix must be an integer in [8,", 1),
-        (["-c", "0"], "coils", 1),
-        (["-a", "40", "-m", "16"], "acceleration", 1),
-        (["--partial-fourier", "0.3"], "partial_fourier", 1),
-        (["-n", "-1"], "noise_level", 1),
+        (["-m", "15"], "matrix must be even", 2),
+        (["-m", "4"], "matrix must be an integer in [8,", 2),
+        (["-c", "0"], "coils", 2),
+        (["-a", "40", "-m", "16"], "acceleration", 2),
+        (["--partial-fourier", "0.3"], "--partial-fourier", 2),
+        (["-n", "-1"], "-n/--noise-level", 2),
         (["-m", "abc"], "invalid int value", 2),
         (["--no-such-option"], "unrecognized arguments", 2),
     ],
@@ -460,7 +460,8 @@ def test_cli_writes_hdf5_via_umbrella(tmp_path: Path) -> None:
 def test_cli_bad_options_give_one_line(
     args: list[str], needle: str, status: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A bad value is bad input (1); an option argparse cannot parse is a usage error (2)."""
+    """A value out of range and an option argparse cannot parse are both usage errors (2),
+    named by the option as the user typed it."""
     try:
         code = phantom_main([*args, "-o", "-"])
     except SystemExit as exc:  # argparse's own errors
@@ -475,8 +476,10 @@ def test_cli_bad_options_give_one_line(
 
 def test_cli_bad_option_as_a_process() -> None:
     proc = run_cli("mrd_phantom", "-m", "15", "-o", "-", check=False)
-    assert proc.returncode == 1 and proc.stdout == b""
-    assert proc.stderr.decode().splitlines() == ["mrd_phantom: error: matrix must be even, got 15"]
+    assert proc.returncode == 2 and proc.stdout == b""  # a usage error, naming the option
+    assert proc.stderr.decode().splitlines() == [
+        "mrd_phantom: error: -m/--matrix must be even, got 15"
+    ]
 
 
 def test_cli_unwritable_output_is_one_line(tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ def test_recon_puts_the_marker_at_its_known_world_position(extra: list[str]) -> 
 
 def test_cli_rejects_bad_geometry_in_one_line() -> None:
     proc = run_cli("mrd_phantom", "--orientation", "sideways", "-o", "-", check=False)
-    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.returncode == 2 and proc.stdout == b""  # a usage error, as for --position
     assert (
         proc.stderr.decode().count("\n") == 1
         and "orientation must be one of" in proc.stderr.decode()

@@ -208,15 +208,17 @@ def test_text_passes_through_and_config_is_accepted_before_header(tmp_path: Path
     assert [t.text for t in texts] == ["before header", "after first repetition"]
 
 
-def test_header_without_acquisitions_gives_header_and_close(tmp_path: Path) -> None:
+def test_header_without_acquisitions_is_an_error(tmp_path: Path) -> None:
+    """Nothing to reconstruct is a mistake (often an image stream given to the recon)."""
     body = io.BytesIO()
     from parallel_recon.protocol import StreamWriter
 
     with StreamWriter(body) as writer:
         writer.write(Header(header_xml(Spec())))
     kernel = write_kernel(tmp_path, RSS_KERNEL, "rss")
-    out = _recon(tmp_path, kernel, body.getvalue())
-    assert out == body.getvalue()
+    proc = run_cli(RECON, "--recon", kernel, input=body.getvalue(), check=False, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.stderr.decode().startswith("mrd_stream_recon: error: no acquisitions: ")
 
 
 OPTIONS_KERNEL = """

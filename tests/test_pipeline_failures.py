@@ -307,7 +307,7 @@ def test_unknown_kernel_name() -> None:
     run = Recon("--recon", "nonexistent")
     run.feed(stream_bytes(Spec()))
     code, err = run.finish()
-    assert code == 1
+    assert code == 2  # a usage error
     assert "expected one of auto, cartesian, grappa or a path to a .py file" in _one_line(err)
 
 

@@ -131,7 +131,10 @@ def test_refused_connection() -> None:
 @pytest.mark.parametrize("address", ["localhost", "127.0.0.1:", "127.0.0.1:99999", ":80"])
 def test_bad_address(address: str) -> None:
     proc = run_cli("parallel-recon", "send", address, input=b"", check=False)
-    _one_error_line(proc, "expected HOST:PORT")
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err  # a usage error
+    assert err.count("\n") == 1 and err.startswith("parallel-recon send: error: "), err
+    assert "expected HOST:PORT" in err
 
 
 def test_reply_without_close_is_an_error(scripted) -> None:

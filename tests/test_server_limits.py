@@ -63,9 +63,9 @@ def lines_by_peer(server: ServerProcess) -> dict[str, list[str]]:
     [
         (["--port", "70000"], 2, "expected a port number 0..65535, found 70000"),
         (["--port", "-1"], 2, "expected a port number 0..65535"),
-        (["--recon", "nosuch.py"], 1, "--recon 'nosuch.py': expected a Python file"),
-        (["--recon-option", "coil=channels"], 1, "known options: prewhiten"),
-        (["--config-map", "fast=nosuch"], 1, "(from --config-map fast=nosuch)"),
+        (["--recon", "nosuch.py"], 2, "--recon 'nosuch.py': expected a Python file"),
+        (["--recon-option", "coil=channels"], 2, "known options: prewhiten"),
+        (["--config-map", "fast=nosuch"], 2, "(from --config-map fast=nosuch)"),
         (["--idle-timeout", "-3"], 2, "expected a number of seconds >= 0"),
         (["--memory-limit", "lots"], 2, "memory size 'lots': expected a number with an"),
         (["--max-per-address", "0"], 2, "expected a positive integer, found 0"),

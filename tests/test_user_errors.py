@@ -220,7 +220,7 @@ def test_unknown_option_of_a_user_kernel_is_an_error(
         check=False,
     )  # fmt: skip
     line = one_line(proc)
-    assert proc.returncode == 1 and "--recon-option coil" in line and "prewhiten" in line
+    assert proc.returncode == 2 and "--recon-option coil" in line and "prewhiten" in line
     assert ("strength" in line) is declares, line
     if declares:  # a declared option is accepted
         run_cli(RECON, "-i", str(raw), "-o", os.devnull, "--recon", str(kernel),

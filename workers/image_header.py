@@ -8,6 +8,7 @@ ran the unit, so identical input gives identical bytes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from parallel_recon.workers.api import ReconContext
 __all__ = [
     "COPIED_FIELDS",
     "COUNTER_FIELDS",
+    "PHASE_WINDOW",
+    "display_window",
     "format_meta_value",
     "image_head",
     "image_meta",
@@ -94,24 +97,44 @@ def serialize_meta(meta: Mapping[str, MetaValue]) -> str:
     return "".join(parts)
 
 
+PHASE_WINDOW = (0.0, 2 * math.pi)
+"""(WindowCenter, WindowWidth) of phase images: -pi..pi, whatever values the image holds."""
+
+
+def display_window(data: np.ndarray, image_type: int = ImageType.MAGNITUDE) -> tuple[float, float]:
+    """(WindowCenter, WindowWidth) a viewer should open ``data`` with.
+
+    Phase (radians) gets the symmetric -pi..pi: a window on the values' range would start at
+    0 and show the object, whose phase is near 0, half black.  Other images span 0 to the
+    largest magnitude.
+    """
+    if int(image_type) == ImageType.PHASE:
+        return PHASE_WINDOW
+    magnitude = np.abs(data)
+    top = float(magnitude.max()) if magnitude.size else 0.0
+    return top / 2, top
+
+
 def image_meta(
-    context: ReconContext, history: Sequence[str], data: np.ndarray
+    context: ReconContext,
+    history: Sequence[str],
+    data: np.ndarray,
+    image_type: int = ImageType.MAGNITUDE,
 ) -> dict[str, MetaValue]:
     """The meta attributes every image carries.
 
-    ``WindowCenter``/``WindowWidth`` span the magnitude range of ``data`` so that viewers
-    open the image with a sensible contrast.
+    ``WindowCenter``/``WindowWidth`` come from :func:`display_window`, so that viewers open
+    the image with a sensible contrast.
     """
     acq = context.reference_head
-    magnitude = np.abs(data)
-    top = float(magnitude.max()) if magnitude.size else 0.0
+    centre, width = display_window(data, image_type)
     return {
         "DataRole": "Image",
         "ImageProcessingHistory": list(history),
         "ImageRowDir": [float(v) for v in acq["read_dir"]],
         "ImageColumnDir": [float(v) for v in acq["phase_dir"]],
-        "WindowCenter": top / 2,
-        "WindowWidth": top,
+        "WindowCenter": centre,
+        "WindowWidth": width,
     }
 
 
@@ -123,6 +146,6 @@ def make_image(
     extra_meta: Mapping[str, MetaValue] | None = None,
 ) -> Image:
     """A complete Image message from ``data`` ``[channels, z, y, x]`` and the unit's context."""
-    meta = image_meta(context, history, data)
+    meta = image_meta(context, history, data, image_type)
     meta.update(extra_meta or {})
     return Image.from_array(data, serialize_meta(meta), image_head(context, image_type))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from parallel_recon.errors import ConfigurationError
+from parallel_recon.errors import UsageError
 
 __all__ = [
     "COMMON_OPTIONS",
@@ -109,12 +109,12 @@ def parse_options(
 
     Raises
     ------
-    ConfigurationError
+    UsageError
         An unknown key (the message lists the known ones) or a value its parser rejects.
     """
     unknown = sorted(set(options) - set(table))
     if unknown:
-        raise ConfigurationError(
+        raise UsageError(
             f"--recon-option {unknown[0]}: the {kernel} kernel has no such option; "
             f"known options: {describe_options(table)}"
         )
@@ -124,7 +124,5 @@ def parse_options(
         try:
             values[name] = option.parse(text)
         except ValueError as exc:
-            raise ConfigurationError(
-                f"--recon-option {name}={text}: {exc} ({option.meaning})"
-            ) from None
+            raise UsageError(f"--recon-option {name}={text}: {exc} ({option.meaning})") from None
     return values

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import h5py
 
-from ..errors import ProtocolError
+from ..engine.prelude import no_acquisitions
+from ..errors import ProtocolError, ReconError
 from ..protocol import MessageId, StreamReader
 from .model import FAILED, FileJob, FileResult
 from .outputs import is_partial_name
@@ -46,6 +47,8 @@ class _Candidate:
     root: str
     """Folder its output path is measured from before the common root is applied."""
     explicit: bool
+    folder: str = ""
+    """The folder argument it was found in (searched), '' for a file named itself."""
 
 
 @dataclass
@@ -87,9 +90,10 @@ def _is_hdf5(path: str) -> bool:
         return False
 
 
-def _is_raw_stream(path: str) -> bool:
-    """True when the file starts like an MRD raw-data stream: a header (config and text
-    messages may come first), then acquisitions or waveforms (or CLOSE)."""
+def _first_data_message(path: str) -> MessageId | None:
+    """The first message after a stream's header (config and text messages may come
+    first): ACQUISITION, WAVEFORM, CLOSE, IMAGE, ...; None when the file does not start
+    like an MRD stream with a header."""
     try:
         with open(path, "rb") as handle:
             reader = StreamReader(handle, require_close=False)
@@ -97,16 +101,21 @@ def _is_raw_stream(path: str) -> bool:
             for _ in range(_SNIFF_MESSAGES):
                 mid = reader.peek()
                 if mid is None:
-                    return False
-                if mid in _RAW or mid is MessageId.CLOSE:
-                    return seen_header
+                    return None
                 if mid not in _PRELUDE:
-                    return False
+                    return mid if seen_header else None
                 seen_header |= mid is MessageId.HEADER
                 reader.read_message()
     except (OSError, ProtocolError):
-        return False
-    return False
+        return None
+    return None
+
+
+def _is_raw_stream(path: str) -> bool:
+    """True when the file starts like an MRD raw-data stream: a header (config and text
+    messages may come first), then acquisitions or waveforms (or CLOSE)."""
+    first = _first_data_message(path)
+    return first in _RAW or first is MessageId.CLOSE
 
 
 def classify(path: str) -> str | None:
@@ -147,6 +156,8 @@ class _Expander:
         self.outdir = outdir
         self.candidates: list[_Candidate] = []
         self.missing: list[FileResult] = []
+        self.folders: dict[str, str] = {}
+        """Searched folder (absolute) -> the argument that named it."""
 
     def _fail(self, name: str, error: str) -> None:
         self.missing.append(FileResult(input=name, group="", output="", status=FAILED, error=error))
@@ -169,8 +180,9 @@ class _Expander:
     def add_path(self, arg: str, base: str) -> None:
         path = os.path.abspath(os.path.join(base, arg))
         if os.path.isdir(path):
+            self.folders.setdefault(path, arg)
             for found in _walk(path, self.outdir):
-                self.candidates.append(_Candidate(found, path, explicit=False))
+                self.candidates.append(_Candidate(found, path, explicit=False, folder=path))
         elif os.path.isfile(path):
             self.candidates.append(_Candidate(path, os.path.dirname(path), explicit=True))
         elif _GLOB_CHARS.search(arg):
@@ -201,6 +213,16 @@ def _holds_images(path: str) -> bool:
         )
 
 
+def _group_bytes(path: str, group: str, fallback: int) -> int:
+    """The raw data of one HDF5 group as stream bytes (the file's size if unreadable)."""
+    from ..hdf5.read import stream_bytes
+
+    try:
+        return stream_bytes(path, group)
+    except (OSError, KeyError, ValueError, ReconError):
+        return fallback
+
+
 def _jobs_of(
     candidate: _Candidate, common: str, outdir: str
 ) -> tuple[list[FileJob], str | None, bool]:
@@ -209,6 +231,8 @@ def _jobs_of(
     it: anything that is not HDF5 or a stream, MRD image files)."""
     kind = classify(candidate.path)
     if kind is None:
+        if _first_data_message(candidate.path) is MessageId.IMAGE:
+            return [], str(no_acquisitions(images=1)), True
         return [], "not an MRD raw-data file (expected ISMRMRD HDF5 or an MRD stream)", True
     relative = os.path.relpath(candidate.path, common)
     size = os.path.getsize(candidate.path)
@@ -235,7 +259,7 @@ def _jobs_of(
                 group,
                 _output_for(relative, outdir, group if several else None),
                 relative,
-                size,
+                _group_bytes(candidate.path, group, size),
             )
             for group in groups
         ],
@@ -276,11 +300,40 @@ def discover(inputs: Sequence[str], outdir: str, *, base: str | None = None) -> 
     unique: dict[str, _Candidate] = {}
     for candidate in expander.candidates:
         unique.setdefault(candidate.path, candidate)
-    if not unique:
-        return discovery
+    productive: set[str] = set()
+    if unique:
+        _classify(unique, outdir, discovery, productive)
+    for folder, arg in expander.folders.items():
+        if folder not in productive:
+            discovery.failures.append(_empty_folder(folder, arg, unique))
+    _refuse_clashes(discovery)
+    return discovery
+
+
+def _empty_folder(folder: str, arg: str, candidates: dict[str, _Candidate]) -> FileResult:
+    """The failure of a folder argument in which no MRD raw data was found."""
+    inside = sum(1 for c in candidates.values() if c.folder == folder)
+    what = (
+        f"{inside} file{'s' if inside != 1 else ''} there, none of them ISMRMRD HDF5 raw "
+        "data or an MRD raw-data stream"
+        if inside
+        else "the folder holds no files"
+    )
+    return FileResult(
+        input=arg, group="", output="", status=FAILED, error=f"no MRD raw data in {arg!r} ({what})"
+    )
+
+
+def _classify(
+    unique: dict[str, _Candidate], outdir: str, discovery: Discovery, productive: set[str]
+) -> None:
+    """Jobs, failures and ignored files of the candidates; ``productive`` gets the folders
+    that gave a job or a failure of their own."""
     common = os.path.commonpath([c.root for c in unique.values()])
     for candidate in unique.values():
         jobs, problem, quiet = _jobs_of(candidate, common, outdir)
+        if jobs or (problem is not None and not quiet):  # raw data, or a broken attempt
+            productive.add(candidate.folder)
         if problem is None:
             discovery.jobs.extend(jobs)
         elif candidate.explicit or not quiet:
@@ -290,5 +343,3 @@ def discover(inputs: Sequence[str], outdir: str, *, base: str | None = None) -> 
             )
         else:
             discovery.ignored += 1
-    _refuse_clashes(discovery)
-    return discovery

@@ -76,7 +76,8 @@ class BatchSettings:
         """What the images depend on, recorded in each output to tell whether it is stale.
 
         A kernel given as a file contributes its content hash, so editing the kernel makes
-        the outputs out of date; worker counts and memory do not change the bytes.
+        the outputs out of date; worker counts and memory do not change the bytes, nor do
+        the exports and the montage (recorded beside it: changing them re-exports only).
         """
         kernel = self.recon
         path = Path(self.recon)
@@ -87,7 +88,6 @@ class BatchSettings:
             "output": self.output,
             "options": dict(sorted(self.options.items())),
             "series_index": self.series_index,
-            "to": sorted(self.to),
         }
 
 
@@ -109,7 +109,11 @@ class FileJob:
         The input as the user knows it (its path below the inputs' common folder), used in
         messages and the report.
     input_bytes:
-        Size of the input (the whole file, shared by its groups), for progress and MB/s.
+        Bytes of the raw data this job reads, for progress and MB/s: the stream file's size,
+        or the size of the HDF5 group's messages as a stream (not the whole file's).
+    refresh:
+        The images are up to date and only the exports or the montage change: the runner
+        re-exports from the existing output instead of reconstructing.
     """
 
     input: str
@@ -118,6 +122,7 @@ class FileJob:
     output: str
     name: str
     input_bytes: int = 0
+    refresh: bool = False
 
     @property
     def label(self) -> str:

@@ -8,6 +8,7 @@ runner processes, :mod:`.local`) or on a Dask cluster (:mod:`.cluster`).  Whatev
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 from ..progress import Progress
 from .discover import discover
 from .model import CANCELLED, FAILED, OK, SKIPPED, BatchSettings, FileJob, FileResult
-from .outputs import is_up_to_date, sweep_partials
+from .outputs import images_up_to_date, is_up_to_date, sweep_partials
 
 __all__ = ["BatchOutcome", "Terminated", "default_jobs", "run_batch", "summary_line"]
 
@@ -98,6 +99,24 @@ def _run(
         tracker.results.setdefault(job.output, FileResult.for_job(job, CANCELLED))
 
 
+def _plan(
+    jobs: Sequence[FileJob], settings: BatchSettings
+) -> tuple[list[tuple[FileJob, int]], list[FileJob]]:
+    """(up-to-date jobs with their image counts, jobs to run).  A job whose images are up
+    to date but whose exports or montage are not is run as a refresh: re-export only."""
+    fresh: list[tuple[FileJob, int]] = []
+    todo: list[FileJob] = []
+    for job in jobs:
+        stamp = None if settings.force else images_up_to_date(job, settings)
+        if stamp is None:
+            todo.append(job)
+        elif is_up_to_date(job, settings):
+            fresh.append((job, int(stamp.get("images", 0))))
+        else:
+            todo.append(dataclasses.replace(job, refresh=True))
+    return fresh, todo
+
+
 def default_jobs() -> int:
     """Files in flight on this machine when ``--jobs`` is not given: one per core this
     process may use (its CPU affinity, as the engine counts them)."""
@@ -166,14 +185,12 @@ def _run_batch(
     load_kernel(resolve_recon(settings.recon))  # a bad --recon fails once, not once per file
     discovery = discover(inputs, outdir)
     outcome = BatchOutcome(ignored=discovery.ignored)
-    fresh = [] if settings.force else [j for j in discovery.jobs if is_up_to_date(j, settings)]
-    fresh_outputs = {job.output for job in fresh}
-    todo = [job for job in discovery.jobs if job.output not in fresh_outputs]
+    fresh, todo = _plan(discovery.jobs, settings)
     if fail_fast and discovery.failures:
         todo, cancelled = [], todo
     else:
         cancelled = []
-    folders = {os.path.dirname(job.output) for job in todo}
+    folders = {os.path.dirname(job.output) for job in discovery.jobs}
     sweep_partials(folders)
     tracker = _Tracker(todo, fail_fast, progress, log)
     try:
@@ -187,13 +204,16 @@ def _run_batch(
         tracker.progress.finish()
         sweep_partials(folders)
     results = tracker.results
-    for job in fresh:
-        results[job.output] = FileResult.for_job(job, SKIPPED)
+    for job, images in fresh:
+        results[job.output] = FileResult.for_job(job, SKIPPED, images=images)
     for job in (*todo, *cancelled):
         results.setdefault(job.output, FileResult.for_job(job, CANCELLED))
     outcome.results = [*discovery.failures, *(results[job.output] for job in discovery.jobs)]
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+_STOPPED_BY = {"interrupt": "interrupted (Ctrl-C): ", "terminate": "terminated: "}
 
 
 def summary_line(outcome: BatchOutcome) -> str:
@@ -205,7 +225,8 @@ def summary_line(outcome: BatchOutcome) -> str:
         parts.append(f"{outcome.count(CANCELLED)} cancelled")
     if outcome.ignored:
         parts.append(f"{outcome.ignored} non-MRD files ignored")
-    text = f"{PROG}: {', '.join(parts)} in {outcome.seconds:.1f} s"
+    stopped = _STOPPED_BY.get(outcome.stopped_by or "", "")
+    text = f"{PROG}: {stopped}{', '.join(parts)} in {outcome.seconds:.1f} s"
     megabytes = sum(r.input_bytes for r in done) / 1e6
     if done:
         text += f" ({megabytes:.1f} MB, {megabytes / max(outcome.seconds, 1e-9):.1f} MB/s)"

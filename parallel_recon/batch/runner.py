@@ -14,16 +14,20 @@ them from its own process (:mod:`.local`); on a Dask worker they are started as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
 import socket
 import sys
 import time
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ..errors import ReconError
 from .model import FAILED, OK, BatchSettings, FileJob, FileResult, to_json
+
+if TYPE_CHECKING:
+    from .outputs import Written
 
 __all__ = ["engine_share", "handle_request", "import_engine", "run_job", "serve"]
 
@@ -67,37 +71,42 @@ def _internal(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
+def _make_outputs(job: FileJob, settings: BatchSettings, files_at_once: int) -> Written:
+    """Reconstruct ``job`` and write its outputs, or, for a refresh, only its exports."""
+    from .engine_run import pipeline_options, raw_file_source, run_engine
+    from .outputs import make_stamp, refresh_outputs, write_outputs
+
+    if job.refresh:  # images up to date: only the exports or the montage change
+        return refresh_outputs(job, settings)
+    stat = os.stat(job.input)
+    workers, memory = engine_share(settings, files_at_once)
+    opts = pipeline_options(
+        recon=settings.recon,
+        output=settings.output,
+        options=settings.options,
+        series_index=settings.series_index,
+        workers=workers,
+        memory_limit=memory,
+        prog=f"{PROG}: {job.label}",  # every warning names its file
+    )
+    opts = dataclasses.replace(opts, announce_stop=False)  # the batch reports a stop once
+    with raw_file_source(job.input, job.kind, job.group) as source:
+        images_stream = run_engine(source, opts)
+    with images_stream:
+        return write_outputs(images_stream, job, settings, make_stamp(job, settings, stat))
+
+
 def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> FileResult:
     """Reconstruct one job in this process and write its outputs; never raises for a
     problem of the input (only for Ctrl-C and termination)."""
     from ..engine.kernels import kernel_label
-    from .engine_run import (
-        pipeline_options,
-        raw_file_source,
-        resolve_recon,
-        run_engine,
-    )
-    from .outputs import make_stamp, write_outputs
+    from .engine_run import resolve_recon
 
     started = time.monotonic()
     host = f"{socket.gethostname()}:{os.getpid()}"
     kernel = kernel_label(resolve_recon(settings.recon))
     try:
-        stat = os.stat(job.input)
-        workers, memory = engine_share(settings, files_at_once)
-        opts = pipeline_options(
-            recon=settings.recon,
-            output=settings.output,
-            options=settings.options,
-            series_index=settings.series_index,
-            workers=workers,
-            memory_limit=memory,
-            prog=PROG,
-        )
-        with raw_file_source(job.input, job.kind, job.group) as source:
-            images_stream = run_engine(source, opts)
-        with images_stream:
-            images = write_outputs(images_stream, job, settings, make_stamp(job, settings, stat))
+        written = _make_outputs(job, settings, files_at_once)
     except ReconError as exc:
         error = str(exc)
     except OSError as exc:
@@ -105,14 +114,21 @@ def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> Fi
     except Exception as exc:
         error = _internal(exc)
     else:
+        for name in written.removed:
+            print(
+                f"{PROG}: {job.label}: removed {name}, made by an earlier run for an export "
+                "or montage no longer asked for",
+                file=sys.stderr,
+            )
         seconds = time.monotonic() - started
+        speed = 0.0 if job.refresh else job.input_bytes / 1e6 / max(seconds, 1e-9)
         return FileResult.for_job(
             job,
             OK,
-            images=images,
+            images=written.images,
             seconds=round(seconds, 4),
-            mb_per_s=round(job.input_bytes / 1e6 / max(seconds, 1e-9), 3),
-            kernel=kernel,
+            mb_per_s=round(speed, 3),
+            kernel="" if job.refresh else kernel,  # a refresh reconstructs nothing
             host=host,
         )
     seconds = time.monotonic() - started

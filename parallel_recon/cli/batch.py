@@ -8,6 +8,7 @@ up to date are skipped; a bad input is recorded and the batch goes on.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .common import (
@@ -122,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``parallel-recon batch``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
+        parser.error(
+            f"-o {args.outdir!r} is a file: OUTDIR is the folder the outputs go to (give a "
+            "new or existing folder)"
+        )
 
     def body() -> int:
         single_threaded_math()
@@ -164,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_TERMINATED
         if args.report:
             write_report(args.report, outcome.results)
+        if outcome.stopped_by is not None:  # one line: what was done before the stop
+            print(summary_line(outcome), file=sys.stderr)
+            return _EXIT_BY_STOP[outcome.stopped_by]
         print(summary_line(outcome), file=sys.stderr)
         for line in failure_lines(outcome.results):
             print(line, file=sys.stderr)
-        if outcome.stopped_by is not None:
-            return _EXIT_BY_STOP[outcome.stopped_by]
         return EXIT_OK if outcome.ok else EXIT_ERROR
 
     return run_command(PROG, body)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
 from .. import __version__
-from ..errors import ConfigurationError, InputFileError, ReconError
+from ..errors import ConfigurationError, InputFileError, ReconError, UsageError
 from ..files import PendingFile, is_disk_full
 
 __all__ = [
@@ -75,7 +75,7 @@ def parse_recon_options(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
+            raise UsageError(f"--recon-option {pair!r}: expected KEY=VALUE")
         options[key] = value
     return options
 
@@ -88,11 +88,15 @@ def single_threaded_math() -> None:
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:
-    """Run a command body, turning user errors into one stderr line and an exit code."""
+    """Run a command body, turning user errors into one stderr line and an exit code
+    (2 for a :class:`UsageError`, 1 for any other :class:`ReconError`)."""
     try:
         return body()
     except ExitStatus as exc:
         return exc.code
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ReconError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -9,11 +9,13 @@ stdin), so the command can end a pipe::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from ..errors import InputFileError
+from ..errors import InputFileError, UsageError
 from ..export import FORMATS, ExportInput, export, read_hdf5_input, read_stream_input
+from ..export.supplied import parse_positive_triple
 from ..inspect.summary_hdf5 import is_hdf5
 from ..progress import Progress, progress_wanted
 from .common import (
@@ -39,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="ISMRMRD HDF5 file, MRD stream file, or - for stdin")
     parser.add_argument(
-        "--to", required=True, choices=list(FORMATS), help="output format (dicom, nifti, npy)"
+        "--to",
+        choices=list(FORMATS),
+        help="output format (dicom, nifti, npy); without it, the -o name says: .nii or .nii.gz "
+        "nifti, .npz npy, a name ending in / (or an existing folder) dicom",
     )
     parser.add_argument(
         "-o",
@@ -57,9 +62,55 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SERIES",
         help="export only this series: HDF5 name (image_1) or series index; repeatable",
     )
+    parser.add_argument(
+        "--voxel-size",
+        type=_voxel_size,
+        metavar="X,Y,Z",
+        help="voxel size in mm (z: slice thickness of 2D images), for images whose headers "
+        "have no field of view; replaces the headers' own",
+    )
+    parser.add_argument(
+        "--slice-spacing",
+        type=_spacing,
+        metavar="MM",
+        help="distance in mm between the 2D images of a volume, placed in slice order along "
+        "their normal from the first one: for images whose headers put them all at one place",
+    )
     add_progress_option(parser)
     add_version_option(parser)
     return parser
+
+
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    try:
+        return parse_positive_triple(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _spacing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of mm, found {text!r}")
+    return value
+
+
+_BY_EXTENSION = {".nii": "nifti", ".nii.gz": "nifti", ".npz": "npy"}
+"""-o name ending -> the format it implies when --to is not given."""
+
+
+def infer_format(output: str) -> str | None:
+    """The format an ``-o`` name implies (None when it says nothing)."""
+    lower = output.lower()
+    for ending, to in sorted(_BY_EXTENSION.items(), key=lambda item: -len(item[0])):
+        if lower.endswith(ending) and len(lower) > len(ending):
+            return to
+    if output.endswith("/") or Path(output).is_dir():
+        return "dicom"
+    return None
 
 
 def _read(args: argparse.Namespace) -> ExportInput:
@@ -80,7 +131,14 @@ def _run(args: argparse.Namespace) -> int:
     source = _read(args)
     total = sum(len(series.images) for series in source.series)
     progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="images")
-    written = export(source, args.output, args.to, progress=progress.update)
+    written = export(
+        source,
+        args.output,
+        args.to,
+        progress=progress.update,
+        voxel_size=args.voxel_size,
+        slice_spacing=args.slice_spacing,
+    )
     progress.finish()
     if progress.enabled:
         print(f"{PROG}: {total} images -> {len(written)} files", file=sys.stderr)
@@ -89,7 +147,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``parallel-recon export``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.to is None:
+        args.to = infer_format(args.output)
+        if args.to is None:
+            parser.error(
+                f"--to is missing and -o {args.output!r} does not say the format: give --to "
+                "dicom|nifti|npy, or a name ending in .nii, .nii.gz, .npz (or / for a DICOM "
+                "folder)"
+            )
     return run_command(PROG, lambda: _run(args))
 
 

@@ -63,11 +63,13 @@ def _collect_hdf5(path: str, group: str | None) -> dict[str, Any]:
 def _collect_stream(path: str | None) -> dict[str, Any]:
     with open_input(path, file_option="a file name instead of -") as source:
         section = summarize_stream(source).to_dict()
+    where = "standard input" if path is None else repr(path)
     if section["stream_bytes"] == 0 and not section["error"]:
-        where = "standard input" if path is None else repr(path)
         raise InputFileError(
             f"{where} is empty: expected an MRD stream or an ISMRMRD HDF5 file, found 0 bytes"
         )
+    if section["error"] and not section["messages"]:  # not one valid message: not MRD at all
+        raise InputFileError(f"cannot read {where}: {section['error']}")
     return {"format": "stream", "groups": [], "sections": [section]}
 
 

@@ -12,10 +12,12 @@ end), so re-runs do not grow it and a failure leaves the previous file as it was
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import ConfigurationError, UsageError
 from ..files import PendingFile
 from ..hdf5.layout import refuse_non_hdf5_output
 from ..phantom import (
@@ -145,32 +147,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SPEC_OPTIONS = {
+    "matrix": "matrix", "coils": "coils", "oversampling": "oversampling",
+    "repetitions": "repetitions", "acceleration": "acceleration",
+    "calibration_width": "calibration_width", "noise_level": "noise_level",
+    "noise_calibration": "noise_calibration", "kspace_coordinates": "kspace_coordinates",
+    "slices": "slices", "contrasts": "contrasts", "partitions": "partitions",
+    "averages": "averages", "partial_fourier": "partial_fourier", "seed": "seed",
+    "orientation": "orientation", "position": "position", "marker": "marker",
+    "noise_correlation": "noise_correlation", "noise_lines": "noise_lines",
+    "noise_dwell_time_us": "noise_dwell", "calibration": "calibration",
+    "acceleration_2": "acceleration_2",
+}  # fmt: skip
+"""PhantomSpec field -> the argparse ``dest`` of the option that sets it."""
+
+
+def _option_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """PhantomSpec field -> how the user spelled it (``-m/--matrix``)."""
+    spelling = {action.dest: "/".join(action.option_strings) for action in parser._actions}
+    return {field: spelling[dest] for field, dest in SPEC_OPTIONS.items() if spelling.get(dest)}
+
+
+def _in_option_terms(problem: str, names: dict[str, str]) -> str:
+    """A PhantomSpec message with its field names replaced by the options that set them."""
+    pattern = re.compile(r"\b(" + "|".join(sorted(names, key=len, reverse=True)) + r")\b")
+    return pattern.sub(lambda match: names[match.group(1)], problem)
+
+
 def _spec(args: argparse.Namespace) -> PhantomSpec:
-    return PhantomSpec(
-        matrix=args.matrix,
-        coils=args.coils,
-        oversampling=args.oversampling,
-        repetitions=args.repetitions,
-        acceleration=args.acceleration,
-        calibration_width=args.calibration_width,
-        noise_level=args.noise_level,
-        noise_calibration=args.noise_calibration,
-        kspace_coordinates=args.kspace_coordinates,
-        slices=args.slices,
-        contrasts=args.contrasts,
-        partitions=args.partitions,
-        averages=args.averages,
-        partial_fourier=args.partial_fourier,
-        seed=args.seed,
-        orientation=args.orientation,
-        position=args.position,
-        marker=args.marker,
-        noise_correlation=args.noise_correlation,
-        noise_lines=args.noise_lines,
-        noise_dwell_time_us=args.noise_dwell,
-        calibration=args.calibration,
-        acceleration_2=args.acceleration_2,
-    )
+    """The spec the options describe; a value it refuses is a usage error naming the option
+    (``-m/--matrix must be even``), not the internal field."""
+    values = {field: getattr(args, dest) for field, dest in SPEC_OPTIONS.items()}
+    try:
+        return PhantomSpec(**values)
+    except ConfigurationError as exc:
+        raise UsageError(_in_option_terms(str(exc), _option_names(build_parser()))) from None
 
 
 def _counted(spec: PhantomSpec, progress: Progress) -> Iterator[Message]:

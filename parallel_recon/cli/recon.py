@@ -17,6 +17,7 @@ import difflib
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from ..files import PendingFile, refuse_same_file
@@ -90,8 +91,24 @@ class _DeprecatedImageOutput(argparse.Action):
         namespace.deprecated = f"{option_string} is deprecated; use --image-type {values}"
 
 
+_RECON_OPTION_HELP = "kernel option (repeatable); an unknown key lists the kernel's options"
+
+
+class _ReconParser(OneLineParser):
+    """Lists the kernels' option defaults in ``--help``, read from their OPTIONS tables
+    when help is asked for (importing the kernels for every run would slow start-up)."""
+
+    def format_help(self) -> str:
+        from ..engine.kernels import kernel_option_defaults
+
+        for action in self._actions:
+            if action.dest == "recon_option":
+                action.help = f"{_RECON_OPTION_HELP}; defaults: {kernel_option_defaults()}"
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = _ReconParser(
         prog=PROG,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -155,9 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="kernel option (repeatable): prewhiten=on|off; combine=adaptive|rss; "
-        "coils=rss|channels; grappa: lambda=0.01, kx=5, ky=4, kz=3; an unknown key lists "
-        "the kernel's options",
+        help=_RECON_OPTION_HELP,
     )
     recon.add_argument(
         "--noise",
@@ -212,7 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_progress_option(diag)
     add_version_option(parser)
+    parser.add_argument("stray", nargs="*", help=argparse.SUPPRESS)
     return parser
+
+
+def _stray_hint(name: str) -> str:
+    """The usage error for a file named without ``-i``: how to give it, by what it is."""
+    from ..inspect.summary_hdf5 import is_hdf5
+
+    path = Path(name)
+    if path.is_file() and is_hdf5(name):
+        return (
+            f"{name} is an ISMRMRD HDF5 file, and {PROG} reads a stream: convert it on the "
+            f"way in, mrdhdf5_to_stream {name} | {PROG} > images.bin"
+        )
+    if path.is_file():
+        return f"a positional input file ({name}): give the stream with -i {name} (or < {name})"
+    return f"unrecognized arguments: {name}"
 
 
 def _worker_count(wanted: int) -> int:
@@ -233,10 +264,11 @@ def _worker_count(wanted: int) -> int:
 
 
 @contextlib.contextmanager
-def _profile_file(path: str | None) -> Iterator[str | None]:
-    """Where the engine writes ``--profile-json``: a temporary file beside ``path``, renamed
-    into place when the run succeeds.  Made before the recon starts, so a folder that does
-    not exist or refuses files fails at once, not after the whole reconstruction."""
+def _diagnostics_file(path: str | None) -> Iterator[str | None]:
+    """Where the engine writes ``--profile-json`` or ``--trace``: a temporary file beside
+    ``path``, renamed into place when the run succeeds.  Made before the recon starts, so a
+    folder that does not exist or refuses files, or a path that is a folder, fails at once,
+    not after the whole reconstruction."""
     if path is None:
         yield None
         return
@@ -251,7 +283,10 @@ def _default_workers() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.stray:
+        parser.error(_stray_hint(args.stray[0]))
 
     def body() -> int:
         single_threaded_math()
@@ -284,9 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         with (
             open_input(args.input) as source,
             open_output(args.output_file, force=args.force) as sink,
-            _profile_file(args.profile_json) as profile_path,
+            _diagnostics_file(args.profile_json) as profile_path,
+            _diagnostics_file(args.trace) as trace_path,
         ):
-            code = run_pipeline(source, sink, replace(opts, profile_json=profile_path))
+            code = run_pipeline(
+                source, sink, replace(opts, profile_json=profile_path, trace=trace_path)
+            )
             if code != EXIT_OK:
                 raise ExitStatus(code)  # an interrupted run leaves no output file
         return code

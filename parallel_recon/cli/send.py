@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import ReconError
 from ..files import refuse_same_file
-from ..net.client import send_stream
+from ..net.client import parse_address, send_stream
 from ..progress import Progress, progress_wanted
 from .common import (
     OneLineParser,
@@ -29,12 +30,24 @@ __all__ = ["build_parser", "main"]
 PROG = "parallel-recon send"
 
 
+def _address(text: str) -> str:
+    """HOST:PORT, checked when the command line is parsed (a missing port is a usage
+    error, exit 2)."""
+    try:
+        parse_address(text)
+    except ReconError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Send an MRD stream to a reconstruction server and write its reply.",
     )
-    parser.add_argument("address", metavar="HOST:PORT", help="server address, e.g. 127.0.0.1:9222")
+    parser.add_argument(
+        "address", type=_address, metavar="HOST:PORT", help="server address, e.g. 127.0.0.1:9222"
+    )
     parser.add_argument("-i", "--input", metavar="FILE", help="stream to send (default: stdin)")
     parser.add_argument(
         "-o", "--output", metavar="FILE", help="where to write the reply (default: stdout)"

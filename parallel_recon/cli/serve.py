@@ -223,17 +223,14 @@ def _check_kernels(args: argparse.Namespace) -> None:
     ``--recon nosuch.py`` or ``--recon-option lamda=1`` fails now, not per connection."""
     from ..engine.kernels import check_options, load_kernel
 
-    options = dict(pair.partition("=")[::2] for pair in args.recon_option)
-    for pair in args.recon_option:
-        if "=" not in pair or pair.startswith("="):
-            raise ConfigurationError(f"--recon-option {pair!r}: expected KEY=VALUE")
+    options = parse_recon_options(args.recon_option)
     kernels = {args.recon: "", **{k: f" (from --config-map {n}={k})" for n, k in args.config_map}}
     for kernel, where in kernels.items():
         try:
             load_kernel(kernel)
             check_options(kernel, options)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"{exc}{where}") from None
+        except ConfigurationError as exc:  # a usage error stays one (exit 2)
+            raise type(exc)(f"{exc}{where}") from None
 
 
 def _install_stop(server: ReconServer) -> dict[int, Callable[..., object] | int | None]:

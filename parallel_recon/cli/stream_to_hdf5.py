@@ -16,6 +16,7 @@ anything after it is reported as a warning.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..errors import ConfigurationError, OutputFileError, ReconError
@@ -73,6 +74,42 @@ def _output_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
+def _stored_counts(path: str, group: str) -> dict[str, int]:
+    """What ``group`` of an existing file holds: image series -> images, and acquisitions
+    (``data``) -> rows; {} for a new file or group (no data is read)."""
+    import h5py
+
+    from ..inspect.summary_hdf5 import is_hdf5
+
+    if not os.path.isfile(path) or not is_hdf5(path):  # never read a FIFO or device output
+        return {}
+    with h5py.File(path, "r") as handle:
+        node = handle.get(group)
+        if not isinstance(node, h5py.Group):
+            return {}
+        counts = {
+            name: len(item["header"])
+            for name, item in node.items()
+            if isinstance(item, h5py.Group) and isinstance(item.get("header"), h5py.Dataset)
+        }
+        if isinstance(node.get("data"), h5py.Dataset):
+            counts["data"] = len(node["data"])
+    return counts
+
+
+def _report_appends(before: dict[str, int], after: dict[str, int], group: str) -> None:
+    """One stderr line per series (or acquisition list) that already held data and grew:
+    an append to an existing file is easy to mistake for a new one."""
+    for name, old in before.items():
+        new = after.get(name, old)
+        if old and new > old:
+            what = "acquisitions" if name == "data" else "images"
+            print(
+                f"{PROG}: appended {new - old} {what} to {group}/{name}, now {new}",
+                file=sys.stderr,
+            )
+
+
 def _store(reader: StreamReader, writer: MrdHdf5Writer, progress: Progress) -> ReconError | None:
     """Store messages up to CLOSE; returns the problem that stopped it early, if any (a
     damaged stream, or a message the file cannot take), with what came before it stored."""
@@ -94,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     refuse_same_file([args.input], [output])
     refuse_non_hdf5_output(output)
     progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="messages")
+    before = _stored_counts(output, args.group)
     with (
         open_input(args.input) as source,
         PendingFile(output, keep_content=True, seekable=True) as pending,
@@ -121,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         raise OutputFileError(f"{problem}; {output!r} holds the {stored} messages before it")
     if trailing:
         print(f"{PROG}: warning: {after_close_warning(reader)}", file=sys.stderr)
+    if before and stored:
+        _report_appends(before, _stored_counts(output, args.group), args.group)
     progress.nbytes = reader.offset
     progress.finish()
     return EXIT_OK

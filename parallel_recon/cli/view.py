@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigurationError, InputFileError
 from ..files import refuse_same_file
-from ..inspect.montage import render_montage
+from ..inspect.montage import MIN_TILE, render_montage
 from ..inspect.montage_sources import ViewOptions, tiles_from_hdf5, tiles_from_stream
 from ..inspect.summary_hdf5 import is_hdf5
 from .common import (
@@ -22,6 +22,7 @@ from .common import (
     OneLineParser,
     add_force_option,
     add_version_option,
+    int_range,
     open_input,
     open_output,
     run_command,
@@ -46,6 +47,8 @@ def _non_negative(text: str) -> int:
     return value
 
 
+MAX_SCALE = 64
+"""The largest --scale: a 256 x 256 image becomes 16384 pixels wide."""
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 """Output name ending -> Pillow format."""
 
@@ -94,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--coil", type=_non_negative, default=0, help="coil for --kspace (0)")
     parser.add_argument("--columns", type=_positive, help="tiles per row (default: square)")
+    parser.add_argument(
+        "--scale",
+        type=int_range(1, MAX_SCALE),
+        metavar="N",
+        help=f"enlarge every image pixel to N x N screen pixels, 1..{MAX_SCALE} (default: "
+        f"small images are enlarged to about {MIN_TILE} pixels)",
+    )
     add_force_option(parser)
     add_version_option(parser)
     return parser
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 "the input has more; choose series with -s or raise --max-images",
                 file=sys.stderr,
             )
-        montage = render_montage(tiles, args.columns)
+        montage = render_montage(tiles, args.columns, args.scale)
         with open_output(args.output, force=args.force) as sink:
             montage.save(sink, format=kind)
         if args.output != "-":

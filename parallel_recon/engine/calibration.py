@@ -11,6 +11,16 @@ a buffer is reused only when no unit in flight refers to it any more (workers se
 back when they are done).  So whichever worker gets a unit reads exactly the calibration the
 stream had given for it, and the bytes out never depend on the worker count.
 
+Once a new calibration of a slice starts to fill, its current one is *retired*: the next unit
+of that slice to close publishes the new one, so no later unit can be handed the old one, and
+its buffer is free as soon as the units already in flight have released it.  At most one
+buffer per (encoding space, slice, contrast) is therefore kept for units the reader has yet
+to close; every other buffer in use belongs to a unit in flight, which a worker will release
+without waiting for the reader.  A store of one buffer per calibration key plus the workers'
+share never fails on data that keeps to its header's encoding limits: when no buffer is
+free, the reader waits for a release, and it fails only when more calibration keys are alive
+at once than the header declared.
+
 Calibration-and-imaging lines already land in the unit's k-space; the reader only notes where
 they are, and copies them (with the unit's other imaging lines inside the calibration block)
 into the buffer when it publishes, so the buffer holds a self-contained block that later
@@ -64,12 +74,17 @@ class CalibrationRef:
 
 @dataclass(frozen=True)
 class CalibrationLayout:
-    """Geometry of the calibration ring: ``buffers`` buffers of ``capacity`` line records."""
+    """Geometry of the calibration ring: ``buffers`` buffers of ``capacity`` line records.
+
+    ``keys`` is how many (encoding space, slice, contrast) calibrations may be live at once
+    (the header's encoding limits); the buffers beyond it serve units in flight.
+    """
 
     buffers: int
     capacity: int
     coils: int
     k0: int
+    keys: int = 0
 
     @property
     def line_bytes(self) -> int:
@@ -191,20 +206,57 @@ class CalibrationKeeper:
         self.free.append(buffer)
 
     def _take_buffer(self, key: CalibrationKey, now: Callable[[], float]) -> int:
+        """A free buffer for ``key``'s new calibration, waiting for units in flight to
+        release one when none is free.
+
+        Waiting cannot deadlock: at most ``layout.keys`` buffers hold live calibrations (one
+        per key, see :meth:`_open`), so when none is free the others belong to units in
+        flight, and each comes back once a worker has copied it, whatever the reader does.
+        """
         self._drain(block=False)
         while not self.free:
-            if not any(self.refs):
-                assert self.store is not None
+            if not any(self.refs):  # cannot happen with the sizing above; never wait forever
                 raise ConfigurationError(
-                    f"all {self.store.layout.buffers} calibration buffers hold the current "
-                    f"calibration of another slice (starting slice {key.slice}, contrast "
-                    f"{key.contrast}): the data has more slices and contrasts than its header's "
-                    "encoding limits say"
+                    f"no calibration buffer is free for slice {key.slice}, contrast "
+                    f"{key.contrast} and none is in use by a unit in flight"
                 )
             began = now()
             self._drain(block=True)
             self.wait_s += now() - began
         return self.free.pop(0)
+
+    def _check_live(self, key: CalibrationKey) -> None:
+        """Refuse a calibration key beyond the header's count while all of them are live.
+
+        The limit is the header's, never the number of buffers (which grows with the
+        workers), so a stream either fits or fails the same way with any worker count.
+        """
+        assert self.store is not None
+        limit = self.store.layout.keys
+        live = set(self.open) | set(self.current)
+        if limit and key not in live and len(live) >= limit:
+            raise ConfigurationError(
+                f"slice {key.slice}, contrast {key.contrast} starts a calibration while "
+                f"{len(live)} other (slice, contrast) calibrations are in use, the most the "
+                f"header's encoding limits allow ({limit}): the data has more slices or "
+                "contrasts than its <encodingLimits> say (fix the header)"
+            )
+
+    def _open(self, key: CalibrationKey, now: Callable[[], float]) -> _Open:
+        """``key``'s calibration being filled, started (and its current one retired) if new.
+
+        The next unit of ``key`` to close publishes the new calibration before taking one
+        (:meth:`for_unit`), so the current one can go to no later unit: it is retired now,
+        and its buffer is free once the units in flight that use it have released it.
+        """
+        entry = self.open.get(key)
+        if entry is None:
+            self._check_live(key)
+            retired = self.current.pop(key, None)
+            if retired is not None:
+                self._maybe_free(retired.buffer)
+            entry = self.open[key] = _Open(self._take_buffer(key, now))
+        return entry
 
     # --------------------------------------------------------------- lines
     def _row(
@@ -212,9 +264,7 @@ class CalibrationKeeper:
     ) -> tuple[int, int, bool]:
         """(buffer, row, first) for a calibration-only line at grid (k2, k1)."""
         assert self.store is not None
-        entry = self.open.get(key)
-        if entry is None:
-            entry = self.open[key] = _Open(self._take_buffer(key, now))
+        entry = self._open(key, now)
         row = entry.rows.get((k2, k1))
         if row is not None:
             return entry.buffer, row, False
@@ -245,9 +295,7 @@ class CalibrationKeeper:
 
     def note_imaging(self, key: CalibrationKey, k2: int, k1: int, now: Callable[[], float]) -> None:
         """A calibration-and-imaging line landed in its unit at grid (k2, k1)."""
-        entry = self.open.get(key)
-        if entry is None:
-            entry = self.open[key] = _Open(self._take_buffer(key, now))
+        entry = self._open(key, now)
         entry.imaging.add((k2, k1))
         self.lines_in += 1
 
@@ -296,10 +344,8 @@ class CalibrationKeeper:
                 self.store.samples(entry.buffer, row + 1, coils)[row] = kspace[k2, k1]
         self.versions += 1
         self.published += 1
-        previous = self.current.get(key)
-        self.current[key] = CalibrationRef(entry.buffer, self.versions, len(rows))
-        if previous is not None:
-            self._maybe_free(previous.buffer)
+        self.current[key] = CalibrationRef(entry.buffer, self.versions, len(rows))  # the old
+        # one was retired when this one started (see _open)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ that sits next to it; when it fails, :func:`failure_location` names its file and
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib
@@ -20,7 +21,7 @@ from typing import Any
 
 from parallel_recon.workers.options import COMMON_OPTIONS, option_table, parse_options
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, UsageError
 
 __all__ = [
     "KERNELS",
@@ -31,6 +32,7 @@ __all__ = [
     "failure_location",
     "full_traceback",
     "kernel_label",
+    "kernel_option_defaults",
     "load_kernel",
 ]
 
@@ -75,7 +77,7 @@ def full_traceback(exc: BaseException) -> str:
 
 def _load_file(path: Path) -> Any:
     if not path.is_file():
-        raise ConfigurationError(f"--recon {str(path)!r}: expected a Python file, found nothing")
+        raise UsageError(f"--recon {str(path)!r}: expected a Python file, found nothing")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
     spec = importlib.util.spec_from_file_location(f"pr_user_kernel_{digest}", path)
     if spec is None or spec.loader is None:
@@ -98,9 +100,9 @@ def _load_file(path: Path) -> Any:
 def _load_name(name: str) -> Any:
     if name not in KERNELS:
         known = ", ".join(sorted(KERNELS))
-        raise ConfigurationError(
-            f"--recon {name!r}: expected one of {known} or a path to a .py file"
-        )
+        close = difflib.get_close_matches(name, KERNELS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"--recon {name!r}: expected one of {known} or a path to a .py file{hint}")
     try:
         return importlib.import_module(KERNELS[name])
     except ImportError as exc:
@@ -127,7 +129,7 @@ def check_options(spec: str, options: dict[str, str]) -> dict[str, Any]:
     table = option_table(COMMON_OPTIONS, declared or ())
     if declared is None and set(options) - set(table):
         unknown = sorted(set(options) - set(table))[0]
-        raise ConfigurationError(
+        raise UsageError(
             f"--recon-option {unknown}: the kernel {kernel_label(spec)} declares no options "
             f"of its own (known: {', '.join(table)}); to take {unknown}=..., list it in a "
             "module-level OPTIONS table of parallel_recon.workers.options.KernelOption"
@@ -167,6 +169,19 @@ def load_kernel(spec: str) -> KernelFunction:
             "reconstruct(kspace, context) -> list[Image]"
         )
     return function
+
+
+def kernel_option_defaults() -> str:
+    """``prewhiten=on (every kernel); cartesian: coils=rss, ...; grappa: lambda=0.0005, ...``
+    from the bundled kernels' own OPTIONS tables, so help never shows a default the code
+    does not use (imports the kernels: call it only to print help)."""
+    parts = [", ".join(f"{o.name}={o.default}" for o in COMMON_OPTIONS) + " (every kernel)"]
+    for name in ("cartesian", "grappa"):
+        table = getattr(_module(name), "OPTIONS", ())
+        common = {o.name for o in COMMON_OPTIONS}
+        listed = ", ".join(f"{o.name}={o.default}" for o in table if o.name not in common)
+        parts.append(f"{name}: {listed}")
+    return "; ".join(parts)
 
 
 def kernel_label(spec: str) -> str:

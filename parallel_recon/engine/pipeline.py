@@ -32,20 +32,16 @@ from parallel_recon.workers.noise import DEFAULT_RECEIVER_BANDWIDTH
 
 from ..errors import PipelineError, ReconError
 from ..progress import Progress
-from ..protocol import Header as HeaderMessage
 from ..protocol import (
     MessageId,
     StreamReader,
-    after_close_warning,
-    encode_message,
-    message_id_bytes,
 )
 from .calibration import CalibrationKeeper, CalibrationStore
 from .kernels import check_options, check_trajectories, kernel_label, load_kernel
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
-from .prelude import Prelude, read_prelude
+from .prelude import Prelude, no_acquisitions, read_prelude
 from .profiling import (
     TreeSampler,
     build_profile,
@@ -89,6 +85,9 @@ class PipelineOptions:
     """Calibration lines one slice may have (None: a quarter of the k1 x k2 grid, >= 64)."""
     trace: str | None = None
     """``--trace FILE.json``: write the run's timeline there (Chrome trace-event format)."""
+    announce_stop: bool = True
+    """Print ``<prog>: terminated`` when SIGTERM stops the run (a batch runner does not: the
+    batch reports the stop once, for all its files)."""
 
 
 # ------------------------------------------------------------------- children
@@ -128,13 +127,6 @@ def _quiet_numerics() -> None:
 
 
 # ----------------------------------------------------------------- start-up
-def _write_without_data(sink: BinaryIO, prelude: Prelude) -> None:
-    """A stream with a header but no acquisitions: echo the header and texts, then CLOSE."""
-    sink.write(encode_message(HeaderMessage(prelude.header_xml)))
-    for text in prelude.texts:
-        sink.write(text)
-    sink.write(message_id_bytes(MessageId.CLOSE))
-    sink.flush()
 
 
 class _Supervisor:
@@ -158,8 +150,8 @@ class _Supervisor:
         self.details: list[str] = []
         """Full tracebacks behind a failure (printed with --verbose)."""
 
-    def start(self, source: BinaryIO, sink: BinaryIO) -> bool:
-        """Read the prelude, allocate, fork; False when there was nothing to reconstruct."""
+    def start(self, source: BinaryIO, sink: BinaryIO) -> None:
+        """Read the prelude, allocate, fork (a stream without acquisitions is an error)."""
         trace = self.trace
         trace.begin("start-up", "startup")
         trace.begin("import the header model", "startup")
@@ -189,11 +181,7 @@ class _Supervisor:
         if bent:
             _warn(opts.prog, bent)
         if prelude.first_head is None:
-            _write_without_data(sink, prelude)
-            if stream.closed and stream.data_after_close(wait=False):
-                _warn(opts.prog, after_close_warning(stream))
-            trace.end()
-            return False
+            raise no_acquisitions(prelude.others.get(MessageId.IMAGE.name, 0))
         trace.begin("plan and shared memory", "startup")
         limit = opts.memory_limit if opts.memory_limit is not None else default_memory_limit()
         sizes = plan_memory(
@@ -273,7 +261,6 @@ class _Supervisor:
         sink.close()
         trace.end()
         trace.end()
-        return True
 
     def _child_trace(self) -> Trace:
         """A recorder for one child (it starts its own track after the fork)."""
@@ -396,16 +383,15 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     supervisor = _Supervisor(opts, started)
     progress = Progress(opts.prog, enabled=opts.progress, unit="acquisitions in")
     try:
-        if not supervisor.start(source, sink):
-            supervisor.release()
-            return 0
+        supervisor.start(source, sink)
         supervisor.watch(progress if opts.progress else None)
         progress.finish()
     except _Terminated:
         supervisor.stop()
         supervisor.release()
         progress.finish()
-        print(f"{opts.prog}: terminated", file=sys.stderr)
+        if opts.announce_stop:
+            print(f"{opts.prog}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except BaseException:
         supervisor.stop()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingCloseError
+from ..errors import InputFileError, MissingCloseError
 from ..protocol import (
     ACQUISITION_HEADER_DTYPE,
     MessageId,
@@ -22,7 +22,7 @@ from ..protocol import (
     skip_message,
 )
 
-__all__ = ["Prelude", "read_prelude"]
+__all__ = ["Prelude", "no_acquisitions", "read_prelude"]
 
 _BEFORE_HEADER = (MessageId.HEADER, MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT)
 
@@ -38,6 +38,18 @@ class Prelude:
     others: dict[str, int] = field(default_factory=dict)
     first_head: np.void | None = None
     """Header of the first acquisition (its payload is still unread), None if there is none."""
+
+
+def no_acquisitions(images: int) -> InputFileError:
+    """The error for a stream that ends without raw data: an image stream given to the recon
+    (a common first try), or a header alone.  One place, so the command line, ``serve``,
+    ``batch`` and the Python API all say the same."""
+    if images:
+        return InputFileError("no acquisitions: this is an image stream; use view/export/to-hdf5")
+    return InputFileError(
+        "no acquisitions: the stream has a header but no raw data (ACQUISITION messages) "
+        "to reconstruct"
+    )
 
 
 def read_prelude(stream: StreamReader) -> Prelude:
@@ -70,10 +82,12 @@ def read_prelude(stream: StreamReader) -> Prelude:
             stream.read_message()
             return prelude
         if not prelude.header_xml and mid not in _BEFORE_HEADER:
-            raise stream.error(
-                f"expected a HEADER message before raw data, found {mid.name} "
-                "(mrd_stream_recon reconstructs acquisitions)"
+            hint = (
+                ": this is an image stream; use view/export/to-hdf5"
+                if mid is MessageId.IMAGE
+                else " (mrd_stream_recon reconstructs acquisitions)"
             )
+            raise stream.error(f"expected a HEADER message before raw data, found {mid.name}{hint}")
         action = _PRELUDE_ACTIONS.get(mid)
         if action is None:  # not used by the recon: counted, never held
             skip_message(stream)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigurationError, MemoryLimitError
+from ..errors import MemoryLimitError, UsageError
 
 __all__ = [
     "PAGE",
@@ -167,12 +167,12 @@ def parse_memory_size(text: str, total: int | None = None) -> int:
         except ValueError:
             percent = -1.0
         if not 0 < percent <= 100:
-            raise ConfigurationError(f"memory size {text!r}: expected a percentage in (0, 100]")
+            raise UsageError(f"--memory-limit {text!r}: expected a percentage in (0, 100]")
         return int((total if total is not None else _total_memory()) * percent / 100)
     match = _SIZE.match(text)
     if not match:
-        raise ConfigurationError(
-            f"memory size {text!r}: expected a number with an optional unit, e.g. 512M, 2G, 25%"
+        raise UsageError(
+            f"--memory-limit {text!r}: expected a number with an optional unit, e.g. 512M, 2G, 25%"
         )
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 

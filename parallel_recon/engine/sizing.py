@@ -102,6 +102,12 @@ def _calibration_layout(
 ) -> CalibrationLayout:
     """Room for the calibration of every slice and contrast, plus one per worker in flight.
 
+    That is what can be live at once: one calibration per (slice, contrast) for units the
+    reader has yet to close (a new one retires the old, see ``calibration.py``), and the
+    rest held by units in flight, which the reader waits for (workers release a buffer as
+    soon as they have copied it), so the same store serves any number of repetitions and
+    echoes with any worker count.
+
     Set aside only when the header declares parallel imaging: without it, calibration-only
     lines are skipped like before and fully sampled data pays nothing.
     """
@@ -109,8 +115,9 @@ def _calibration_layout(
 
     declared = any(max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces)
     capacity = lines or default_capacity(layout.k1, layout.k2)
-    buffers = calibration_keys(xml) + workers + 1 if declared else 0
-    return CalibrationLayout(buffers, capacity, layout.coils, layout.k0)
+    keys = calibration_keys(xml)
+    buffers = keys + workers + 1 if declared else 0
+    return CalibrationLayout(buffers, capacity, layout.coils, layout.k0, keys)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from .inputs import (
     read_hdf5_input,
     read_stream_input,
 )
+from .supplied import SuppliedGeometry, supply_geometry
 
 __all__ = [
     "FORMATS",
@@ -78,6 +79,8 @@ def export(
     *,
     header_xml: str | None = None,
     progress: Callable[[int], None] | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    slice_spacing: float | None = None,
 ) -> list[Path]:
     """Write images as DICOM files, NIfTI files or ``.npz`` archives.
 
@@ -97,6 +100,10 @@ def export(
         ``images``.
     progress:
         Called with the number of images (or DICOM planes) written after each output.
+    voxel_size, slice_spacing:
+        Geometry the image headers lack (``field_of_view`` 0, every plane at one position):
+        ``(x, y, z)`` mm per voxel, and mm between the 2D images of a volume in slice order
+        (see :mod:`.supplied`); they replace the headers' values.
 
     Returns
     -------
@@ -107,4 +114,5 @@ def export(
     source = images if isinstance(images, ExportInput) else collect_messages(images, header_xml)
     if header_xml is not None and isinstance(images, ExportInput):
         source = ExportInput(header_xml, images.series, images.source)
+    source = supply_geometry(source, SuppliedGeometry(voxel_size, slice_spacing))
     return write(source, path, progress)

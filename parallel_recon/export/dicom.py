@@ -21,6 +21,7 @@ to TriggerTime; the counters are also listed in ImageComments.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,8 @@ _SCANNING_SEQUENCE = {
 """ISMRMRD ``sequence_type`` (lower case) -> DICOM ScanningSequence; others are RM (research)."""
 
 _DS_DIGITS = 10
+_RADIANS_AT_MOST = 4.0
+"""Phase whose real values stay within this is in radians (else scanner units)."""
 
 
 @dataclass
@@ -270,17 +273,20 @@ def _series_level(base: Dataset, series: DicomSeries, info: StudyInfo, scaling: 
 def _window(
     series: DicomSeries, values: Sequence[np.ndarray], scaling: Scaling
 ) -> tuple[float, float]:
-    """WindowCenter/Width in real units: the images' own (unless the series is a part derived
-    from them, such as the phase of complex pixels), else the value range."""
+    """WindowCenter/Width in real units: -pi..pi for phase in radians (real values within
+    +-4, not scanner units); else the images' own (unless the series is a part derived from
+    them, such as the magnitude of complex pixels); else the value range."""
+    finite = [np.nan_to_num(v.astype(np.float64), nan=0, posinf=0, neginf=0) for v in values]
+    low = scaling.real(min(float(v.min()) for v in finite))
+    high = scaling.real(max(float(v.max()) for v in finite))
+    if series.letter == "P" and max(abs(low), abs(high)) <= _RADIANS_AT_MOST:
+        return 0.0, 2 * math.pi
     meta = series.mrd.meta(0)
     if not series.part:
         try:
             return float(meta["WindowCenter"][0]), float(meta["WindowWidth"][0])
         except (KeyError, IndexError, ValueError):
             pass
-    finite = [np.nan_to_num(v.astype(np.float64), nan=0, posinf=0, neginf=0) for v in values]
-    low = scaling.real(min(float(v.min()) for v in finite))
-    high = scaling.real(max(float(v.max()) for v in finite))
     return (low + high) / 2, max(high - low, 1.0)
 
 

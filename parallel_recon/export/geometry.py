@@ -163,7 +163,7 @@ class ImageGeometry:
         if any(n < 1 for n in matrix) or not all(math.isfinite(f) and f > 0 for f in fov):
             raise GeometryError(
                 f"{where}: field_of_view {fov} mm over matrix_size {matrix}; expected positive "
-                "sizes, so the pixel spacing is unknown"
+                "sizes, so the pixel spacing is unknown: give it with --voxel-size X,Y,Z (mm)"
             )
         directions = {
             "row": _meta_vector(meta, _META_DIRECTIONS["row"], where),
@@ -287,13 +287,19 @@ def stack_planes(planes: Sequence[Plane], where: str = "volume") -> StackedVolum
         gaps = np.diff(positions, axis=0)
         step = (positions[-1] - positions[0]) / (len(planes) - 1)
         deviation = float(np.max(np.linalg.norm(gaps - step, axis=1)))
+        if float(np.max(np.linalg.norm(positions - positions[0], axis=1))) < _POSITION_TOLERANCE_MM:
+            raise GeometryError(
+                f"{where}: all {len(planes)} planes lie at one position (gaps 0 mm), so their "
+                "spacing is unknown: give the distance between them with --slice-spacing MM"
+            )
         if float(np.linalg.norm(step)) < _POSITION_TOLERANCE_MM or deviation > max(
             _POSITION_TOLERANCE_MM, 1e-4 * float(np.linalg.norm(step))
         ):
             distances = np.round(gaps @ normal, 4).tolist()
             raise GeometryError(
                 f"{where}: planes are not evenly spaced along the normal (gaps {distances} mm); "
-                "expected a regular grid (two images at one position, or a missing slice?)"
+                "expected a regular grid (two images at one position, or a missing slice?); "
+                "--slice-spacing MM places them evenly in slice order"
             )
     dx, dy = first.spacing
     affine = np.eye(4)

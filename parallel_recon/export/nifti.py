@@ -3,10 +3,13 @@
 The images of a series are grouped into volumes by their counters (all images with the same
 contrast, phase, repetition, set and average form one volume; their planes, 2D slices or
 the planes of 3D images, are sorted along the slice normal and must form a regular grid).
-When every volume has the same grid they become one 4D file, in the order the volumes first
+A series with several echoes (contrasts) gives one file per echo, named ``_e1``, ``_e2``, ...
+as dcm2niix names them (echo N is contrast N - 1).  Within an echo, when every volume has the
+same grid they become one 4D file (repetitions, phases, sets), in the order the volumes first
 appear; otherwise each volume gets a file of its own (``_vol<N>`` suffix).  A series with
 several channels gives one file per channel (``_ch<N>`` suffix).  The time between volumes
-(pixdim[4]) is the median step of their first acquisition time stamps, else the header's TR.
+(pixdim[4]) is the median step of their first acquisition time stamps (the repetition time
+of the volumes, as dcm2niix estimates it), else the header's TR.
 
 Voxel values keep their MRD data type (float32 stays float32, complex stays complex), so the
 export is lossless; an image's ``RescaleSlope`` / ``RescaleIntercept`` meta attributes become
@@ -31,7 +34,7 @@ from .output import numbered_paths, split_extension
 from .pixels import meta_rescale
 from .study import study_info
 
-__all__ = ["EXTENSIONS", "NiftiVolume", "nifti_volumes", "write_nifti"]
+__all__ = ["EXTENSIONS", "NiftiFile", "NiftiVolume", "nifti_files", "nifti_volumes", "write_nifti"]
 
 EXTENSIONS = (".nii", ".nii.gz")
 
@@ -47,6 +50,30 @@ class NiftiVolume:
     intercept: float = 0.0
     start_ms: float = 0.0
     """Earliest acquisition time stamp of the volume's images, in ms."""
+    contrast: int = 0
+
+
+@dataclass
+class NiftiFile:
+    """The volumes of one output file (one grid, stacked as 4D when there are several)."""
+
+    volumes: list[NiftiVolume]
+    series: str
+    channel: str = ""
+    """``ch<N>`` for a series with several channels, else ''."""
+    echo: int | None = None
+    """Echo number (contrast + 1) when the series has several echoes, else None."""
+    part: int | None = None
+    """1-based ``_vol<N>`` number when the volumes of one echo do not share a grid."""
+
+    def name(self, alone: bool) -> str:
+        """The suffix this file adds to the output name; ``alone`` when the export has one
+        series with one channel, whose echoes are then just ``e1``, ``e2`` (dcm2niix)."""
+        parts = [] if alone and self.part is None else [self.series]
+        parts += [self.channel] if self.channel else []
+        parts += [f"e{self.echo}"] if self.echo is not None else []
+        parts += [f"vol{self.part:03d}"] if self.part is not None else []
+        return "_".join(parts)
 
 
 def _stack(
@@ -64,9 +91,32 @@ def _stack(
     return np.stack([values[k] for k in volume.order]), volume
 
 
-def nifti_volumes(source: ExportInput) -> list[list[NiftiVolume]]:
+def _channel_volumes(series: ImageSeries, channel: int, name: str, where: str) -> list[NiftiVolume]:
+    slope, intercept = meta_rescale(series.meta(0))
+    volumes = []
+    for n, members in enumerate(series.volumes()):
+        planes, volume = _stack(series, members, channel, f"{where} volume {n}")
+        first = series.images[members[0]].head
+        start = min(int(series.images[i].head["acquisition_time_stamp"]) for i in members)
+        volumes.append(
+            NiftiVolume(
+                name, planes, volume, slope, intercept, start * TICK_MS, int(first["contrast"])
+            )
+        )
+    return volumes
+
+
+def _by_echo(volumes: list[NiftiVolume]) -> dict[int, list[NiftiVolume]]:
+    """The volumes of each contrast, contrasts in first-seen order."""
+    echoes: dict[int, list[NiftiVolume]] = {}
+    for volume in volumes:
+        echoes.setdefault(volume.contrast, []).append(volume)
+    return echoes
+
+
+def nifti_files(source: ExportInput) -> list[NiftiFile]:
     """The files to write: each a list of volumes with one grid (stacked as 4D)."""
-    files: list[list[NiftiVolume]] = []
+    files: list[NiftiFile] = []
     for series in source.series:
         channels = {int(image.data.shape[0]) for image in series.images}
         if len(channels) != 1:
@@ -75,28 +125,31 @@ def nifti_volumes(source: ExportInput) -> list[list[NiftiVolume]]:
                 "channels; expected one channel count per series for NIfTI"
             )
         (count,) = channels
-        slope, intercept = meta_rescale(series.meta(0))
         for channel in range(count):
-            name = series.name + (f"_ch{channel + 1}" if count > 1 else "")
+            label = f"ch{channel + 1}" if count > 1 else ""
+            name = series.name + (f"_{label}" if label else "")
             where = f"{source.source}: series {series.name}"
-            volumes = []
-            for n, members in enumerate(series.volumes()):
-                planes, volume = _stack(series, members, channel, f"{where} volume {n}")
-                start = min(int(series.images[i].head["acquisition_time_stamp"]) for i in members)
-                volumes.append(NiftiVolume(name, planes, volume, slope, intercept, start * TICK_MS))
-            if all(v.volume.same_grid(volumes[0].volume) for v in volumes):
-                files.append(volumes)
-            else:
-                files += [[v] for v in volumes]
+            echoes = _by_echo(_channel_volumes(series, channel, name, where))
+            for contrast, volumes in echoes.items():
+                echo = contrast + 1 if len(echoes) > 1 else None
+                if all(v.volume.same_grid(volumes[0].volume) for v in volumes):
+                    files.append(NiftiFile(volumes, series.name, label, echo))
+                else:
+                    files += [
+                        NiftiFile([v], series.name, label, echo, n)
+                        for n, v in enumerate(volumes, start=1)
+                    ]
     return files
 
 
-def _suffix(group: list[NiftiVolume], groups: list[list[NiftiVolume]]) -> str:
-    name = group[0].name
-    same = [g for g in groups if g[0].name == name]
-    if len(same) == 1:
-        return name
-    return f"{name}_vol{same.index(group) + 1:03d}"
+def nifti_volumes(source: ExportInput) -> list[list[NiftiVolume]]:
+    """The volumes of each file to write (see :func:`nifti_files`)."""
+    return [file.volumes for file in nifti_files(source)]
+
+
+def _names(files: list[NiftiFile]) -> list[str]:
+    alone = len({f.series for f in files}) == 1 and not any(f.channel for f in files)
+    return [file.name(alone) for file in files]
 
 
 def _volume_interval_s(group: list[NiftiVolume], tr_ms: float | None) -> float:
@@ -134,16 +187,17 @@ def write_nifti(
 ) -> list[Path]:
     """Write the series as ``.nii`` / ``.nii.gz`` files named after ``path``; returns them.
 
-    One output is written to ``path`` itself; several get ``_<series>[_ch<N>][_vol<N>]``
-    before the extension (``brain.nii.gz`` -> ``brain_image_1.nii.gz``, ...).
+    One output is written to ``path`` itself; several get ``_<series>[_ch<N>][_e<N>][_vol<N>]``
+    before the extension (``brain.nii.gz`` -> ``brain_image_1.nii.gz``, ...); the echoes of a
+    single series are just ``brain_e1.nii.gz``, ``brain_e2.nii.gz``, ... (dcm2niix's names).
     """
-    groups = nifti_volumes(source)
+    files = nifti_files(source)
     target = Path(path)
-    names = [_suffix(group, groups) for group in groups]
-    paths = numbered_paths(target, names, EXTENSIONS)
+    paths = numbered_paths(target, _names(files), EXTENSIONS)
     info = study_info(source.header_xml)
     tr_ms = info.tr_ms[0] if info.tr_ms else None
-    for group, out in zip(groups, paths, strict=True):
+    for file, out in zip(files, paths, strict=True):
+        group = file.volumes
         image = _image(group, tr_ms)
         # nibabel picks gzip from the name, so the temporary file keeps the extension
         with PendingFile(out, suffix=split_extension(out, EXTENSIONS)[1]) as pending:

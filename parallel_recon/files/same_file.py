@@ -5,6 +5,10 @@ Two names are the same file when they lead to the same device and inode: through
 or hard link, ``-o`` against a redirected stdin (``-o scan.bin < scan.bin``), or ``-i``
 against a redirected stdout (``-i scan.bin >> scan.bin``).  Only regular files count, so
 ``/dev/null`` as both stdin and output is no conflict.
+
+``CMD < scan.bin > scan.bin`` cannot be saved: the shell empties ``scan.bin`` for the ``>``
+before the command starts.  The message then says so, since "writing it would destroy the
+input" would suggest that the input is still there.
 """
 
 from __future__ import annotations
@@ -23,16 +27,18 @@ def _is_std(path: str | None) -> bool:
     return path is None or path == "-"
 
 
-def _identity(path: str | None, std_fd: int) -> tuple[int, int] | None:
-    """(device, inode) of the regular file ``path`` names (None or ``-``: the standard stream
+def _stat(path: str | None, std_fd: int) -> os.stat_result | None:
+    """The status of the regular file ``path`` names (None or ``-``: the standard stream
     ``std_fd``); None when it does not exist or is not a regular file."""
     try:
         info = os.fstat(std_fd) if _is_std(path) else os.stat(str(path))
     except (OSError, ValueError):
         return None
-    if not stat.S_ISREG(info.st_mode):
-        return None
-    return info.st_dev, info.st_ino
+    return info if stat.S_ISREG(info.st_mode) else None
+
+
+def _identity(info: os.stat_result | None) -> tuple[int, int] | None:
+    return None if info is None else (info.st_dev, info.st_ino)
 
 
 def _name(path: str | None, stream: str) -> str:
@@ -56,12 +62,20 @@ def refuse_same_file(inputs: Sequence[str | None], outputs: Sequence[str | None]
         outputs).  Outputs that do not exist yet cannot clash and are skipped.
     """
     stdin, stdout = _fd(sys.stdin, 0), _fd(sys.stdout, 1)
-    sources = [(path, _identity(path, stdin)) for path in inputs]
+    sources = [(path, _identity(_stat(path, stdin))) for path in inputs]
     for output in outputs:
-        target = _identity(output, stdout)
+        info = _stat(output, stdout)
+        target = _identity(info)
         if target is None:
             continue
         for source, identity in sources:
+            if identity == target and _is_std(output) and info is not None and not info.st_size:
+                raise OutputFileError(
+                    f"standard output is the same file as the input "
+                    f"{_name(source, 'standard input')}, and it is empty: the shell's '>' "
+                    "redirection emptied it before this command started, so its content is "
+                    "lost; next time write to another file (> other.bin)"
+                )
             if identity == target:
                 raise OutputFileError(
                     f"the output {_name(output, 'standard output')} is the same file as the "

@@ -56,6 +56,7 @@ __all__ = [
     "read_messages",
     "segment_buffers",
     "segment_messages",
+    "stream_bytes",
 ]
 
 BLOCK_ROWS = 4096
@@ -125,6 +126,39 @@ def count_images(path: str | Path, group: str = "dataset", series: str = "image_
     with open_mrd_file(path) as handle:
         found = image_series_group(open_group(handle, group, str(path)), series, str(path))
         return _dataset_len(found, "header")
+
+
+_HEAD_ROWS = 1 << 16
+"""Rows whose headers :func:`stream_bytes` reads at a time."""
+_ACQ_HEAD = 2 + ACQUISITION_HEADER_DTYPE.itemsize  # message id and header
+_WAVE_HEAD = 2 + WAVEFORM_HEADER_DTYPE.itemsize
+_PER_ROW = {
+    ACQUISITIONS: lambda h: (
+        _ACQ_HEAD
+        + h["number_of_samples"].astype(np.int64)
+        * (8 * h["active_channels"].astype(np.int64) + 4 * h["trajectory_dimensions"])
+    ),
+    WAVEFORMS: lambda h: _WAVE_HEAD + 4 * h["number_of_samples"].astype(np.int64) * h["channels"],
+}
+"""Dataset -> bytes of each row's message in a stream, from its ``head`` field."""
+
+
+def stream_bytes(path: str | Path, group: str = "dataset") -> int:
+    """Bytes of ``group``'s raw data as an MRD stream (header, acquisitions, waveforms,
+    CLOSE), computed from the stored headers alone (no samples are read): how much raw data
+    the group holds, whatever else shares its file."""
+    with open_mrd_file(path) as handle:
+        node = open_group(handle, group, str(path))
+        xml = _xml(node)
+        total = 2 + (6 + len(xml.encode()) if xml is not None else 0)
+        for name, per_row in _PER_ROW.items():
+            item = node.get(name)
+            if not isinstance(item, h5py.Dataset) or "head" not in (item.dtype.names or ()):
+                continue
+            for start in range(0, len(item), _HEAD_ROWS):
+                heads = item.fields("head")[start : start + _HEAD_ROWS]
+                total += int(per_row(heads).sum())
+    return total
 
 
 def _row_blocks(

@@ -98,8 +98,17 @@ def _signed_limits(values: np.ndarray) -> tuple[float, float]:
     return -high, high
 
 
+def _in_radians(values: np.ndarray) -> bool:
+    """Float phase within +-4: radians (integer-coded phase uses scanner units)."""
+    return (
+        values.size > 0
+        and np.issubdtype(values.dtype, np.floating)
+        and float(np.nanmax(np.abs(values), initial=0.0)) <= 4.0
+    )
+
+
 def _phase_limits(values: np.ndarray) -> tuple[float, float]:
-    if np.issubdtype(values.dtype, np.floating) and float(np.abs(values).max()) <= 4.0:
+    if _in_radians(values):
         return -math.pi, math.pi
     return float(values.min()), float(values.max())  # integer-coded phase (scanner units)
 
@@ -116,10 +125,14 @@ def window_limits(
 ) -> tuple[float, float]:
     """Display range ``(low, high)`` for real ``values`` of one image.
 
-    WindowCenter/WindowWidth meta attributes win when present; otherwise phase images use
-    -pi..pi, real/imag images a symmetric range, and everything else (magnitude, complex,
+    Phase in radians is always shown -pi..pi (images of earlier versions carry a window of
+    0..max, which shows an object of phase near 0 half black).  Otherwise WindowCenter /
+    WindowWidth meta attributes win when present; without them integer-coded phase spans its
+    range, real/imag images a symmetric range, and everything else (magnitude, complex,
     invalid types) 0 (or the minimum, if negative) to the 99.5th percentile.
     """
+    if int(image_type) == ImageType.PHASE and _in_radians(values):
+        return -math.pi, math.pi
     centre = _meta_float(meta or {}, "WindowCenter")
     width = _meta_float(meta or {}, "WindowWidth")
     if centre is not None and width is not None and width > 0:
@@ -187,17 +200,21 @@ class MontageLayout:
     positions: list[tuple[int, int]]
 
 
-def layout_montage(shapes: Sequence[tuple[int, int]], columns: int | None = None) -> MontageLayout:
+def layout_montage(
+    shapes: Sequence[tuple[int, int]], columns: int | None = None, scale: int | None = None
+) -> MontageLayout:
     """Grid layout for tiles of ``shapes`` (rows, columns), in reading order.
 
     Every cell is as large as the largest tile times ``scale`` plus a label strip; tiles are
-    centred in their cells.  ``scale`` enlarges small tiles to about :data:`MIN_TILE` pixels.
+    centred in their cells.  ``scale`` (an integer: every source pixel becomes a square of
+    ``scale`` x ``scale``) defaults to enlarging small tiles to about :data:`MIN_TILE` pixels.
     """
     if not shapes:
         raise ValueError("a montage needs at least one tile")
     rows_max = max(s[0] for s in shapes)
     cols_max = max(s[1] for s in shapes)
-    scale = max(1, MIN_TILE // max(rows_max, cols_max, 1))
+    if scale is None:
+        scale = max(1, MIN_TILE // max(rows_max, cols_max, 1))
     columns = columns or math.ceil(math.sqrt(len(shapes)))
     cell_w, cell_h = cols_max * scale, rows_max * scale + LABEL_HEIGHT
     positions = []
@@ -216,9 +233,12 @@ def layout_montage(shapes: Sequence[tuple[int, int]], columns: int | None = None
     )
 
 
-def render_montage(tiles: Sequence[Tile], columns: int | None = None) -> PILImage.Image:
+def render_montage(
+    tiles: Sequence[Tile], columns: int | None = None, scale: int | None = None
+) -> PILImage.Image:
     """An 8-bit grey PIL image of ``tiles`` with their labels (see :func:`layout_montage`)."""
-    layout = layout_montage([(t.pixels.shape[0], t.pixels.shape[1]) for t in tiles], columns)
+    shapes = [(t.pixels.shape[0], t.pixels.shape[1]) for t in tiles]
+    layout = layout_montage(shapes, columns, scale)
     canvas = PILImage.new("L", (layout.width, layout.height), BACKGROUND)
     font = ImageFont.load_default_imagefont()
     cell_w = max(t.pixels.shape[1] for t in tiles) * layout.scale

@@ -28,6 +28,7 @@ __all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stre
 _CHUNK = 1 << 20
 _SENDER_SETTLE_S = 5.0
 """How long a reader that saw the reply end waits for the sender to report a reset."""
+_CLOSE_BYTES = b"\x04\x00"
 
 
 class _Readable(Protocol):
@@ -142,6 +143,10 @@ class _Sender(threading.Thread):
         self.sock = sock
         self.report = report
         self.error: OSError | None = None
+        self.tail = b""
+        """The last bytes sent: a complete stream ends with CLOSE (id 4, two bytes)."""
+        self.done = threading.Event()
+        """Set when the whole input was sent."""
 
     def run(self) -> None:
         read = getattr(self.source, "read1", self.source.read)
@@ -149,7 +154,9 @@ class _Sender(threading.Thread):
             while chunk := read(_CHUNK):
                 self.sock.sendall(chunk)
                 self.report.bytes_sent += len(chunk)
+                self.tail = (self.tail + chunk)[-len(_CLOSE_BYTES) :]
             self.sock.shutdown(socket.SHUT_WR)
+            self.done.set()
         except OSError as exc:  # the server closed early; the reply says why
             self.error = exc
 
@@ -222,6 +229,12 @@ def send_stream(
         if not closed:
             if _was_reset(sock, sender):
                 raise RemoteError(_dropped(where, report, last_text))
+            if sender.done.wait(1.0) and sender.tail != _CLOSE_BYTES:
+                raise RemoteError(
+                    f"the input ended after {report.bytes_sent} bytes without a CLOSE message "
+                    "(it is incomplete: was it cut short?), so the server could not finish"
+                    f"{_said(last_text)}"
+                )
             raise RemoteError(
                 f"server {where} closed the connection after {report.bytes_received} bytes "
                 f"without sending CLOSE{_said(last_text)}"

@@ -62,6 +62,11 @@ _FIRST_PIECE = 8 << 20  # payloads above this are read in growing pieces, then a
 _MAX_PIECE = 256 << 20
 _KNOWN_IDS = ", ".join(f"{m.value} ({m.name})" for m in MessageId)
 _ID_BY_VALUE = {int(m): m for m in MessageId}
+YARDL_MAGIC = b"yardl"
+"""The first bytes of an MRD v2 (yardl binary) stream."""
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+"""Printable ASCII and whitespace: no MRD message id is made of two of them (ids are 1-5 and
+1008-1030), so a stream that starts with two is a text file given by mistake."""
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 """The first bytes of every HDF5 file (without a user block): an HDF5 file given where a
 stream is expected is recognised by its first two bytes (message id 18569)."""
@@ -316,6 +321,22 @@ class StreamReader:
                     "this is an HDF5 file (it starts with the HDF5 signature), not an MRD "
                     "stream: turn an ISMRMRD HDF5 file into a stream with mrdhdf5_to_stream "
                     "FILE | ..."
+                )
+            first = bytes(chunk[pos : pos + 2])
+            if self.offset == 0 and first == YARDL_MAGIC[:2]:
+                have = buffer.fill(len(YARDL_MAGIC))  # 3 more bytes tell v2 from text
+                chunk, pos = buffer.chunk, buffer.pos
+                if bytes(chunk[pos : pos + have]).startswith(YARDL_MAGIC):
+                    raise self.error(
+                        "expected an MRD v1 (ISMRMRD) stream, found an MRD v2 (yardl) stream "
+                        "(it starts with 'yardl'), which this command does not read"
+                    )
+            if self.offset == 0 and all(b in _TEXT_BYTES for b in first):
+                raise self.error(
+                    "expected an MRD stream (whose first two bytes are a message id such as 3, "
+                    f"HEADER), found what looks like a text file (it starts with "
+                    f"{first.decode()!r}): give the raw-data stream, or an ISMRMRD HDF5 file "
+                    "through mrdhdf5_to_stream FILE | ..."
                 )
             raise self.error(
                 f"unknown message id: expected one of {_KNOWN_IDS}, found {value} "

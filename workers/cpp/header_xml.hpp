@@ -103,7 +103,35 @@ inline Limits limits(const std::string& xml, Span within, const std::string& nam
   return out;
 }
 
+// Accelerated data would be zero-filled (aliased images): refused with the tool that can.
+inline void refuse_acceleration(const std::string& xml, Span encoding) {
+  Span factor = element(xml, element(xml, encoding, "parallelImaging"), "accelerationFactor");
+  if (!factor.found()) return;
+  int r[2] = {1, 1};
+  const char* tags[2] = {"kspace_encoding_step_1", "kspace_encoding_step_2"};
+  for (int i = 0; i < 2; ++i) {
+    Span value = element(xml, factor, tags[i]);
+    if (value.found()) r[i] = static_cast<int>(number(xml, value, std::string("accelerationFactor/") + tags[i]));
+  }
+  if (r[0] > 1 || r[1] > 1) {
+    throw HeaderError("the XML header declares parallel imaging (acceleration " +
+                      std::to_string(r[0]) + " x " + std::to_string(r[1]) +
+                      "): this recon handles fully sampled data only and would zero-fill "
+                      "(use mrd_stream_recon, which runs GRAPPA)");
+  }
+}
+
 }  // namespace detail
+
+// <acquisitionSystemInformation><relativeReceiverNoiseBandwidth>, or ``fallback``.
+inline double receiver_noise_bandwidth(const std::string& xml, double fallback) {
+  using namespace detail;
+  Span value = element(xml, element(xml, Span{0, xml.size()}, "acquisitionSystemInformation"),
+                       "relativeReceiverNoiseBandwidth");
+  if (!value.found()) return fallback;
+  const double found = number(xml, value, "relativeReceiverNoiseBandwidth");
+  return found > 0.0 ? found : fallback;
+}
 
 // The first <encoding> of the header.
 inline Encoding parse_encoding(const std::string& xml) {
@@ -115,9 +143,10 @@ inline Encoding parse_encoding(const std::string& xml) {
     std::string kind = xml.substr(trajectory.begin, trajectory.end - trajectory.begin);
     if (kind != "cartesian") {
       throw HeaderError("the XML header's trajectory is '" + kind +
-                        "': expected 'cartesian' (this recon grids no non-Cartesian data)");
+                        "': this recon handles Cartesian data only (use mrd_stream_recon)");
     }
   }
+  refuse_acceleration(xml, encoding);
   Encoding out;
   out.encoded_matrix = xyz<int>(xml, encoding, "encodedSpace/matrixSize");
   out.recon_matrix = xyz<int>(xml, encoding, "reconSpace/matrixSize");

@@ -10,6 +10,12 @@
 // root-sum-of-squares over coils; float32 magnitude.  The output starts with the echoed
 // header (and any TEXT that preceded it), images follow in the order their units closed,
 // then CLOSE.
+//
+// A noise scan (IS_NOISE_MEASUREMENT lines before the imaging data) prewhitens every
+// imaging line first, as the Python recon does (noise.hpp; --recon-option prewhiten=off
+// turns it off).  Accelerated data (a header that declares parallel imaging, or
+// calibration-only lines) and non-Cartesian trajectories are refused with one line: this
+// recon would only zero-fill them.
 
 #include <fftw3.h>
 
@@ -31,12 +37,14 @@
 #include "header_xml.hpp"
 #include "image_meta.hpp"
 #include "mrd_stream.hpp"
+#include "noise.hpp"
 
 namespace {
 
 using cfloat = std::complex<float>;
 const char* const kProg = "mrd_stream_recon_cpp";
 constexpr double kMaxUnitBytes = 16.0 * (1 << 30);
+constexpr double kDefaultReceiverBandwidth = 0.793;  // relativeReceiverNoiseBandwidth if none
 
 constexpr uint64_t bit(int flag) { return uint64_t{1} << (flag - 1); }
 
@@ -72,7 +80,8 @@ struct Unit {
 
 class Recon {
  public:
-  Recon(const mrd::Encoding& enc, mrd::Writer& out) : enc_(enc), out_(out) {
+  Recon(const mrd::Encoding& enc, mrd::Writer& out, mrd::Prewhitener whitener)
+      : enc_(enc), out_(out), whitener_(std::move(whitener)) {
     k0n_ = enc.encoded_matrix[0];
     k1n_ = enc.encoded_matrix[1];
     k2n_ = enc.encoded_matrix[2];
@@ -93,9 +102,30 @@ class Recon {
     }
     line_.resize(channels * samples);
     in.read(line_.data(), line_.size() * sizeof(cfloat), "acquisition samples");
-    if (coils_ == 0) coils_ = static_cast<int>(channels);
-    if (is_imaging(h.flags)) land(in, h);
-    if (!mrd::has_flag(h.flags, mrd::kIsNoiseMeasurement)) apply_close_flags(h);
+    if (mrd::has_flag(h.flags, mrd::kIsNoiseMeasurement)) {
+      whitener_.add(h, line_.data());
+      return;
+    }
+    if (mrd::has_flag(h.flags, mrd::kIsParallelCalibration) &&
+        !mrd::has_flag(h.flags, mrd::kIsParallelCalibrationAndImaging)) {
+      in.fail("a parallel-imaging calibration line: the data is accelerated, and this recon "
+              "handles fully sampled data only and would zero-fill (use mrd_stream_recon, "
+              "which runs GRAPPA)");
+    }
+    try {
+      if (!whitener_.frozen()) {
+        const std::string warning = whitener_.freeze(h);
+        if (!warning.empty()) std::fprintf(stderr, "%s: warning: %s\n", kProg, warning.c_str());
+      }
+      if (coils_ == 0) coils_ = static_cast<int>(channels);
+      if (is_imaging(h.flags)) {
+        whitener_.apply(line_.data(), channels, samples);
+        land(in, h);
+      }
+    } catch (const mrd::NoiseError& exc) {
+      in.fail(exc.what());
+    }
+    apply_close_flags(h);
   }
 
   // Reconstruct the units still open at the end of the stream, oldest first.
@@ -289,6 +319,7 @@ class Recon {
 
   mrd::Encoding enc_;
   mrd::Writer& out_;
+  mrd::Prewhitener whitener_;
   int k0n_ = 0, k1n_ = 0, k2n_ = 0;
   int images_ = 0;
   int coils_ = 0;
@@ -297,7 +328,7 @@ class Recon {
   std::vector<cfloat> line_, scratch_;
 };
 
-int run() {
+int run(bool prewhiten) {
   mrd::Reader in(stdin);
   mrd::Writer out(stdout);
   std::unique_ptr<Recon> recon;
@@ -327,7 +358,9 @@ int run() {
         if (recon) in.fail("a second HEADER message: expected one header per stream");
         std::string xml = in.read_string("HEADER");
         try {
-          recon = std::make_unique<Recon>(mrd::parse_encoding(xml), out);
+          const mrd::Prewhitener whitener(
+              prewhiten, mrd::receiver_noise_bandwidth(xml, kDefaultReceiverBandwidth));
+          recon = std::make_unique<Recon>(mrd::parse_encoding(xml), out, whitener);
         } catch (const mrd::HeaderError& exc) {
           in.fail(exc.what());
         }
@@ -373,30 +406,50 @@ int run() {
 
 void usage() {
   std::printf(
-      "usage: %s [-h]\n\n"
+      "usage: %s [-h] [--recon-option prewhiten=on|off]\n\n"
       "Cartesian MRD reconstruction: reads an MRD v1 stream on stdin, writes the header\n"
-      "and one float32 magnitude image per slice/contrast/phase/set/repetition on stdout.\n",
+      "and one float32 magnitude image per slice/contrast/phase/set/repetition on stdout.\n"
+      "A noise scan in the stream prewhitens the coils first (prewhiten=off: not).\n"
+      "Accelerated and non-Cartesian data are refused (use mrd_stream_recon).\n",
       kProg);
+}
+
+int usage_error(const std::string& problem) {
+  std::fprintf(stderr, "%s: error: %s (try --help)\n", kProg, problem.c_str());
+  return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool prewhiten = true;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
       usage();
       return 0;
     }
-    std::fprintf(stderr, "%s: error: unknown argument '%s' (try --help)\n", kProg, argv[i]);
-    return 2;
+    std::string option;
+    if (arg == "--recon-option") {
+      if (i + 1 >= argc) return usage_error("--recon-option needs KEY=VALUE");
+      option = argv[++i];
+    } else if (arg.rfind("--recon-option=", 0) == 0) {
+      option = arg.substr(std::strlen("--recon-option="));
+    } else {
+      return usage_error("unknown argument '" + arg + "'");
+    }
+    if (option == "prewhiten=on" || option == "prewhiten=off") {
+      prewhiten = option == "prewhiten=on";
+    } else {
+      return usage_error("--recon-option '" + option + "': expected prewhiten=on or prewhiten=off");
+    }
   }
   std::signal(SIGPIPE, SIG_IGN);
   static char in_buffer[1 << 20], out_buffer[1 << 20];
   std::setvbuf(stdin, in_buffer, _IOFBF, sizeof in_buffer);
   std::setvbuf(stdout, out_buffer, _IOFBF, sizeof out_buffer);
   try {
-    return run();
+    return run(prewhiten);
   } catch (const mrd::StreamError& exc) {
     std::fprintf(stderr, "%s: error: %s\n", kProg, exc.what());
   } catch (const std::bad_alloc&) {
