@@ -37,7 +37,7 @@ from server_helpers import (
     wait_until,
 )
 
-from parallel_recon.protocol import Header, Image, Message, MessageId, StreamReader
+from parallel_recon.protocol import Image, Message, MessageId, StreamReader
 
 GROWTH = 64 * MiB
 """What the issue allows the server to grow by under each attack."""
@@ -396,10 +396,17 @@ def test_a_refused_client_reads_why(servers: list[ServerProcess], small: bytes) 
     assert messages[0].text == "error: too many connections from your address; try again later"
 
 
-def test_header_only_client_gets_a_header_back(servers: list[ServerProcess], small: bytes) -> None:
-    """HEADER then CLOSE: no acquisitions, so no slot question: the header comes back."""
+def test_header_only_client_reads_why_nothing_came_back(
+    servers: list[ServerProcess], small: bytes
+) -> None:
+    """HEADER then CLOSE: no acquisitions, so no slot question and no images: the client
+    reads the engine's one-line reason, as the command line prints it."""
     server = _serve(servers)
     header = small[: _header_end(small)]
     reply = exchange(server.port, header + b"\x04\x00")
-    messages = list(StreamReader(io.BytesIO(reply)))
-    assert len(messages) == 1 and isinstance(messages[0], Header)
+    messages = list(StreamReader(io.BytesIO(reply), require_close=False))
+    assert [type(m).__name__ for m in messages] == ["Text"], messages
+    assert messages[0].text.endswith(
+        "no acquisitions: the stream has a header but no raw data (ACQUISITION messages) "
+        "to reconstruct"
+    ), messages[0].text

@@ -67,7 +67,7 @@ def lines_by_peer(server: ServerProcess) -> dict[str, list[str]]:
         (["--recon-option", "coil=channels"], 2, "known options: prewhiten"),
         (["--config-map", "fast=nosuch"], 2, "(from --config-map fast=nosuch)"),
         (["--idle-timeout", "-3"], 2, "expected a number of seconds >= 0"),
-        (["--memory-limit", "lots"], 2, "memory size 'lots': expected a number with an"),
+        (["--memory-limit", "lots"], 2, "--memory-limit 'lots': expected a number with an"),
         (["--max-per-address", "0"], 2, "expected a positive integer, found 0"),
     ],
     ids=["port-too-large", "port-negative", "missing-kernel", "unknown-option", "bad-map",
