@@ -1,0 +1,358 @@
+"""ESPIRiT coil sensitivities from a fully sampled calibration block (Uecker et al. 2014).
+
+Adaptive maps (:mod:`.coils`) are low-resolution coil images over their root sum of squares:
+they follow the object into the signal-free background, where they are noise.  ESPIRiT finds
+the sensitivities as what every k-space neighbourhood of the calibration data has in common:
+
+1. **Calibration matrix.**  Every ``k2 x k1 x k0`` patch of the block (all coils) is one row;
+   its right singular vectors with a singular value above ``sqrt(threshold)`` times the largest
+   span the signal (the rest is the null space the data never enters).
+2. **Image-space operator.**  With ``P = V V^H`` the projection onto that span, the operator
+   ``G(x) = 1/K sum_{q, q'} P[(c, q), (c', q')] e^{2 pi i (q - q') . x}`` (K kernel positions)
+   maps a coil vector at pixel ``x`` to a coil vector, and the sensitivities are its
+   eigenvector of eigenvalue 1.  ``G`` is a trigonometric polynomial of degree ``k - 1`` in each
+   direction, so its ``(2k - 1)^d`` coefficients (sums of ``P`` along kernel-offset diagonals)
+   give it exactly at every pixel of any grid: separable DFT matrices, no FFT or interpolation.
+3. **Per-pixel eigenvector** by power iteration (batched ``C x C`` products; the top eigenvalue
+   is about 1 inside the object and well separated from the next), then the eigenvalue
+   threshold ``crop``: where it is at most ``crop`` the maps are zero, which cuts the
+   background away.
+4. **Phase.**  An eigenvector is defined up to a phase per pixel; it is fixed so that the maps'
+   projection onto the first principal component of the calibration data (itself made to have
+   a real, positive largest entry) is real and positive.  So the maps do not depend on how
+   LAPACK or the iteration happened to rotate them, and are smooth.
+
+Conventions (the same as the kernels'): centred, orthonormal DFTs, k-space offsets in grid steps,
+pixel ``j`` of an axis of ``n`` pixels at ``(j - n // 2) / period`` field-of-view units (the
+``period`` is the k-space grid length, or ``n`` when the image is zero-filled to more pixels).
+Maps are normalised per pixel (``sum_c |S_c|^2 = 1`` inside the crop mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from parallel_recon.errors import ConfigurationError
+
+from .cartesian_ops import centred_fft, unit_phase
+from .fourier import centred_ifft_axis
+from .options import KernelOption, non_negative_float, positive_int
+from .sampling import longest_run
+
+__all__ = [
+    "ESPIRIT_OPTIONS",
+    "EspiritMaps",
+    "EspiritSettings",
+    "calibration_region",
+    "espirit_maps",
+    "espirit_settings",
+    "image_operator",
+    "image_operator_coefficients",
+    "principal_coil_vector",
+    "signal_subspace",
+]
+
+_CHUNK_ELEMENTS = 1 << 22
+"""Complex elements of the per-pixel operators evaluated at a time (32 MB)."""
+
+
+@dataclass(frozen=True)
+class EspiritSettings:
+    """ESPIRiT's parameters (BART's ``ecalib`` defaults)."""
+
+    kernel: int = 6
+    """Kernel width along every calibrated axis (points)."""
+    region: int = 24
+    """Most calibration points used per axis, around the k-space centre."""
+    threshold: float = 0.001
+    """Singular values kept: ``sigma / sigma_max > sqrt(threshold)``."""
+    crop: float = 0.8
+    """Maps are zero where the top eigenvalue is at most this."""
+    iterations: int = 30
+    """Power iterations per pixel."""
+
+
+ESPIRIT_OPTIONS: tuple[KernelOption, ...] = (
+    KernelOption(
+        "crop", "0.8", "ESPIRiT: maps are zero where the eigenvalue is <= crop (0..1)",
+        non_negative_float,
+    ),
+    KernelOption(
+        "espirit_threshold", "0.001",
+        "ESPIRiT: singular values kept above sqrt(threshold) x the largest", non_negative_float,
+    ),
+    KernelOption("espirit_kernel", "6", "ESPIRiT: kernel width (points per axis)", positive_int),
+    KernelOption(
+        "espirit_region", "24", "ESPIRiT: calibration points used per axis", positive_int
+    ),
+)  # fmt: skip
+"""The ESPIRiT options every kernel that offers ``maps=espirit`` accepts."""
+
+
+def espirit_settings(values: dict[str, object]) -> EspiritSettings:
+    """Settings from parsed option values (those of :data:`ESPIRIT_OPTIONS`)."""
+    crop = float(values["crop"])  # type: ignore[arg-type]
+    if crop > 1:
+        raise ConfigurationError(f"--recon-option crop={crop}: expected a number in [0, 1]")
+    return EspiritSettings(
+        kernel=int(values["espirit_kernel"]),  # type: ignore[call-overload]
+        region=int(values["espirit_region"]),  # type: ignore[call-overload]
+        threshold=float(values["espirit_threshold"]),  # type: ignore[arg-type]
+        crop=crop,
+    )
+
+
+@dataclass(frozen=True)
+class EspiritMaps:
+    """The result of :func:`espirit_maps`."""
+
+    maps: np.ndarray
+    """complex64 ``[z, y, coils, x]`` (the kernels' image layout); zero outside the crop."""
+    eigenvalues: np.ndarray
+    """float32 ``[z, y, x]``: the top eigenvalue of ``G`` at each pixel (about 1 in the object)."""
+    kernels: int
+    """How many calibration singular vectors were kept."""
+
+
+def _largest_full_block(
+    kspace: np.ndarray, sampled: np.ndarray
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The largest fully sampled ``[k2, k1]`` rectangle of a calibration block and its offset:
+    the longest run of k1 columns sampled in every k2 row, else of k2 rows sampled along
+    every k1 column."""
+    if sampled.all():
+        return kspace, (0, 0)
+    start, stop = longest_run(sampled.all(axis=0))
+    if stop - start > 1:
+        return kspace[:, start:stop], (0, start)
+    start, stop = longest_run(sampled.all(axis=1))
+    if stop - start > 0:
+        return kspace[start:stop], (start, 0)
+    raise ConfigurationError(
+        "the calibration block has no fully sampled part: ESPIRiT needs a fully sampled "
+        "region of calibration lines"
+    )
+
+
+def _central_window(extent: int, origin: int, grid: int, size: int) -> slice:
+    """The ``size`` points of a block (grid ``origin .. origin + extent``) nearest the centre."""
+    size = min(size, extent)
+    start = grid // 2 - size // 2 - origin
+    start = min(max(start, 0), extent - size)
+    return slice(start, start + size)
+
+
+def calibration_region(
+    block: np.ndarray,
+    sampled: np.ndarray,
+    origin: tuple[int, int],
+    grid: tuple[int, int],
+    recon_x: int,
+    region: int,
+) -> np.ndarray:
+    """Calibration k-space for ESPIRiT: fully sampled, on the image grid's readout spacing.
+
+    Parameters
+    ----------
+    block:
+        complex64 ``[k2c, k1c, coils, k0]`` calibration lines (full, oversampled readout).
+    sampled:
+        bool ``[k2c, k1c]``: which lines of the block hold data.
+    origin:
+        Grid ``(k2, k1)`` of ``block[0, 0]``.
+    grid:
+        ``(k2, k1)`` extent of the unit's k-space (its centre is ``grid // 2``).
+    recon_x:
+        Readout points of the image grid: the oversampled field of view is cropped to it (in
+        image space), so the k-space steps along k0 are those of the recon grid.
+    region:
+        Most points per axis, around the k-space centre.
+
+    Returns
+    -------
+    complex64 ``[coils, n2, n1, n0]``.
+    """
+    full, (row, column) = _largest_full_block(block, sampled)
+    offset = (origin[0] + row, origin[1] + column)
+    rows = _central_window(full.shape[0], offset[0], grid[0], region)
+    columns = _central_window(full.shape[1], offset[1], grid[1], region)
+    lines = np.asarray(full[rows, columns], np.complex64)
+    readout = centred_fft(centred_ifft_axis(lines, 3, recon_x), (3,))
+    points = _central_window(recon_x, 0, recon_x, region)
+    return np.ascontiguousarray(readout[..., points].transpose(2, 0, 1, 3))
+
+
+def _kernel_shape(cal: np.ndarray, width: int) -> tuple[int, int, int]:
+    """``width`` along every axis the calibration region extends along (1 elsewhere)."""
+    shape = tuple(min(width, n) if n > 1 else 1 for n in cal.shape[1:])
+    return shape  # type: ignore[return-value]
+
+
+def signal_subspace(
+    cal: np.ndarray, kernel: tuple[int, int, int], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right singular vectors of the calibration matrix above the threshold.
+
+    Parameters
+    ----------
+    cal:
+        complex ``[coils, n2, n1, n0]`` fully sampled calibration k-space.
+    kernel:
+        ``(k2, k1, k0)`` patch size.
+    threshold:
+        Kept: ``sigma / sigma_max > sqrt(threshold)``.
+
+    Returns
+    -------
+    (vectors, singular_values):
+        complex128 ``[coils * k2 * k1 * k0, kept]`` (rows in (coil, k2, k1, k0) order) and
+        float64 singular values, largest first (all of them).
+    """
+    windows = np.lib.stride_tricks.sliding_window_view(cal, kernel, axis=(1, 2, 3))
+    coils = cal.shape[0]
+    # [coils, r2, r1, r0, k2, k1, k0] -> rows (r2, r1, r0), columns (coil, k2, k1, k0)
+    matrix = windows.transpose(1, 2, 3, 0, 4, 5, 6).reshape(-1, coils * int(np.prod(kernel)))
+    if matrix.shape[0] < 1:
+        raise ConfigurationError("the calibration region is smaller than the ESPIRiT kernel")
+    matrix = matrix.astype(np.complex128)
+    gram = matrix.conj().T @ matrix
+    values, vectors = np.linalg.eigh(gram)
+    order = np.argsort(values)[::-1]
+    singular = np.sqrt(np.clip(values[order], 0.0, None))
+    if singular[0] <= 0:
+        raise ConfigurationError("the calibration region holds no signal (all zeros)")
+    kept = int(np.count_nonzero(singular / singular[0] > np.sqrt(threshold)))
+    return vectors[:, order[: max(kept, 1)]], singular
+
+
+def image_operator_coefficients(
+    vectors: np.ndarray, coils: int, kernel: tuple[int, int, int]
+) -> np.ndarray:
+    """The Fourier coefficients of ``G``: complex128 ``[coils, coils, 2k2-1, 2k1-1, 2k0-1]``.
+
+    ``G(x)[c, c'] = sum_d coefficients[c, c', d + k - 1] e^{2 pi i d . x}`` with
+    ``coefficients[c, c', d] = 1/K sum_{q - q' = d} P[(c, q), (c', q')]``.
+    """
+    positions = int(np.prod(kernel))
+    # the rows of the calibration matrix lie in the span of conj(V) (A = U S V^H)
+    projection = (vectors.conj() @ vectors.T).reshape(coils, positions, coils, positions)
+    pairs = projection.transpose(0, 2, 1, 3).reshape(coils * coils, positions * positions)
+    q = np.stack(np.unravel_index(np.arange(positions), kernel), axis=1)  # [K, 3]
+    offsets = q[:, None, :] - q[None, :, :] + (np.asarray(kernel) - 1)  # [K, K, 3]
+    span = tuple(2 * k - 1 for k in kernel)
+    flat = np.ravel_multi_index(tuple(offsets.reshape(-1, 3).T), span)
+    order = np.argsort(flat, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(flat[order]) != 0])
+    sums = np.add.reduceat(pairs[:, order], starts, axis=1)
+    coefficients = np.zeros((coils * coils, int(np.prod(span))), np.complex128)
+    coefficients[:, flat[order][starts]] = sums / positions
+    return coefficients.reshape(coils, coils, *span)
+
+
+def _exponentials(size: int, period: int, half: int) -> np.ndarray:
+    """complex128 ``[size, 2 half + 1]``: ``e^{2 pi i d (j - size // 2) / period}``."""
+    position = (np.arange(size) - size // 2) / period
+    offsets = np.arange(-half, half + 1)
+    return np.exp(2j * np.pi * position[:, None] * offsets[None, :])
+
+
+def image_operator(
+    coefficients: np.ndarray,
+    grid: tuple[int, int, int],
+    periods: tuple[int, int, int],
+    rows: slice,
+) -> np.ndarray:
+    """``G`` at the pixels of rows ``rows`` (along y) of the image grid.
+
+    Returns complex64 ``[z, rows, x, coils, coils]``.
+    """
+    coils = coefficients.shape[0]
+    span2, span1, span0 = coefficients.shape[2:]
+    nz, ny, nx = grid
+    e2 = _exponentials(nz, periods[0], span2 // 2)
+    e1 = _exponentials(ny, periods[1], span1 // 2)[rows]
+    e0 = _exponentials(nx, periods[2], span0 // 2)
+    along_x = coefficients.reshape(-1, span0) @ e0.T  # [c c d2 d1, x]
+    along_x = along_x.reshape(coils * coils * span2, span1, nx)
+    along_y = np.matmul(e1, along_x)  # [c c d2, rows, x]
+    along_y = along_y.reshape(coils * coils, span2, -1)
+    along_z = np.matmul(e2, along_y)  # [c c, z, rows * x]
+    out = along_z.reshape(coils, coils, nz, e1.shape[0], nx).transpose(2, 3, 4, 0, 1)
+    return np.ascontiguousarray(out, dtype=np.complex64)
+
+
+def _top_eigenvectors(operators: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Power iteration on ``[..., C, C]`` Hermitian matrices: (vectors ``[..., C]``, values).
+
+    Starts from each matrix's column of largest diagonal entry (it has a large component
+    along the top eigenvector whatever the pixel), the same start for any worker.
+    """
+    shape = operators.shape[:-2]
+    matrices = operators.reshape(-1, *operators.shape[-2:])
+    coils = matrices.shape[-1]
+    diagonal = np.einsum("pii->pi", matrices).real
+    start = np.argmax(diagonal, axis=1)
+    vector = np.take_along_axis(matrices, start[:, None, None], axis=2)  # [P, C, 1]
+    for _ in range(iterations):
+        norm = np.linalg.norm(vector, axis=1, keepdims=True)
+        vector = vector / np.where(norm > 0, norm, 1)
+        vector = np.matmul(matrices, vector)
+    norm = np.linalg.norm(vector, axis=1, keepdims=True)
+    vector = vector / np.where(norm > 0, norm, 1)
+    value = np.einsum("pc,pc->p", vector[..., 0].conj(), np.matmul(matrices, vector)[..., 0])
+    return vector[..., 0].reshape(*shape, coils), value.real.reshape(shape)
+
+
+def principal_coil_vector(cal: np.ndarray) -> np.ndarray:
+    """complex128 ``[coils]``: the first principal component of the calibration data over the
+    coils, with its largest entry made real and positive (a reproducible phase reference)."""
+    samples = cal.reshape(cal.shape[0], -1).astype(np.complex128)
+    _, vectors = np.linalg.eigh(samples @ samples.conj().T)
+    first = vectors[:, -1]
+    biggest = first[np.argmax(np.abs(first))]
+    return first * (np.conj(biggest) / abs(biggest)) if abs(biggest) > 0 else first
+
+
+def espirit_maps(
+    cal: np.ndarray,
+    grid: tuple[int, int, int],
+    periods: tuple[int, int, int] | None = None,
+    settings: EspiritSettings = EspiritSettings(),
+) -> EspiritMaps:
+    """ESPIRiT maps of one calibration region on an image grid.
+
+    Parameters
+    ----------
+    cal:
+        complex ``[coils, n2, n1, n0]`` fully sampled calibration k-space
+        (:func:`calibration_region`), centred DFT conventions.
+    grid:
+        ``(z, y, x)`` pixels of the maps.
+    periods:
+        ``(z, y, x)`` k-space grid lengths the pixels divide (default: ``grid``; see the
+        module docstring).
+    settings:
+        Kernel width, threshold, crop, power iterations.
+    """
+    periods = periods or grid
+    coils = cal.shape[0]
+    kernel = _kernel_shape(cal, settings.kernel)
+    vectors, _ = signal_subspace(cal, kernel, settings.threshold)
+    coefficients = image_operator_coefficients(vectors, coils, kernel)
+    reference = principal_coil_vector(cal)
+    nz, ny, nx = grid
+    maps = np.empty((nz, ny, coils, nx), np.complex64)
+    eigenvalues = np.empty((nz, ny, nx), np.float32)
+    step = max(1, _CHUNK_ELEMENTS // max(1, nz * nx * coils * coils))
+    for first in range(0, ny, step):
+        rows = slice(first, min(first + step, ny))
+        operators = image_operator(coefficients, grid, periods, rows)
+        vector, value = _top_eigenvectors(operators, settings.iterations)
+        projection = np.einsum("c,zyxc->zyx", reference.conj(), vector)
+        vector = vector * unit_phase(projection.conj())[..., None]
+        vector[value <= settings.crop] = 0
+        maps[:, rows] = vector.transpose(0, 1, 3, 2)
+        eigenvalues[:, rows] = value
+    return EspiritMaps(maps=maps, eigenvalues=eigenvalues, kernels=vectors.shape[1])
