@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("-p", "--partitions", type=int, default=1, help="3D partitions (default 1 = 2D)")
     add("-A", "--averages", type=int, default=1, help="averages (default 1)")
     add("--partial-fourier", type=float, default=1.0, help="fraction of ky lines, 0.5 to 1")
+    add(
+        "--asymmetric-echo",
+        type=float,
+        default=1.0,
+        help="fraction of the readout acquired, above 0.5 to 1 (the first samples skipped)",
+    )
     add("--seed", type=int, default=0, help="random seed of the noise (default 0)")
     add("--stream", action="store_true", help="write an MRD stream to --output, not HDF5")
     add(
@@ -139,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="3D: acceleration along k2 (partitions; default 1)",
     )
+    add(
+        "--caipi-shift",
+        type=int,
+        default=0,
+        help="3D CAIPIRINHA: k1 shift of the pattern from one acquired partition to the next "
+        "(0..R-1; default 0)",
+    )
     add_progress_option(parser)
     add_force_option(parser)
     add_version_option(parser)
@@ -170,6 +183,8 @@ def _spec(args: argparse.Namespace) -> PhantomSpec:
         noise_dwell_time_us=args.noise_dwell,
         calibration=args.calibration,
         acceleration_2=args.acceleration_2,
+        caipi_shift=args.caipi_shift,
+        asymmetric_echo=args.asymmetric_echo,
     )
 
 
