@@ -254,7 +254,6 @@ def images_from_coils(
     """
     output, coil_mode = choose(context)
     method = combine or combination(context)
-    coil_images = recover_partial_fourier(coil_images, context)
     if coil_mode is _channels:
         data = coil_mode(coil_images, output)
         history = history[:-1] if history and history[-1] in COMBINE_HISTORY.values() else history
@@ -305,7 +304,9 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         data = unordered.root_sum_of_squares()[np.newaxis]
         return [make_image(output.convert(data), context, output.image_type, HISTORY)]
     maps = unit_maps(kspace, context) if wants_maps(context, combine) else None
-    coil_images = to_image_space(kspace, space, overwrite=overwrite)
+    coil_images = recover_partial_fourier(
+        to_image_space(kspace, space, overwrite=overwrite), context
+    )
     return images_from_coils(coil_images, context, maps=maps, combine=combine)
 
 

@@ -190,9 +190,55 @@ def _kernel_shape(cal: np.ndarray, width: int) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def signal_subspace(
-    cal: np.ndarray, kernel: tuple[int, int, int], threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _calibration_matrix(cal: np.ndarray, kernel: tuple[int, int, int]) -> np.ndarray:
+    """complex64 ``[rows, coils * k2 * k1 * k0]``: every patch of ``cal``, columns in (coil,
+    k2, k1, k0) order."""
+    windows = np.lib.stride_tricks.sliding_window_view(cal, kernel, axis=(1, 2, 3))
+    columns = cal.shape[0] * int(np.prod(kernel))
+    # [coils, r2, r1, r0, k2, k1, k0] -> rows (r2, r1, r0), columns (coil, k2, k1, k0)
+    matrix = windows.transpose(1, 2, 3, 0, 4, 5, 6).reshape(-1, columns)
+    if matrix.shape[0] < 1:
+        raise ConfigurationError("the calibration region is smaller than the ESPIRiT kernel")
+    return np.asarray(matrix, np.complex64)
+
+
+def _top_eigenpairs(gram: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of a Hermitian ``gram`` (upper triangle) with eigenvalue above
+    ``threshold`` x the largest, largest first: LAPACK's MRRR (``cheevr``) finds only those,
+    which costs much less than a full decomposition when few are kept."""
+    import scipy.linalg  # here: --recon auto need not pay its import for every stream
+
+    full = np.triu(gram) + np.triu(gram, 1).conj().T
+    largest = _largest_eigenvalue(full)
+    values, vectors = scipy.linalg.eigh(
+        gram,
+        lower=False,
+        driver="evr",
+        subset_by_value=(0.5 * threshold * largest, np.inf),
+        check_finite=False,
+    )
+    if values.size == 0:
+        raise ConfigurationError("the calibration region holds no signal (all zeros)")
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    kept = int(np.count_nonzero(values > threshold * values[0]))
+    return values[: max(kept, 1)], vectors[:, : max(kept, 1)]
+
+
+def _largest_eigenvalue(matrix: np.ndarray, iterations: int = 50) -> float:
+    """Power-iteration estimate of the largest eigenvalue of a Hermitian PSD matrix."""
+    vector = np.ones(matrix.shape[0], matrix.dtype)
+    value = 0.0
+    for _ in range(iterations):
+        product = matrix @ vector
+        value = float(np.linalg.norm(product))
+        if value == 0:
+            raise ConfigurationError("the calibration region holds no signal (all zeros)")
+        vector = product / value
+    return value
+
+
+def signal_subspace(cal: np.ndarray, kernel: tuple[int, int, int], threshold: float) -> np.ndarray:
     """Right singular vectors of the calibration matrix above the threshold.
 
     Parameters
@@ -202,29 +248,27 @@ def signal_subspace(
     kernel:
         ``(k2, k1, k0)`` patch size.
     threshold:
-        Kept: ``sigma / sigma_max > sqrt(threshold)``.
+        Kept: ``sigma / sigma_max > sqrt(threshold)``, i.e. eigenvalues of ``A^H A`` above
+        ``threshold`` x the largest.
 
     Returns
     -------
-    (vectors, singular_values):
-        complex128 ``[coils * k2 * k1 * k0, kept]`` (rows in (coil, k2, k1, k0) order) and
-        float64 singular values, largest first (all of them).
+    complex64 ``[coils * k2 * k1 * k0, kept]`` (rows in (coil, k2, k1, k0) order).
+
+    The eigenproblem is solved on the smaller of ``A^H A`` and ``A A^H`` (a 2D region of 24 x 24
+    points has 361 patches, fewer than the 36 x coils columns): ``V = A^H U / sigma``.
     """
-    windows = np.lib.stride_tricks.sliding_window_view(cal, kernel, axis=(1, 2, 3))
-    coils = cal.shape[0]
-    # [coils, r2, r1, r0, k2, k1, k0] -> rows (r2, r1, r0), columns (coil, k2, k1, k0)
-    matrix = windows.transpose(1, 2, 3, 0, 4, 5, 6).reshape(-1, coils * int(np.prod(kernel)))
-    if matrix.shape[0] < 1:
-        raise ConfigurationError("the calibration region is smaller than the ESPIRiT kernel")
-    matrix = matrix.astype(np.complex128)
-    gram = matrix.conj().T @ matrix
-    values, vectors = np.linalg.eigh(gram)
-    order = np.argsort(values)[::-1]
-    singular = np.sqrt(np.clip(values[order], 0.0, None))
-    if singular[0] <= 0:
-        raise ConfigurationError("the calibration region holds no signal (all zeros)")
-    kept = int(np.count_nonzero(singular / singular[0] > np.sqrt(threshold)))
-    return vectors[:, order[: max(kept, 1)]], singular
+    import scipy.linalg.blas
+
+    matrix = _calibration_matrix(cal, kernel)
+    rows, columns = matrix.shape
+    if columns <= rows:  # A^H A: a Hermitian rank-k update of the columns
+        gram = scipy.linalg.blas.cherk(1.0, matrix, trans=2, lower=0)
+        return _top_eigenpairs(gram, threshold)[1].astype(np.complex64)
+    gram = scipy.linalg.blas.cherk(1.0, matrix.T, trans=2, lower=0)  # A A^H = conj(A^T^H A^T)
+    values, left = _top_eigenpairs(gram.conj(), threshold)
+    vectors = matrix.conj().T @ left / np.sqrt(values)[None, :]
+    return vectors.astype(np.complex64)
 
 
 def image_operator_coefficients(
@@ -232,23 +276,24 @@ def image_operator_coefficients(
 ) -> np.ndarray:
     """The Fourier coefficients of ``G``: complex128 ``[coils, coils, 2k2-1, 2k1-1, 2k0-1]``.
 
-    ``G(x)[c, c'] = sum_d coefficients[c, c', d + k - 1] e^{2 pi i d . x}`` with
-    ``coefficients[c, c', d] = 1/K sum_{q - q' = d} P[(c, q), (c', q')]``.
+    ``G(x)[c, c'] = sum_d coefficients[c, c', d + k - 1] e^{2 pi i d . x}``.  The rows of the
+    calibration matrix lie in the span of ``conj(V)`` (``A = U S V^H``), so with
+    ``h_n(x)[c] = sum_q conj(V)[(c, q), n] e^{2 pi i q . x}``,
+    ``G(x) = 1/K sum_n h_n(x) h_n(x)^H``: a trigonometric polynomial of degree ``k - 1``, which
+    its values on ``2k - 1`` points per axis determine exactly (one small FFT each way).
     """
-    positions = int(np.prod(kernel))
-    # the rows of the calibration matrix lie in the span of conj(V) (A = U S V^H)
-    projection = (vectors.conj() @ vectors.T).reshape(coils, positions, coils, positions)
-    pairs = projection.transpose(0, 2, 1, 3).reshape(coils * coils, positions * positions)
-    q = np.stack(np.unravel_index(np.arange(positions), kernel), axis=1)  # [K, 3]
-    offsets = q[:, None, :] - q[None, :, :] + (np.asarray(kernel) - 1)  # [K, K, 3]
     span = tuple(2 * k - 1 for k in kernel)
-    flat = np.ravel_multi_index(tuple(offsets.reshape(-1, 3).T), span)
-    order = np.argsort(flat, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(flat[order]) != 0])
-    sums = np.add.reduceat(pairs[:, order], starts, axis=1)
-    coefficients = np.zeros((coils * coils, int(np.prod(span))), np.complex128)
-    coefficients[:, flat[order][starts]] = sums / positions
-    return coefficients.reshape(coils, coils, *span)
+    count = vectors.shape[1]
+    padded = np.zeros((count, coils, *span), np.complex128)
+    k2, k1, k0 = kernel
+    padded[:, :, :k2, :k1, :k0] = vectors.conj().T.reshape(count, coils, *kernel)
+    points = int(np.prod(span))
+    samples = np.fft.ifftn(padded, axes=(2, 3, 4)) * points  # h_n at x = j / span
+    by_point = samples.reshape(count, coils, points).transpose(2, 1, 0)  # [points, C, n]
+    values = np.matmul(by_point, by_point.conj().transpose(0, 2, 1)) / int(np.prod(kernel))
+    values = values.transpose(1, 2, 0).reshape(coils, coils, *span)
+    coefficients = np.fft.fftn(values, axes=(2, 3, 4)) / points
+    return np.fft.fftshift(coefficients, axes=(2, 3, 4))
 
 
 def _exponentials(size: int, period: int, half: int) -> np.ndarray:
@@ -339,7 +384,7 @@ def espirit_maps(
     periods = periods or grid
     coils = cal.shape[0]
     kernel = _kernel_shape(cal, settings.kernel)
-    vectors, _ = signal_subspace(cal, kernel, settings.threshold)
+    vectors = signal_subspace(cal, kernel, settings.threshold)
     coefficients = image_operator_coefficients(vectors, coils, kernel)
     reference = principal_coil_vector(cal)
     nz, ny, nx = grid

@@ -38,6 +38,7 @@ from parallel_recon.workers.cartesian import (
     choose,
     combination,
     images_from_coils,
+    recover_partial_fourier,
     unit_maps,
     wants_maps,
 )
@@ -425,7 +426,9 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         context.notes["why"] = "fully sampled: nothing to fill"
         maps = unit_maps(kspace, context) if wants_maps(context, options.combine) else None
         return images_from_coils(
-            _phase_axes(centred_ifft_axis(kspace, 3, space.recon_matrix[0]), space),
+            recover_partial_fourier(
+                _phase_axes(centred_ifft_axis(kspace, 3, space.recon_matrix[0]), space), context
+            ),
             context,
             ("FFT", "RSS"),
             maps=maps,
@@ -444,7 +447,7 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
     fill = (fill_range(space, kspace.shape[0], 2), fill_range(space, kspace.shape[1], 1))
     apply_weights(hybrid, sampled, lattice, weights, options.kernel, fill)
     return images_from_coils(
-        _phase_axes(hybrid, space),
+        recover_partial_fourier(_phase_axes(hybrid, space), context),
         context,
         ("GRAPPA", "FFT", "RSS"),
         maps=maps,

@@ -60,11 +60,11 @@ __all__ = ["OPTIONS", "reconstruct", "sense_solve"]
 OPTIONS: tuple[KernelOption, ...] = (
     KernelOption(
         "lambda",
-        "0.001",
+        "0.0001",
         "Tikhonov weight of |x|^2, relative to the SENSE operator (largest eigenvalue about 1)",
         non_negative_float,
     ),
-    KernelOption("iterations", "20", "conjugate-gradient iterations", positive_int),
+    KernelOption("iterations", "30", "conjugate-gradient iterations", positive_int),
     *maps_options("espirit"),
     *PARTIAL_FOURIER_OPTIONS,
 )
