@@ -56,6 +56,7 @@ __all__ = [
     "COIL_MODES",
     "COMBINE_HISTORY",
     "HISTORY",
+    "MAPS_HISTORY",
     "OPTIONS",
     "OUTPUTS",
     "Output",
@@ -157,6 +158,9 @@ COIL_MODES: dict[str, Callable[[np.ndarray, Output], np.ndarray]] = {
 
 COMBINE_HISTORY = {"rss": "RSS", "adaptive": "ADAPTIVE"}
 """``combine=`` -> the ImageProcessingHistory entry of the coil combination."""
+
+MAPS_HISTORY = {"adaptive": "ADAPTIVE", "espirit": "ESPIRIT"}
+"""``maps=`` -> the history entry of a combination with those maps."""
 
 OPTIONS: tuple[KernelOption, ...] = (
     KernelOption(
@@ -261,7 +265,7 @@ def images_from_coils(
         if maps is None:
             raise ConfigurationError("combine=adaptive: this kernel passed no coil maps")
         data = adaptive_combine(coil_images, maps)[np.newaxis]
-        history = (*history[:-1], COMBINE_HISTORY["adaptive"])
+        history = (*history[:-1], MAPS_HISTORY[setting(context, "maps")])
     else:
         data = coil_mode(coil_images, output)
     images = [make_image(output.convert(data), context, output.image_type, history)]

@@ -1,0 +1,136 @@
+"""CG-SENSE: against BART's ``pics -l2``, against the phantom's ground truth beside GRAPPA, in
+the engine (any sampling pattern, auto's choice) and with bad input.
+
+BART oracle (``bart pics -l2 -r LAMBDA -i ITER -w 1``, BART 0.8): conjugate gradients on
+``(A^H A + lambda I) x = A^H y`` from x = 0 with ``A = P F S``, F BART's centred unitary FFT
+(its maps are scaled by the FFT's 1/sqrt(N) and it modulates k-space and maps to centre the
+transform: the same operator as ours), P the pattern of non-zero samples.  ``-w 1`` turns
+off its data scaling (an l2 solution is linear in the data anyway, so only the output scale
+would differ).  It gets our ESPIRiT maps (saved by the kernel as an image series) and the
+imaging lines placed by the test, readout oversampling removed with numpy; the same lambda
+and iteration count, so the two CG iterates should agree to single-precision rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from accelerated_helpers import nrmse, phantom_bytes, recon_images
+from bart_cfl import bart, read_cfl, to_bart, write_cfl
+from conftest import run_cli
+from sense_helpers import placed_kspace
+
+from parallel_recon.phantom import PhantomSpec, ground_truth
+
+ROOM = ("--calibration-lines", "400")
+CASES = {
+    "2d_r2": PhantomSpec(matrix=64, coils=8, acceleration=2, calibration_width=24),
+    "2d_r3": PhantomSpec(matrix=96, coils=8, acceleration=3, calibration_width=24),
+    "3d_caipirinha_2x2": PhantomSpec(
+        matrix=48, coils=8, partitions=16, acceleration=2, acceleration_2=2, caipi_shift=1,
+        calibration_width=12,
+    ),
+}  # fmt: skip
+
+
+def _bart_pics(
+    kspace: np.ndarray, maps: np.ndarray, lam: str, iterations: int, folder: Path
+) -> np.ndarray:
+    """``bart pics -l2`` of ``[coils, k2, k1, x]`` with maps ``[coils, z, y, x]``: ``[z, y, x]``."""
+    write_cfl(folder / "kspace", to_bart(kspace))
+    write_cfl(folder / "maps", to_bart(maps))
+    bart("pics", "-l2", "-r", lam, "-i", str(iterations), "-w", "1", "kspace", "maps", "image",
+         cwd=folder)  # fmt: skip
+    image = read_cfl(folder / "image")
+    return image.reshape(kspace.shape[3], kspace.shape[2], kspace.shape[1]).transpose(2, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "name, lam, iterations",
+    [("2d_r2", "0.01", 20), ("2d_r3", "0.0001", 30), ("3d_caipirinha_2x2", "0.001", 30)],
+)
+def test_agrees_with_bart_pics(name: str, lam: str, iterations: int, tmp_path: Path) -> None:
+    stream = phantom_bytes(CASES[name])
+    found = recon_images(
+        stream, "--recon", "sense", "--image-type", "complex",
+        "--recon-option", "save_maps=on", "--recon-option", f"lambda={lam}",
+        "--recon-option", f"iterations={iterations}", *ROOM,
+    )  # fmt: skip
+    assert len(found) == 2 and found[1].image_series_index == 2
+    ours, maps = found[0].data[0], found[1].data
+    theirs = _bart_pics(placed_kspace(stream, calibration=False), maps, lam, iterations, tmp_path)
+    assert ours.shape == theirs.shape
+    assert nrmse(ours, theirs) <= 0.02, nrmse(ours, theirs)
+
+
+GRAPPA_CASES = {
+    "2d_r2": (CASES["2d_r2"], 0.03),
+    "2d_r3": (CASES["2d_r3"], 0.08),
+    "3d_r2x2": (
+        PhantomSpec(
+            matrix=48, coils=12, partitions=16, acceleration=2, acceleration_2=2,
+            calibration_width=16,
+        ),
+        0.06,
+    ),
+}  # fmt: skip
+"""Lattices GRAPPA can fill too: SENSE's error (default options) with its bound."""
+
+
+@pytest.mark.parametrize("name", sorted(GRAPPA_CASES))
+def test_ground_truth_error_beside_grappa(name: str) -> None:
+    """SENSE within its bound, within twice GRAPPA's error at the same acceleration, and at
+    least 5x below zero-filling's."""
+    spec, bound = GRAPPA_CASES[name]
+    stream = phantom_bytes(spec)
+    truth = ground_truth(spec)
+    errors = {
+        kernel: nrmse(recon_images(stream, "--recon", kernel, *ROOM)[0].data[0], truth)
+        for kernel in ("sense", "grappa", "cartesian")
+    }
+    assert errors["sense"] <= bound, errors
+    assert errors["sense"] <= 2 * errors["grappa"], errors
+    assert 5 * errors["sense"] <= errors["cartesian"], errors
+
+
+def test_auto_reconstructs_caipirinha_with_sense() -> None:
+    """A sheared lattice is no GRAPPA lattice: auto sends it to SENSE (its profile says so)."""
+    spec = CASES["3d_caipirinha_2x2"]
+    stream = phantom_bytes(spec)
+    proc = run_cli("mrd_stream_recon", "--profile", *ROOM, input=stream)
+    assert "--recon auto: 1 x sense: 4x undersampled, espirit maps" in proc.stderr.decode()
+    found = recon_images(stream, *ROOM)
+    assert "SENSE" in found[0].meta["ImageProcessingHistory"]
+    assert nrmse(found[0].data[0], ground_truth(spec)) <= 0.1
+
+
+def test_fully_sampled_data_calibrates_on_its_own_centre() -> None:
+    spec = PhantomSpec(matrix=48, coils=6)
+    found = recon_images(phantom_bytes(spec), "--recon", "sense")
+    assert nrmse(found[0].data[0], ground_truth(spec)) <= 0.03
+
+
+def _one_error_line(*args: str, stream: bytes) -> str:
+    proc = run_cli("mrd_stream_recon", "--recon", "sense", *args, input=stream, check=False)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, (proc.returncode, lines)
+    return lines[0]
+
+
+def test_accelerated_data_without_calibration_is_one_clear_error() -> None:
+    stream = phantom_bytes(PhantomSpec(matrix=32, coils=4, acceleration=2))
+    line = _one_error_line(stream=stream)
+    assert "IS_PARALLEL_CALIBRATION" in line and "fully sampled" in line
+    assert "Traceback" not in line
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [("lambda=-1", "lambda=-1"), ("iterations=0", "iterations=0"), ("lamda=1", "known options")],
+)
+def test_bad_options_are_one_clear_error(option: str, expected: str) -> None:
+    stream = phantom_bytes(PhantomSpec(matrix=32, coils=4))
+    line = _one_error_line("--recon-option", option, stream=stream)
+    assert expected in line
