@@ -124,10 +124,10 @@ def _largest_full_block(
     every k1 column."""
     if sampled.all():
         return kspace, (0, 0)
-    start, stop = longest_run(sampled.all(axis=0))
+    start, stop = longest_run(np.asarray(sampled.all(axis=0)))
     if stop - start > 1:
         return kspace[:, start:stop], (0, start)
-    start, stop = longest_run(sampled.all(axis=1))
+    start, stop = longest_run(np.asarray(sampled.all(axis=1)))
     if stop - start > 0:
         return kspace[start:stop], (start, 0)
     raise ConfigurationError(
