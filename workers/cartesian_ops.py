@@ -10,9 +10,11 @@ kernel swaps ``M F`` for a NUFFT and keeps everything else.
 Centring costs no shifts: with ``c = n // 2`` the centred DFT is
 ``X[k] = e^{-2 pi i c^2/n} e^{2 pi i c k/n} FFT(e^{2 pi i c m/n} x[m])[k]``, i.e. a modulation
 before and one after the plain FFT (``(-1)^m`` and ``(-1)^k`` for even ``n``).  In the normal
-operator ``F^H M F`` the k-space modulation cancels (it commutes with the diagonal ``M`` and has
-modulus 1), and axes along which the mask does not vary drop out altogether (``F^H F = I``
-there): a readout that is sampled on every line costs no transform per CG iteration.
+operator ``F^H M F``, applied once per CG iteration, the modulations cancel into a mask rolled
+by ``c`` (plain FFTs, no multiplications but the mask's), and axes along which the mask does not
+vary drop out altogether (``F^H F = I`` there): a readout that is sampled on every line costs no
+transform per iteration.  The transforms are ``scipy.fft``'s (one thread), which batches the
+lines of a strided axis about twice as fast as ``numpy.fft``.
 
 Shapes: coil images ``[coils, z, y, x]``, k-space ``[coils, k2, k1, k0]`` (the same sizes: the
 image grid is the k-space grid), masks broadcastable to ``[k2, k1, k0]`` (``[k2, k1, 1]`` for
@@ -114,6 +116,21 @@ def _varying_axes(mask: np.ndarray, axes: Sequence[int], ndim: int) -> tuple[int
     return tuple(varying)
 
 
+def _normal_weights(weights: np.ndarray, varying: tuple[int, ...], ndim: int) -> np.ndarray:
+    """The mask as the normal operator sees it without any modulation.
+
+    Modulating by ``e^{2 pi i c m / n}`` before a plain FFT shifts its output by ``c``, and the
+    inverse modulation after the inverse FFT undoes the shift: so ``F_c^H M F_c`` is
+    ``F^H M' F`` with ``M'[k] = M[k + c]`` along every transformed axis (``c = n // 2``).
+    """
+    offset = ndim - weights.ndim
+    shifted = weights
+    for axis in varying:
+        local = axis - offset
+        shifted = np.roll(shifted, -(weights.shape[local] // 2), axis=local)
+    return np.ascontiguousarray(shifted, dtype=np.float32)
+
+
 def cartesian_sampling(
     mask: np.ndarray, shape: tuple[int, ...], axes: Sequence[int]
 ) -> LinearOperator:
@@ -135,8 +152,10 @@ def cartesian_sampling(
     LinearOperator
         Forward ``[coils, z, y, x] -> [coils, k2, k1, k0]`` (zeros where not sampled), its
         adjoint, and a normal ``F^H M F`` that transforms only the axes along which the
-        mask varies (none at all for a mask of ones).
+        mask varies (none at all for a mask of ones), without centring modulations.
     """
+    import scipy.fft  # here, not at the top: --recon auto imports this module for every stream
+
     axes = tuple(a % len(shape) for a in axes)
     weights = np.asarray(mask, np.float32)
     varying = _varying_axes(weights, axes, len(shape))
@@ -144,27 +163,24 @@ def cartesian_sampling(
     post = (after * weights).astype(np.complex64)  # mask and k-space modulation in one
     post_adjoint = post.conj()
     before_adjoint = before.conj()
-    normal_before, _ = centring_phases(shape, varying)
-    normal_before_adjoint = normal_before.conj()
+    normal_weights = _normal_weights(weights, varying, len(shape))
 
     def forward(x: np.ndarray) -> np.ndarray:
-        out = np.fft.fftn(x * before, axes=axes, norm="ortho")
+        out = scipy.fft.fftn(x * before, axes=axes, norm="ortho", workers=1)
         out *= post
         return out
 
     def adjoint(y: np.ndarray) -> np.ndarray:
-        out = np.fft.ifftn(y * post_adjoint, axes=axes, norm="ortho")
+        out = scipy.fft.ifftn(y * post_adjoint, axes=axes, norm="ortho", workers=1)
         out *= before_adjoint
         return out
 
     def normal(x: np.ndarray) -> np.ndarray:
         if not varying:
             return x * weights
-        out = np.fft.fftn(x * normal_before, axes=varying, norm="ortho")
-        out *= weights
-        out = np.fft.ifftn(out, axes=varying, norm="ortho")
-        out *= normal_before_adjoint
-        return out
+        out = scipy.fft.fftn(x, axes=varying, norm="ortho", workers=1)
+        out *= normal_weights
+        return scipy.fft.ifftn(out, axes=varying, norm="ortho", workers=1, overwrite_x=True)
 
     return LinearOperator(tuple(shape), tuple(shape), forward, adjoint, normal, "MF")
 

@@ -13,10 +13,10 @@ the sensitivities as what every k-space neighbourhood of the calibration data ha
    eigenvector of eigenvalue 1.  ``G`` is a trigonometric polynomial of degree ``k - 1`` in each
    direction, so its ``(2k - 1)^d`` coefficients (sums of ``P`` along kernel-offset diagonals)
    give it exactly at every pixel of any grid: separable DFT matrices, no FFT or interpolation.
-3. **Per-pixel eigenvector** by power iteration (batched ``C x C`` products; the top eigenvalue
-   is about 1 inside the object and well separated from the next), then the eigenvalue
-   threshold ``crop``: where it is at most ``crop`` the maps are zero, which cuts the
-   background away.
+3. **Per-pixel eigenvector** by subspace iteration (batched ``C x C`` products on two vectors,
+   then the 2 x 2 Rayleigh-Ritz problem: the second eigenvalue can be close to the first, the
+   third is not), then the eigenvalue threshold ``crop``: where the top eigenvalue is at most
+   ``crop`` the maps are zero, which cuts the background away.
 4. **Phase.**  An eigenvector is defined up to a phase per pixel; it is fixed so that the maps'
    projection onto the first principal component of the calibration data (itself made to have
    a real, positive largest entry) is real and positive.  So the maps do not depend on how
@@ -70,8 +70,8 @@ class EspiritSettings:
     """Singular values kept: ``sigma / sigma_max > sqrt(threshold)``."""
     crop: float = 0.8
     """Maps are zero where the top eigenvalue is at most this."""
-    iterations: int = 30
-    """Power iterations per pixel."""
+    iterations: int = 6
+    """Subspace iterations per pixel (two vectors; see :func:`_top_eigenvectors`)."""
 
 
 ESPIRIT_OPTIONS: tuple[KernelOption, ...] = (
@@ -297,57 +297,94 @@ def image_operator_coefficients(
 
 
 def _exponentials(size: int, period: int, half: int) -> np.ndarray:
-    """complex128 ``[size, 2 half + 1]``: ``e^{2 pi i d (j - size // 2) / period}``."""
+    """complex64 ``[size, 2 half + 1]``: ``e^{2 pi i d (j - size // 2) / period}``."""
     position = (np.arange(size) - size // 2) / period
     offsets = np.arange(-half, half + 1)
-    return np.exp(2j * np.pi * position[:, None] * offsets[None, :])
+    return np.exp(2j * np.pi * position[:, None] * offsets[None, :]).astype(np.complex64)
 
 
 def image_operator(
     coefficients: np.ndarray,
     grid: tuple[int, int, int],
     periods: tuple[int, int, int],
-    rows: slice,
+    planes: slice,
 ) -> np.ndarray:
-    """``G`` at the pixels of rows ``rows`` (along y) of the image grid.
+    """``G`` at the pixels of ``planes``: a range of the ``z * y`` rows of the image grid.
 
-    Returns complex64 ``[z, rows, x, coils, coils]``.
+    The rows' k2 and k1 exponentials contract the small coefficient array first, then the
+    readout's give every pixel's matrix in pixel-major order (the layout the batched
+    eigenvector products want, with no transpose of the big array).
+
+    Returns complex64 ``[rows, x, coils, coils]``.
     """
     coils = coefficients.shape[0]
     span2, span1, span0 = coefficients.shape[2:]
     nz, ny, nx = grid
-    e2 = _exponentials(nz, periods[0], span2 // 2)
-    e1 = _exponentials(ny, periods[1], span1 // 2)[rows]
-    e0 = _exponentials(nx, periods[2], span0 // 2)
-    along_x = coefficients.reshape(-1, span0) @ e0.T  # [c c d2 d1, x]
-    along_x = along_x.reshape(coils * coils * span2, span1, nx)
-    along_y = np.matmul(e1, along_x)  # [c c d2, rows, x]
-    along_y = along_y.reshape(coils * coils, span2, -1)
-    along_z = np.matmul(e2, along_y)  # [c c, z, rows * x]
-    out = along_z.reshape(coils, coils, nz, e1.shape[0], nx).transpose(2, 3, 4, 0, 1)
-    return np.ascontiguousarray(out, dtype=np.complex64)
+    rows = np.arange(nz * ny)[planes]
+    e2 = _exponentials(nz, periods[0], span2 // 2)[rows // ny]  # [R, d2]
+    e1 = _exponentials(ny, periods[1], span1 // 2)[rows % ny]  # [R, d1]
+    e0 = _exponentials(nx, periods[2], span0 // 2)  # [x, d0]
+    # coefficients [c, c', d2, d1, d0] -> [d2 d1, d0 c c']
+    table = coefficients.transpose(2, 3, 4, 0, 1).reshape(span2 * span1, -1)
+    both = (e2[:, :, None] * e1[:, None, :]).reshape(rows.size, -1)  # [R, d2 d1]
+    along_rows = (both @ table.astype(np.complex64)).reshape(rows.size, span0, -1)
+    out = np.matmul(e0, along_rows)  # [R, x, c c']
+    return out.reshape(rows.size, nx, coils, coils)
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    norm = np.sqrt(np.einsum("pc,pc->p", vectors.real, vectors.real)
+                   + np.einsum("pc,pc->p", vectors.imag, vectors.imag))  # fmt: skip
+    return vectors / np.where(norm > 0, norm, 1)[:, None]
+
+
+def _top_of_two_by_two(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Top eigenpair of ``[[a, b], [conj(b), d]]`` (a, d real), batched, in closed form:
+    ``(value, u1, u2)`` with ``(u1, u2)`` of unit norm."""
+    value = 0.5 * (a + d) + np.sqrt((0.5 * (a - d)) ** 2 + np.abs(b) ** 2)
+    first = a >= d  # the stable one of the two forms of the eigenvector
+    u1 = np.where(first, value - d, b)
+    u2 = np.where(first, b.conj(), value - a)
+    norm = np.sqrt(np.abs(u1) ** 2 + np.abs(u2) ** 2)
+    degenerate = norm == 0
+    norm = np.where(degenerate, 1, norm)
+    return value, np.where(degenerate, 1, u1 / norm), u2 / norm
 
 
 def _top_eigenvectors(operators: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Power iteration on ``[..., C, C]`` Hermitian matrices: (vectors ``[..., C]``, values).
+    """Top eigenpair of every ``[..., C, C]`` Hermitian matrix: (vectors ``[..., C]``, values).
 
-    Starts from each matrix's column of largest diagonal entry (it has a large component
-    along the top eigenvector whatever the pixel), the same start for any worker.
+    Subspace iteration with two vectors per pixel, then the exact top eigenpair of the 2 x 2
+    projected matrix (Rayleigh-Ritz).  Its error shrinks like ``(l3 / l1)^k`` instead of the
+    ``(l2 / l1)^k`` of a plain power iteration: ESPIRiT's second eigenvalue is close to the
+    first at some pixels (0.93 against 0.99 on the phantom, where 30 power iterations leave
+    errors of 0.4), its third is not (about 0.06), so a few iterations give the eigenvector
+    to float precision.  Starts from the two columns of largest diagonal entry, the same for
+    any worker.
     """
     shape = operators.shape[:-2]
     matrices = operators.reshape(-1, *operators.shape[-2:])
     coils = matrices.shape[-1]
     diagonal = np.einsum("pii->pi", matrices).real
-    start = np.argmax(diagonal, axis=1)
-    vector = np.take_along_axis(matrices, start[:, None, None], axis=2)  # [P, C, 1]
-    for _ in range(iterations):
-        norm = np.linalg.norm(vector, axis=1, keepdims=True)
-        vector = vector / np.where(norm > 0, norm, 1)
-        vector = np.matmul(matrices, vector)
-    norm = np.linalg.norm(vector, axis=1, keepdims=True)
-    vector = vector / np.where(norm > 0, norm, 1)
-    value = np.einsum("pc,pc->p", vector[..., 0].conj(), np.matmul(matrices, vector)[..., 0])
-    return vector[..., 0].reshape(*shape, coils), value.real.reshape(shape)
+    start = np.argsort(-diagonal, axis=1, kind="stable")[:, :2]
+    block = np.take_along_axis(matrices, start[:, None, :], axis=2)  # [P, C, 2]
+    for step in range(iterations + 1):
+        first = _normalised(block[:, :, 0])
+        second = (
+            block[:, :, 1] - first * np.einsum("pc,pc->p", first.conj(), block[:, :, 1])[:, None]
+        )
+        second = _normalised(second)
+        basis = np.stack((first, second), axis=2)
+        block = np.matmul(matrices, basis)
+        if step == iterations:
+            break
+    # Rayleigh-Ritz: basis^H G basis, with G basis already in block
+    a = np.einsum("pc,pc->p", first.conj(), block[:, :, 0]).real
+    b = np.einsum("pc,pc->p", first.conj(), block[:, :, 1])
+    d = np.einsum("pc,pc->p", second.conj(), block[:, :, 1]).real
+    value, u1, u2 = _top_of_two_by_two(a, b, d)
+    top = first * u1[:, None] + second * u2[:, None]
+    return top.reshape(*shape, coils).astype(np.complex64), value.reshape(shape)
 
 
 def principal_coil_vector(cal: np.ndarray) -> np.ndarray:
@@ -379,7 +416,7 @@ def espirit_maps(
         ``(z, y, x)`` k-space grid lengths the pixels divide (default: ``grid``; see the
         module docstring).
     settings:
-        Kernel width, threshold, crop, power iterations.
+        Kernel width, threshold, crop, subspace iterations.
     """
     periods = periods or grid
     coils = cal.shape[0]
@@ -390,14 +427,16 @@ def espirit_maps(
     nz, ny, nx = grid
     maps = np.empty((nz, ny, coils, nx), np.complex64)
     eigenvalues = np.empty((nz, ny, nx), np.float32)
-    step = max(1, _CHUNK_ELEMENTS // max(1, nz * nx * coils * coils))
-    for first in range(0, ny, step):
-        rows = slice(first, min(first + step, ny))
-        operators = image_operator(coefficients, grid, periods, rows)
+    step = max(1, _CHUNK_ELEMENTS // max(1, nx * coils * coils))
+    flat_maps = maps.reshape(nz * ny, coils, nx)
+    flat_values = eigenvalues.reshape(nz * ny, nx)
+    for first in range(0, nz * ny, step):
+        planes = slice(first, min(first + step, nz * ny))
+        operators = image_operator(coefficients, grid, periods, planes)
         vector, value = _top_eigenvectors(operators, settings.iterations)
-        projection = np.einsum("c,zyxc->zyx", reference.conj(), vector)
+        projection = np.einsum("c,rxc->rx", reference.conj(), vector)
         vector = vector * unit_phase(projection.conj())[..., None]
         vector[value <= settings.crop] = 0
-        maps[:, rows] = vector.transpose(0, 1, 3, 2)
-        eigenvalues[:, rows] = value
+        flat_maps[planes] = vector.transpose(0, 2, 1)
+        flat_values[planes] = value
     return EspiritMaps(maps=maps, eigenvalues=eigenvalues, kernels=vectors.shape[1])
