@@ -124,3 +124,24 @@ def test_maps_agree_with_bart_ecalib(source: str, shared_data: Path, tmp_path: P
     assert 0.5 < mask.mean() < 0.95  # the crop keeps the object, not the whole field of view
     assert ((np.abs(ours).sum(axis=0) > 0) == mask).mean() > 0.99
     assert aligned_nrmse(ours, theirs, mask) <= 0.05
+
+
+def test_an_oversized_calibration_problem_is_refused_before_it_is_built() -> None:
+    """40 coils and a 25^3-patch 3D region would need an 8640 x 8640 eigenproblem: one clear
+    error naming the options that shrink it, before the calibration matrix is allocated."""
+    from parallel_recon.errors import ConfigurationError
+    from parallel_recon.workers.espirit import signal_subspace
+
+    cal = np.broadcast_to(np.complex64(1), (40, 30, 30, 30))  # no memory behind it
+    with pytest.raises(ConfigurationError, match="espirit_kernel= or espirit_region="):
+        signal_subspace(cal, (6, 6, 6), 0.001)
+
+
+def test_one_coil_maps_are_one_inside_the_crop() -> None:
+    spec = PhantomSpec(matrix=32, coils=1, oversampling=1, noise_level=0.0)
+    kspace = _clean_kspace(spec, 0, coil_sensitivities(32, 1))[0]
+    block = kspace[:, 4:28]
+    cal = calibration_region(block, np.ones(block.shape[:2], bool), (0, 4), (1, 32), 32, 24)
+    maps = espirit_maps(cal, (1, 32, 32)).maps
+    kept = maps != 0
+    assert kept.mean() > 0.3 and np.allclose(maps[kept], 1, atol=1e-5)

@@ -56,6 +56,9 @@ __all__ = [
 
 _CHUNK_ELEMENTS = 1 << 22
 """Complex elements of the per-pixel operators evaluated at a time (32 MB)."""
+_MAX_GRAM = 8192
+"""Largest side of the calibration eigenproblem (a 512 MB complex64 matrix): a 3D region of
+24^3 points with a 6^3 kernel stays below it up to 37 coils (6859 patches)."""
 
 
 @dataclass(frozen=True)
@@ -208,13 +211,13 @@ def _top_eigenpairs(gram: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
     which costs much less than a full decomposition when few are kept."""
     import scipy.linalg  # here: --recon auto need not pay its import for every stream
 
-    full = np.triu(gram) + np.triu(gram, 1).conj().T
-    largest = _largest_eigenvalue(full)
+    largest = _largest_eigenvalue(gram)
     values, vectors = scipy.linalg.eigh(
         gram,
         lower=False,
         driver="evr",
         subset_by_value=(0.5 * threshold * largest, np.inf),
+        overwrite_a=True,
         check_finite=False,
     )
     if values.size == 0:
@@ -225,12 +228,15 @@ def _top_eigenpairs(gram: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
     return values[: max(kept, 1)], vectors[:, : max(kept, 1)]
 
 
-def _largest_eigenvalue(matrix: np.ndarray, iterations: int = 50) -> float:
-    """Power-iteration estimate of the largest eigenvalue of a Hermitian PSD matrix."""
-    vector = np.ones(matrix.shape[0], matrix.dtype)
+def _largest_eigenvalue(gram: np.ndarray, iterations: int = 50) -> float:
+    """Power-iteration estimate of the largest eigenvalue of a Hermitian PSD complex64 matrix
+    given by its upper triangle (BLAS ``chemv``: no full copy of a large matrix)."""
+    import scipy.linalg.blas
+
+    vector = np.ones(gram.shape[0], np.complex64)
     value = 0.0
     for _ in range(iterations):
-        product = matrix @ vector
+        product = scipy.linalg.blas.chemv(1.0, gram, vector, lower=0)
         value = float(np.linalg.norm(product))
         if value == 0:
             raise ConfigurationError("the calibration region holds no signal (all zeros)")
@@ -260,14 +266,24 @@ def signal_subspace(cal: np.ndarray, kernel: tuple[int, int, int], threshold: fl
     """
     import scipy.linalg.blas
 
+    rows = int(np.prod([n - k + 1 for n, k in zip(cal.shape[1:], kernel, strict=True)]))
+    columns = cal.shape[0] * int(np.prod(kernel))
+    if min(rows, columns) > _MAX_GRAM:
+        raise ConfigurationError(
+            f"ESPIRiT's calibration matrix would need a {min(rows, columns)} x "
+            f"{min(rows, columns)} eigenproblem ({cal.shape[0]} coils, a "
+            f"{'x'.join(map(str, kernel))} kernel, {rows} patches), more than "
+            f"{_MAX_GRAM}: use a smaller --recon-option espirit_kernel= or espirit_region=, "
+            "or maps=adaptive"
+        )
     matrix = _calibration_matrix(cal, kernel)
-    rows, columns = matrix.shape
     if columns <= rows:  # A^H A: a Hermitian rank-k update of the columns
         gram = scipy.linalg.blas.cherk(1.0, matrix, trans=2, lower=0)
         return _top_eigenpairs(gram, threshold)[1].astype(np.complex64)
-    gram = scipy.linalg.blas.cherk(1.0, matrix.T, trans=2, lower=0)  # A A^H = conj(A^T^H A^T)
-    values, left = _top_eigenpairs(gram.conj(), threshold)
-    vectors = matrix.conj().T @ left / np.sqrt(values)[None, :]
+    # (A^T)^H A^T = conj(A A^H): the same eigenvalues, conjugate eigenvectors
+    gram = scipy.linalg.blas.cherk(1.0, matrix.T, trans=2, lower=0)
+    values, left = _top_eigenpairs(gram, threshold)
+    vectors = matrix.conj().T @ left.conj() / np.sqrt(values)[None, :]
     return vectors.astype(np.complex64)
 
 
@@ -365,6 +381,8 @@ def _top_eigenvectors(operators: np.ndarray, iterations: int) -> tuple[np.ndarra
     shape = operators.shape[:-2]
     matrices = operators.reshape(-1, *operators.shape[-2:])
     coils = matrices.shape[-1]
+    if coils == 1:  # a 1 x 1 matrix is its own eigenvalue
+        return np.ones((*shape, 1), np.complex64), matrices[:, 0, 0].real.reshape(shape)
     diagonal = np.einsum("pii->pi", matrices).real
     start = np.argsort(-diagonal, axis=1, kind="stable")[:, :2]
     block = np.take_along_axis(matrices, start[:, None, :], axis=2)  # [P, C, 2]

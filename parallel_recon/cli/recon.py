@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="NAME|PATH",
         help="kernel: 'auto' (default: grappa for accelerated data with calibration lines, "
-        "else cartesian), 'grappa', 'cartesian', or a path to a .py file defining "
+        "sense when their lines form no regular lattice, else cartesian), 'grappa', 'sense', "
+        "'cartesian', or a path to a .py file defining "
         "reconstruct(kspace, context) -> list[Image]",
     )
     recon.add_argument(
@@ -156,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="kernel option (repeatable): prewhiten=on|off; combine=adaptive|rss; "
-        "coils=rss|channels; grappa: lambda=0.01, kx=5, ky=4, kz=3; an unknown key lists "
-        "the kernel's options",
+        "coils=rss|channels; maps=adaptive|espirit; save_maps=on; "
+        "partial_fourier=pocs|homodyne|zero; grappa: lambda=0.01, kx=5, ky=4, kz=3; "
+        "sense: lambda=0.0001, iterations=30; an unknown key lists the kernel's options",
     )
     recon.add_argument(
         "--noise",
