@@ -9,12 +9,12 @@ worker sees), with a correlated noise scan (prewhitening on).
 from __future__ import annotations
 
 import pytest
-from accelerated_helpers import images
+from accelerated_helpers import chunks_by_repetition, images
 from conftest import run_cli, script
 from stream_feeding import feed_in_chunks
 
 from parallel_recon.phantom import PhantomSpec, iter_messages
-from parallel_recon.protocol import Acquisition, MessageId, encode_message, message_id_bytes
+from parallel_recon.protocol import encode_message
 
 SPEC = PhantomSpec(
     matrix=32, coils=4, acceleration=2, calibration_width=12, calibration="first",
@@ -23,28 +23,12 @@ SPEC = PhantomSpec(
 )  # fmt: skip
 
 
-def _chunks_by_repetition(spec: PhantomSpec) -> list[bytes]:
-    """[header + noise, repetition 0, repetition 1, ..., CLOSE] as stream bytes."""
-    chunks: list[bytes] = [b""]
-    current = -1
-    for msg in iter_messages(spec):
-        noise = isinstance(msg, Acquisition) and int(msg.head["flags"]) & (1 << 18)
-        if isinstance(msg, Acquisition) and not noise:
-            repetition = int(msg.head["idx"]["repetition"])
-            if repetition != current:
-                chunks.append(b"")
-                current = repetition
-        chunks[-1] += encode_message(msg)
-    chunks.append(message_id_bytes(MessageId.CLOSE))
-    return chunks
-
-
 @pytest.mark.parametrize(
     "kernel, option",
     [("sense", "save_maps=on"), ("auto", "partial_fourier=pocs"), ("grappa", "maps=espirit")],
 )
 def test_same_bytes_for_one_to_four_workers(kernel: str, option: str) -> None:
-    stream = b"".join(_chunks_by_repetition(SPEC))
+    stream = b"".join(chunks_by_repetition(SPEC))
     outputs = {
         workers: run_cli(
             "mrd_stream_recon", "--workers", str(workers), "--recon", kernel,
@@ -57,7 +41,7 @@ def test_same_bytes_for_one_to_four_workers(kernel: str, option: str) -> None:
 
 
 def test_first_sense_image_leaves_while_the_stream_is_arriving() -> None:
-    chunks = _chunks_by_repetition(SPEC)
+    chunks = chunks_by_repetition(SPEC)
     total = sum(len(c) for c in chunks)
     noise_scan = list(iter_messages(SPEC))[1 : 1 + SPEC.noise_lines]
     header = len(chunks[0]) - sum(len(encode_message(m)) for m in noise_scan)

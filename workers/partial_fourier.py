@@ -152,56 +152,59 @@ def describe(extents: tuple[AcquiredExtent, ...]) -> str:
     return ", ".join(f"{e.name} {e.fraction:.3g}" for e in extents)
 
 
-def _axis_profile(extent: AcquiredExtent, ndim: int, values: np.ndarray) -> np.ndarray:
-    view = [1] * ndim
-    view[extent.axis] = extent.size
-    return values.reshape(view)
+def _separable(
+    extents: tuple[AcquiredExtent, ...],
+    ndim: int,
+    profile: Callable[[AcquiredExtent], np.ndarray],
+) -> np.ndarray:
+    """float32 product over the partial axes of one ``profile`` (float32 ``[size]``) each,
+    broadcastable to ``ndim``-dimensional images."""
+    product = np.ones([1] * ndim, np.float32)
+    for e in extents:
+        view = [1] * ndim
+        view[e.axis] = e.size
+        product = product * profile(e).reshape(view)
+    return product
+
+
+def _acquired(e: AcquiredExtent) -> np.ndarray:
+    inside = np.zeros(e.size, np.float32)
+    inside[e.first : e.last + 1] = 1
+    return inside
+
+
+def _hann_centre(e: AcquiredExtent) -> np.ndarray:
+    """A Hann window over the symmetric centre (the phase estimate's low-pass)."""
+    low, high = e.symmetric()
+    profile = np.zeros(e.size, np.float32)
+    points = np.arange(low, high + 1)
+    profile[points] = np.sin(np.pi * (points - low + 1) / (high - low + 2)) ** 2
+    return profile
+
+
+def _homodyne_ramp(e: AcquiredExtent) -> np.ndarray:
+    """2 on the acquired side beyond the symmetric centre, a linear ramp 0..2 across it (1 at
+    the centre), 0 where nothing was acquired."""
+    low, high = e.symmetric()
+    centre = e.size // 2
+    profile = 2 * _acquired(e)
+    points = np.arange(low, high + 1)
+    slope = 1 if e.last - centre > centre - e.first else -1
+    profile[points] = 1 + slope * (points - centre) / (high - centre + 1)
+    return profile
 
 
 def acquired_mask(extents: tuple[AcquiredExtent, ...], ndim: int = 4) -> np.ndarray:
     """float32 mask, 1 on the acquired region (broadcastable to the images)."""
-    mask = np.ones([1] * ndim, np.float32)
-    for e in extents:
-        inside = np.zeros(e.size, np.float32)
-        inside[e.first : e.last + 1] = 1
-        mask = mask * _axis_profile(e, ndim, inside)
-    return mask
-
-
-def _centre_window(extents: tuple[AcquiredExtent, ...], ndim: int) -> np.ndarray:
-    """float32 Hann window over the symmetric centre of every partial axis (phase estimate)."""
-    window = np.ones([1] * ndim, np.float32)
-    for e in extents:
-        low, high = e.symmetric()
-        width = high - low + 2
-        profile = np.zeros(e.size, np.float32)
-        points = np.arange(low, high + 1)
-        profile[points] = np.sin(np.pi * (points - low + 1) / width) ** 2
-        window = window * _axis_profile(e, ndim, profile)
-    return window
-
-
-def _homodyne_weights(extents: tuple[AcquiredExtent, ...], ndim: int) -> np.ndarray:
-    """float32: 2 on the acquired side beyond the symmetric centre, a linear ramp 0..2 across
-    it (1 at the centre), 0 where nothing was acquired."""
-    weights = np.ones([1] * ndim, np.float32)
-    for e in extents:
-        low, high = e.symmetric()
-        centre = e.size // 2
-        profile = np.zeros(e.size, np.float32)
-        profile[e.first : e.last + 1] = 2
-        points = np.arange(low, high + 1)
-        slope = 1 if e.last - centre > centre - e.first else -1
-        profile[points] = 1 + slope * (points - centre) / (high - centre + 1)
-        weights = weights * _axis_profile(e, ndim, profile)
-    return weights
+    return _separable(extents, ndim, _acquired)
 
 
 def _low_resolution_phase(
     kspace: np.ndarray, extents: tuple[AcquiredExtent, ...], axes: tuple[int, ...]
 ) -> np.ndarray:
     """complex64 ``e^{i phase}`` of the image of the symmetric centre of k-space."""
-    return unit_phase(centred_ifft(kspace * _centre_window(extents, kspace.ndim), axes))
+    window = _separable(extents, kspace.ndim, _hann_centre)
+    return unit_phase(centred_ifft(kspace * window, axes))
 
 
 def _pocs(
@@ -230,7 +233,7 @@ def _homodyne(
 ) -> np.ndarray:
     del iterations
     phase = _low_resolution_phase(kspace, extents, axes)
-    image = centred_ifft(kspace * _homodyne_weights(extents, kspace.ndim), axes)
+    image = centred_ifft(kspace * _separable(extents, kspace.ndim, _homodyne_ramp), axes)
     return ((image * phase.conj()).real * phase).astype(np.complex64)
 
 
