@@ -155,3 +155,18 @@ def test_accelerated_partial_fourier_paths(kernel: str) -> None:
     }
     assert errors["pocs"] <= 0.5 * errors["zero"], errors
     assert errors["homodyne"] < errors["zero"], errors
+
+
+def test_a_centre_too_short_for_a_phase_is_left_zero_filled_with_a_warning() -> None:
+    """A readout of 33 of 64 samples whose centre sample is its second: no symmetric centre
+    to estimate a phase from; the images are the zero-filled ones, and one warning says so."""
+    from conftest import run_cli
+
+    stream = phantom_bytes(PhantomSpec(matrix=32, coils=4, slices=3, asymmetric_echo=0.51))
+    default = run_cli("mrd_stream_recon", input=stream)
+    zero = run_cli("mrd_stream_recon", "--recon-option", "partial_fourier=zero", input=stream)
+    assert default.stdout == zero.stdout
+    lines = default.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mrd_stream_recon: warning: partial Fourier k0")
+    assert "left zero-filled" in lines[0]
+    assert zero.stderr == b""

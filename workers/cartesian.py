@@ -49,6 +49,7 @@ from parallel_recon.workers.partial_fourier import (
     describe,
     detect,
     recover,
+    recoverable,
 )
 from parallel_recon.workers.sampling import find_lattice
 
@@ -232,7 +233,10 @@ def recover_partial_fourier(coil_images: np.ndarray, context: ReconContext) -> n
     """Coil images ``[z, y, coils, x]`` with the partial Fourier recovery the header calls for
     (``partial_fourier=pocs|homodyne|zero``; unchanged when the scan is symmetric)."""
     z, y, _, x = coil_images.shape
-    extents = detect(context.space, context.reference_head, context.space.kspace_shape, (z, y, x))
+    found = detect(context.space, context.reference_head, context.space.kspace_shape, (z, y, x))
+    extents, warning = recoverable(found)
+    if warning:
+        context.notes["warning"] = warning
     if not extents:
         return coil_images
     method = setting(context, "partial_fourier")
@@ -315,7 +319,8 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
 
 
 def _recovers(context: ReconContext) -> bool:
-    """Whether the unit's images need a partial Fourier recovery step."""
+    """Whether the unit's images need the partial Fourier step (also when it is too
+    asymmetric to recover: the step warns about that)."""
     if setting(context, "partial_fourier") == "zero":
         return False
     x, y, z = context.space.recon_matrix

@@ -40,9 +40,11 @@ __all__ = [
     "PARTIAL_FOURIER_OPTIONS",
     "AcquiredExtent",
     "acquired_mask",
+    "MIN_CENTRE",
     "detect",
     "describe",
     "recover",
+    "recoverable",
 ]
 
 IMAGE_AXES = {"k2": 0, "k1": 1, "k0": 3}
@@ -148,8 +150,27 @@ def detect(
 
 
 def describe(extents: tuple[AcquiredExtent, ...]) -> str:
-    """``partial Fourier k1 5/8`` style text for notes and messages."""
+    """``k1 0.625, k0 0.7`` style text for notes and messages."""
     return ", ".join(f"{e.name} {e.fraction:.3g}" for e in extents)
+
+
+MIN_CENTRE = 4
+"""Fewest acquired points on each side of the k-space centre for a recovery: the phase comes
+from the symmetric centre, and fewer than 9 points there (a half-Fourier readout whose centre
+sample is its first) give no usable phase."""
+
+
+def recoverable(extents: tuple[AcquiredExtent, ...]) -> tuple[tuple[AcquiredExtent, ...], str]:
+    """The extents with a symmetric centre to estimate the phase from, and a warning naming
+    the others (left zero-filled), or ''."""
+    usable = tuple(e for e in extents if e.size // 2 - e.symmetric()[0] >= MIN_CENTRE)
+    skipped = tuple(e for e in extents if e not in usable)
+    if not skipped:
+        return usable, ""
+    return usable, (
+        f"partial Fourier {describe(skipped)}: fewer than {MIN_CENTRE} acquired points on "
+        "one side of the k-space centre, no phase to recover from: left zero-filled"
+    )
 
 
 def _separable(

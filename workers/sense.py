@@ -53,7 +53,7 @@ from .options import (
     parse_options,
     positive_int,
 )
-from .partial_fourier import PARTIAL_FOURIER_OPTIONS, describe, detect, recover
+from .partial_fourier import PARTIAL_FOURIER_OPTIONS, describe, detect, recover, recoverable
 
 __all__ = ["OPTIONS", "reconstruct", "sense_solve"]
 
@@ -138,7 +138,11 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
     encoding = sense_operator(by_coil, sampled[:, :, None], _solve_axes(space))
     result = sense_solve(encoding, data, lam=values["lambda"], iterations=values["iterations"])
     image = result.x
-    extents = detect(space, context.reference_head, space.kspace_shape, grid.shape)
+    extents, warning = recoverable(
+        detect(space, context.reference_head, space.kspace_shape, grid.shape)
+    )
+    if warning:
+        context.notes["warning"] = warning
     method = values["partial_fourier"]
     if extents:
         image = recover(image[:, :, None], extents, method, values["pocs_iterations"])[:, :, 0]
