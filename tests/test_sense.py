@@ -154,3 +154,50 @@ def test_image_is_fitted_to_the_recon_matrix(
     cartesian = recon_images(stream, "--recon", "cartesian")[0].data
     assert found.shape == cartesian.shape == (1, recon[2], recon[1], recon[0])
     assert nrmse(found, cartesian) <= 0.03
+
+
+@pytest.mark.parametrize("mode", ["separate", "first"])
+def test_calibration_sent_once_serves_every_repetition(mode: str) -> None:
+    """A reference scan before the imaging lines, or calibration in the first repetition only:
+    the maps of each slice serve its later repetitions (2 slices x 3 repetitions)."""
+    spec = PhantomSpec(
+        matrix=48, coils=8, acceleration=2, calibration_width=20, calibration=mode,
+        slices=2, repetitions=3,
+    )  # fmt: skip
+    found = recon_images(phantom_bytes(spec), "--recon", "sense")
+    assert len(found) == 6
+    for image in found:
+        assert nrmse(image.data[0, 0], ground_truth(spec, image.slice)[0]) <= 0.03
+
+
+def test_maps_are_made_once_per_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three units of a slice with one calibration pay for ESPIRiT once; a new calibration
+    (version) of the slice makes new maps."""
+    from parallel_recon.engine.plan import plan_from_header
+    from parallel_recon.phantom.header import header_xml
+    from parallel_recon.protocol import new_acquisition_head
+    from parallel_recon.workers import coil_maps, sense
+    from parallel_recon.workers.api import Calibration, ReconContext, UnitInfo, UnitKey
+
+    spec = PhantomSpec(matrix=32, coils=4, acceleration=2, calibration_width=16)
+    calls: list[int] = []
+    estimator = coil_maps.MAP_METHODS["espirit"]
+
+    def counted(*args: object) -> np.ndarray:
+        calls.append(1)
+        return estimator(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setitem(coil_maps.MAP_METHODS, "espirit", counted)
+    rng = np.random.default_rng(1)
+    kspace = (rng.standard_normal((1, 32, 4, 64)) + 1j).astype(np.complex64)
+    sampled = np.zeros((1, 32), bool)
+    sampled[0, ::2] = True
+    plan = plan_from_header(header_xml(spec))
+    for repetition, version in enumerate((7, 7, 7, 8)):
+        block = np.ascontiguousarray(kspace[:, 8:24])
+        calibration = Calibration(block, np.ones((1, 16), bool), (0, 8), version)
+        unit = UnitInfo(UnitKey(0, 0, 0, 0, 0, repetition), repetition,
+                        new_acquisition_head().tobytes(), 4, 16)  # fmt: skip
+        context = ReconContext(plan=plan, unit=unit, calibration=calibration, sampled=sampled)
+        sense.reconstruct(kspace * sampled[:, :, None, None], context)
+    assert len(calls) == 2
