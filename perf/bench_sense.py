@@ -217,7 +217,7 @@ def scaling(quick: bool) -> list[str]:
     # coils) outweigh start-up, maps and reading
     spec = PhantomSpec(
         matrix=64 if quick else 256, coils=8 if quick else 32, acceleration=2,
-        calibration_width=24, calibration="first", slices=1, repetitions=8 if quick else 20,
+        calibration_width=24, calibration="first", slices=1, repetitions=8 if quick else 32,
     )  # fmt: skip
     stream = _stream(spec)
     one = pipeline(stream, 1)
