@@ -14,7 +14,7 @@ from pathlib import Path
 
 PERF = Path(__file__).resolve().parent
 RESULTS = PERF / "results"
-ORDER = ["codec", "adapters", "kernel", "recon", "grappa", "memory", "batch", "serve"]
+ORDER = ["codec", "adapters", "kernel", "recon", "grappa", "sense", "memory", "batch", "serve"]
 
 
 def assemble() -> str:

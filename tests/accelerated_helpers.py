@@ -13,9 +13,17 @@ import numpy as np
 from conftest import run_cli
 from reference_recon import read_stream
 
-from parallel_recon.phantom import PhantomSpec, write_stream
+from parallel_recon.phantom import PhantomSpec, iter_messages, write_stream
+from parallel_recon.protocol import Acquisition, MessageId, encode_message, message_id_bytes
 
-__all__ = ["images", "nrmse", "phantom_bytes", "recon_images", "write_phantom"]
+__all__ = [
+    "chunks_by_repetition",
+    "images",
+    "nrmse",
+    "phantom_bytes",
+    "recon_images",
+    "write_phantom",
+]
 
 
 def phantom_bytes(spec: PhantomSpec) -> bytes:
@@ -44,3 +52,20 @@ def recon_images(stream: bytes, *args: str, workers: int = 2) -> list[ismrmrd.Im
 
 def nrmse(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.linalg.norm(found - truth) / np.linalg.norm(truth))
+
+
+def chunks_by_repetition(spec: PhantomSpec) -> list[bytes]:
+    """The phantom stream as [header + noise, repetition 0, repetition 1, ..., CLOSE] bytes:
+    what a scanner sends one repetition at a time."""
+    chunks: list[bytes] = [b""]
+    current = -1
+    for msg in iter_messages(spec):
+        noise = isinstance(msg, Acquisition) and int(msg.head["flags"]) & (1 << 18)
+        if isinstance(msg, Acquisition) and not noise:
+            repetition = int(msg.head["idx"]["repetition"])
+            if repetition != current:
+                chunks.append(b"")
+                current = repetition
+        chunks[-1] += encode_message(msg)
+    chunks.append(message_id_bytes(MessageId.CLOSE))
+    return chunks

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from accelerated_helpers import images
+from accelerated_helpers import chunks_by_repetition, images
 from conftest import run_cli, script
 from stream_feeding import first_image_before_the_rest
 
 from parallel_recon.phantom import PhantomSpec, iter_messages
-from parallel_recon.protocol import Acquisition, MessageId, encode_message, message_id_bytes
+from parallel_recon.protocol import encode_message
 
 SPEC = PhantomSpec(
     matrix=32, coils=4, acceleration=2, calibration_width=12, calibration="first",
@@ -15,24 +15,8 @@ SPEC = PhantomSpec(
 )  # fmt: skip
 
 
-def _chunks_by_repetition(spec: PhantomSpec) -> list[bytes]:
-    """[header + noise, repetition 0, repetition 1, ..., CLOSE] as stream bytes."""
-    chunks: list[bytes] = [b""]
-    current = -1
-    for msg in iter_messages(spec):
-        noise = isinstance(msg, Acquisition) and int(msg.head["flags"]) & (1 << 18)
-        if isinstance(msg, Acquisition) and not noise:
-            repetition = int(msg.head["idx"]["repetition"])
-            if repetition != current:
-                chunks.append(b"")
-                current = repetition
-        chunks[-1] += encode_message(msg)
-    chunks.append(message_id_bytes(MessageId.CLOSE))
-    return chunks
-
-
 def test_same_bytes_for_one_to_four_workers() -> None:
-    stream = b"".join(_chunks_by_repetition(SPEC))
+    stream = b"".join(chunks_by_repetition(SPEC))
     outputs = {
         workers: run_cli(
             "mrd_stream_recon", "--workers", str(workers), "--recon", "grappa", input=stream
@@ -46,7 +30,7 @@ def test_same_bytes_for_one_to_four_workers() -> None:
 def test_first_image_leaves_while_the_stream_is_arriving() -> None:
     """Header, noise scan and repetition 0 sent, stdin open, repetitions 1 and 2 held back:
     the first image must arrive before anything more is sent."""
-    chunks = _chunks_by_repetition(SPEC)
+    chunks = chunks_by_repetition(SPEC)
     noise_scan = list(iter_messages(SPEC))[1 : 1 + SPEC.noise_lines]
     header = len(chunks[0]) - sum(len(encode_message(m)) for m in noise_scan)
     argv = ["--recon", "grappa", "--workers", "2"]

@@ -278,6 +278,33 @@ def test_partial_fourier_skips_the_first_lines_and_keeps_the_centre() -> None:
     assert (limits.kspace_encoding_step_1.minimum, limits.kspace_encoding_step_1.center) == (8, 16)
 
 
+def test_asymmetric_echo_skips_the_first_samples() -> None:
+    """The readout keeps its last 5/8 samples; ``center_sample`` points at the k-space centre
+    within them, and the samples are those of the full readout (same seed)."""
+    spec = PhantomSpec(matrix=32, coils=2, asymmetric_echo=0.625)
+    full = acquisitions(PhantomSpec(matrix=32, coils=2))
+    short = acquisitions(spec)
+    assert len(short) == len(full)
+    for a, b in zip(short, full, strict=True):
+        assert int(a.head["number_of_samples"]) == 40 and int(a.head["center_sample"]) == 8
+        assert np.array_equal(a.data, b.data[:, 24:])
+    limits = ismrmrd.xsd.CreateFromDocument(header_xml(spec)).encoding[0].encodingLimits
+    assert limits.kspace_encoding_step_0.minimum == 24
+
+
+def test_caipirinha_shifts_the_pattern_of_each_acquired_partition() -> None:
+    """2 x 2 with shift 1: acquired partitions every 2nd, their k1 pattern moving by one line
+    from one acquired partition to the next (a sheared lattice), calibration block aside."""
+    spec = PhantomSpec(
+        matrix=16, coils=2, partitions=8, acceleration=2, acceleration_2=2, caipi_shift=1
+    )
+    sampled = {(idx(a, "kspace_encode_step_2"), idx(a, "kspace_encode_step_1"))
+               for a in acquisitions(spec)}  # fmt: skip
+    expected = {(kz, ky) for kz in range(0, 8, 2) for ky in range(16)
+                if (ky - 8 - (kz - 4) // 2) % 2 == 0}  # fmt: skip
+    assert sampled == expected
+
+
 def test_header_describes_the_scan() -> None:
     spec = PhantomSpec(matrix=64, coils=12, oversampling=2, slices=5, contrasts=2, repetitions=3)
     header = ismrmrd.xsd.CreateFromDocument(header_xml(spec))
@@ -452,6 +479,9 @@ def test_cli_writes_hdf5_via_umbrella(tmp_path: Path) -> None:
         (["-c", "0"], "coils", 2),
         (["-a", "40", "-m", "16"], "acceleration", 2),
         (["--partial-fourier", "0.3"], "--partial-fourier", 2),
+        (["--asymmetric-echo", "0.5"], "--asymmetric-echo", 2),
+        (["-p", "8", "-a", "2", "--caipi-shift", "1"], "--caipi-shift needs --acceleration-2", 2),
+        (["-p", "8", "-a", "2", "--acceleration-2", "2", "--caipi-shift", "2"], "--caipi-shift", 2),
         (["-n", "-1"], "-n/--noise-level", 2),
         (["-m", "abc"], "invalid int value", 2),
         (["--no-such-option"], "unrecognized arguments", 2),

@@ -308,7 +308,8 @@ def test_unknown_kernel_name() -> None:
     run.feed(stream_bytes(Spec()))
     code, err = run.finish()
     assert code == 2  # a usage error
-    assert "expected one of auto, cartesian, grappa or a path to a .py file" in _one_line(err)
+    expected = "expected one of auto, cartesian, grappa, sense or a path to a .py file"
+    assert expected in _one_line(err)
 
 
 def test_memory_limit_too_small_says_what_is_needed(rss: str) -> None:

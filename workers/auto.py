@@ -5,7 +5,10 @@ Per unit, from what the engine saw: the lines that were sampled (checked against
 with calibration goes to :mod:`.grappa` (adaptive coil combination by default), fully sampled
 data to :mod:`.cartesian` (root-sum-of-squares by default), and accelerated data without any
 calibration is an error that names the missing flags (``--recon cartesian`` zero-fills it
-instead).  The choice and its reason go into the unit's notes, which ``--profile`` reports.
+instead).  Calibrated data whose lines form no regular lattice (CAIPIRINHA, variable density)
+goes to :mod:`.sense`, which GRAPPA's lattice cannot describe.  Every kernel recovers partial
+Fourier data (``partial_fourier=pocs`` by default).  The choice and its reason go into the
+unit's notes, which ``--profile`` reports.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import numpy as np
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
-from parallel_recon.workers import cartesian, grappa
+from parallel_recon.workers import cartesian, grappa, sense
 from parallel_recon.workers.api import ReconContext
 from parallel_recon.workers.options import KernelOption, choice
-from parallel_recon.workers.sampling import find_lattice
+from parallel_recon.workers.sampling import IrregularSampling, find_lattice
 
 __all__ = ["OPTIONS", "reconstruct"]
 
@@ -34,11 +37,8 @@ OPTIONS: tuple[KernelOption, ...] = (
 """Every option of the kernels it may choose; ``combine`` defaults per chosen kernel."""
 
 
-def _with_combine(context: ReconContext, default: str) -> ReconContext:
-    """The context with ``combine`` resolved for the chosen kernel (the plan is shared: copy)."""
-    options = dict(context.plan.options)
-    if options.get("combine", "kernel") == "kernel":
-        options["combine"] = default
+def _with_options(context: ReconContext, options: dict[str, str]) -> ReconContext:
+    """The context with other kernel options (the plan is shared: copy)."""
     plan = type(context.plan)(
         header_xml=context.plan.header_xml,
         spaces=context.plan.spaces,
@@ -57,12 +57,34 @@ def _with_combine(context: ReconContext, default: str) -> ReconContext:
     )
 
 
+def _with_combine(context: ReconContext, default: str) -> ReconContext:
+    """The context with ``combine`` resolved for the chosen kernel (adaptive when ``maps=``
+    is given: only the adaptive combination uses maps)."""
+    options = dict(context.plan.options)
+    if options.get("combine", "kernel") == "kernel":
+        options["combine"] = "adaptive" if "maps" in options else default
+    return _with_options(context, options)
+
+
+def _for_sense(context: ReconContext) -> ReconContext:
+    """The options SENSE shares with the others (maps, partial Fourier, output); GRAPPA's
+    ``lambda`` means something else there and stays behind."""
+    known = {o.name for o in sense.OPTIONS} - {"lambda"}
+    options = {k: v for k, v in context.plan.options.items() if k in known}
+    return _with_options(context, options)
+
+
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
-    """GRAPPA or Cartesian, whichever the unit's sampling and calibration call for."""
+    """GRAPPA, SENSE or Cartesian, whichever the unit's sampling and calibration call for."""
     sampled = (
         context.sampled if context.sampled is not None else np.abs(kspace).sum(axis=(2, 3)) > 0
     )
-    lattice = find_lattice(sampled, context.space)
+    try:
+        lattice = find_lattice(sampled, context.space)
+    except IrregularSampling:
+        if context.calibration is None:
+            raise
+        return sense.reconstruct(kspace, _for_sense(context))
     if lattice.accelerated and context.calibration is None:
         raise ConfigurationError(grappa.missing_calibration(context.space, lattice))
     if lattice.accelerated:

@@ -33,7 +33,8 @@ import numpy as np
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image, ImageType
 from parallel_recon.workers.api import EncodingSpace, ReconContext
-from parallel_recon.workers.coils import adaptive_combine, centre_block, sensitivity_maps
+from parallel_recon.workers.coil_maps import MAPS_OPTIONS, MapGrid, estimate_maps, maps_image
+from parallel_recon.workers.coils import adaptive_combine
 from parallel_recon.workers.fourier import centred_ifft_axis, unordered_images
 from parallel_recon.workers.image_header import make_image
 from parallel_recon.workers.options import (
@@ -43,23 +44,34 @@ from parallel_recon.workers.options import (
     option_table,
     parse_options,
 )
+from parallel_recon.workers.partial_fourier import (
+    PARTIAL_FOURIER_OPTIONS,
+    describe,
+    detect,
+    recover,
+    recoverable,
+)
 from parallel_recon.workers.sampling import find_lattice
 
 __all__ = [
     "COIL_MODES",
     "COMBINE_HISTORY",
     "HISTORY",
+    "MAPS_HISTORY",
     "OPTIONS",
     "OUTPUTS",
     "Output",
     "centred_ifft_axis",
     "choose",
+    "combination",
     "combine_coils",
     "images_from_coils",
     "reconstruct",
+    "recover_partial_fourier",
     "setting",
     "to_image_space",
     "unit_maps",
+    "wants_maps",
 ]
 
 HISTORY = ("FFT", "RSS")
@@ -148,6 +160,9 @@ COIL_MODES: dict[str, Callable[[np.ndarray, Output], np.ndarray]] = {
 COMBINE_HISTORY = {"rss": "RSS", "adaptive": "ADAPTIVE"}
 """``combine=`` -> the ImageProcessingHistory entry of the coil combination."""
 
+MAPS_HISTORY = {"adaptive": "ADAPTIVE", "espirit": "ESPIRIT"}
+"""``maps=`` -> the history entry of a combination with those maps."""
+
 OPTIONS: tuple[KernelOption, ...] = (
     KernelOption(
         "coils",
@@ -162,6 +177,8 @@ OPTIONS: tuple[KernelOption, ...] = (
         "SNR-optimal, keeps the phase)",
         choice(*COMBINE_HISTORY),
     ),
+    *MAPS_OPTIONS,
+    *PARTIAL_FOURIER_OPTIONS,
 )
 """The options of this kernel (``--recon-option``), with the engine's common ones."""
 
@@ -191,15 +208,43 @@ def choose(context: ReconContext) -> tuple[Output, Callable[[np.ndarray, Output]
 
 
 def unit_maps(kspace: np.ndarray, context: ReconContext) -> np.ndarray:
-    """Coil sensitivities for ``combine=adaptive``: from the calibration lines when the unit
-    has them, else from the central lines of its own k-space."""
-    calibration = context.calibration
-    if calibration is not None:
-        block, origin = calibration.kspace, calibration.origin
-    else:
-        block, origin = centre_block(kspace, context.sampled)
-    grid = (kspace.shape[0], kspace.shape[1], kspace.shape[3])
-    return sensitivity_maps(block, origin, grid, to_image_space, context.space)
+    """Coil sensitivities ``[z, y, coils, x]`` on the recon grid by the ``maps=`` method
+    (adaptive or espirit): from the calibration lines when the unit has them, else from the
+    central lines of its own k-space."""
+    values = {o.name: setting(context, o.name) for o in MAPS_OPTIONS}
+    return estimate_maps(kspace, context, values["maps"], MapGrid.recon(context.space), values)
+
+
+def combination(context: ReconContext, default: str = "rss") -> str:
+    """The ``combine=`` method: as given, else adaptive when ``maps=`` is given (maps are
+    only used by the adaptive combination), else ``default``."""
+    options = context.plan.options
+    if "combine" in options:
+        return str(setting(context, "combine"))
+    return "adaptive" if "maps" in options else default
+
+
+def wants_maps(context: ReconContext, combine: str) -> bool:
+    """Whether the kernel must estimate coil maps: to combine with them, or to save them."""
+    return combine == "adaptive" or bool(setting(context, "save_maps"))
+
+
+def recover_partial_fourier(coil_images: np.ndarray, context: ReconContext) -> np.ndarray:
+    """Coil images ``[z, y, coils, x]`` with the partial Fourier recovery the header calls for
+    (``partial_fourier=pocs|homodyne|zero``; unchanged when the scan is symmetric)."""
+    z, y, _, x = coil_images.shape
+    found = detect(context.space, context.reference_head, context.space.kspace_shape, (z, y, x))
+    extents, warning = recoverable(found)
+    if warning:
+        context.notes["warning"] = warning
+    if not extents:
+        return coil_images
+    method = setting(context, "partial_fourier")
+    why = context.notes.get("why", "")
+    context.notes["why"] = (why + ", " if why else "") + (
+        f"partial Fourier {describe(extents)} ({method})"
+    )
+    return recover(coil_images, extents, method, setting(context, "pocs_iterations"))
 
 
 def images_from_coils(
@@ -216,7 +261,7 @@ def images_from_coils(
     combination's name, which is replaced by the one actually used.
     """
     output, coil_mode = choose(context)
-    method = combine or setting(context, "combine")
+    method = combine or combination(context)
     if coil_mode is _channels:
         data = coil_mode(coil_images, output)
         history = history[:-1] if history and history[-1] in COMBINE_HISTORY.values() else history
@@ -224,10 +269,15 @@ def images_from_coils(
         if maps is None:
             raise ConfigurationError("combine=adaptive: this kernel passed no coil maps")
         data = adaptive_combine(coil_images, maps)[np.newaxis]
-        history = (*history[:-1], COMBINE_HISTORY["adaptive"])
+        history = (*history[:-1], MAPS_HISTORY[setting(context, "maps")])
     else:
         data = coil_mode(coil_images, output)
-    return [make_image(output.convert(data), context, output.image_type, history)]
+    images = [make_image(output.convert(data), context, output.image_type, history)]
+    if setting(context, "save_maps"):
+        if maps is None:
+            raise ConfigurationError("save_maps=on: this kernel passed no coil maps")
+        images.append(maps_image(maps, context, setting(context, "maps")))
+    return images
 
 
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
@@ -252,16 +302,30 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
             "(use --recon grappa or auto with calibration lines)"
         )
     output, coil_mode = choose(context)
-    combine = setting(context, "combine")
+    combine = combination(context)
     overwrite = context.overwrite_kspace
-    if coil_mode is _combined and combine == "rss" and not output.needs_phase:
+    space = context.space
+    plain = not wants_maps(context, combine) and not _recovers(context)
+    if plain and coil_mode is _combined and combine == "rss" and not output.needs_phase:
         # the common case: the magnitude sees no sign, so the coils need no ordering pass
         unordered = unordered_images(kspace, context.space.recon_matrix, overwrite=overwrite)
         data = unordered.root_sum_of_squares()[np.newaxis]
         return [make_image(output.convert(data), context, output.image_type, HISTORY)]
-    maps = unit_maps(kspace, context) if combine == "adaptive" else None
-    coil_images = to_image_space(kspace, context.space, overwrite=overwrite)
-    return images_from_coils(coil_images, context, maps=maps)
+    maps = unit_maps(kspace, context) if wants_maps(context, combine) else None
+    coil_images = recover_partial_fourier(
+        to_image_space(kspace, space, overwrite=overwrite), context
+    )
+    return images_from_coils(coil_images, context, maps=maps, combine=combine)
+
+
+def _recovers(context: ReconContext) -> bool:
+    """Whether the unit's images need the partial Fourier step (also when it is too
+    asymmetric to recover: the step warns about that)."""
+    if setting(context, "partial_fourier") == "zero":
+        return False
+    x, y, z = context.space.recon_matrix
+    space = context.space
+    return bool(detect(space, context.reference_head, space.kspace_shape, (z, y, x)))
 
 
 def _undersampled(context: ReconContext) -> bool:

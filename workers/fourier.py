@@ -35,6 +35,7 @@ __all__ = [
     "AxisMap",
     "UnorderedImages",
     "centred_ifft_axis",
+    "readout_images",
     "to_image_space",
     "unordered_images",
 ]
@@ -333,3 +334,14 @@ def centred_ifft_axis(data: np.ndarray, axis: int, size: int) -> np.ndarray:
         target = _take(axis, to, to + stop - first, full.ndim)
         np.multiply(full[_take(axis, first, stop, full.ndim)], ramp[target], out=out[target])
     return out
+
+
+def readout_images(kspace: np.ndarray, sampled: np.ndarray, x: int) -> np.ndarray:
+    """``[k2, k1, coils, k0]`` -> ``[k2, k1, coils, x]``: the readout of the sampled lines
+    transformed and cropped to ``x`` points (the others are zero, and stay zero: no FFT spent
+    on them).  The hybrid space that GRAPPA fills and SENSE solves in."""
+    if sampled.all():
+        return centred_ifft_axis(kspace, 3, x)
+    hybrid = np.zeros((*kspace.shape[:3], x), np.complex64)
+    hybrid[sampled] = centred_ifft_axis(kspace[sampled], 2, x)
+    return hybrid

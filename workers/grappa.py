@@ -36,14 +36,16 @@ from parallel_recon.workers.cartesian import (
     COMBINE_HISTORY,
     centred_ifft_axis,
     choose,
+    combination,
     images_from_coils,
-    to_image_space,
+    recover_partial_fourier,
     unit_maps,
+    wants_maps,
 )
 from parallel_recon.workers.cartesian import (
     OPTIONS as CARTESIAN_OPTIONS,
 )
-from parallel_recon.workers.coils import sensitivity_maps
+from parallel_recon.workers.fourier import readout_images
 from parallel_recon.workers.options import (
     COMMON_OPTIONS,
     KernelOption,
@@ -89,7 +91,7 @@ OPTIONS: tuple[KernelOption, ...] = (
 
 _TABLE = option_table(COMMON_OPTIONS, OPTIONS)
 _CACHE_BYTES = 256 << 20
-"""Per worker: weights and coil maps kept for reuse by later repetitions."""
+"""Per worker: weights kept for reuse by later repetitions (coil maps: :mod:`.coil_maps`)."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ class GrappaSettings:
 def settings(context: ReconContext) -> GrappaSettings:
     values = parse_options(context.plan.options, _TABLE, "grappa")
     kz = values["kz"] if context.space.kspace_shape[0] > 1 else 1
-    return GrappaSettings(values["lambda"], (kz, values["ky"], values["kx"]), values["combine"])
+    combine = combination(context, "adaptive")
+    return GrappaSettings(values["lambda"], (kz, values["ky"], values["kx"]), combine)
 
 
 def _steps(size: int) -> range:
@@ -345,7 +348,7 @@ def apply_weights(
 
 
 class _Cache:
-    """Per-worker LRU of weights and coil maps, keyed by slice and calibration version."""
+    """Per-worker LRU of weights, keyed by slice and calibration version."""
 
     def __init__(self, limit: int = _CACHE_BYTES):
         self.limit = limit
@@ -371,8 +374,8 @@ _CACHE = _Cache()
 
 def _prepared(
     kspace: np.ndarray, context: ReconContext, lattice: Lattice, options: GrappaSettings
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Hybrid weights and (for combine=adaptive) coil maps of the unit's calibration."""
+) -> np.ndarray:
+    """Hybrid weights of the unit's calibration (kept for the slice's later units)."""
     calibration = context.calibration
     assert calibration is not None
     key = (
@@ -381,37 +384,18 @@ def _prepared(
         lattice.factors,
         options.kernel,
         options.regularisation,
-        options.combine,
         kspace.shape,
     )
     cached = _CACHE.get(key)
     if cached is not None:
-        return cached[0], (cached[1] if len(cached) > 1 else None)
+        return cached[0]
     coils, n0 = kspace.shape[2], kspace.shape[3]
     x = context.space.recon_matrix[0]
     weights = calibrate(
         _full_block(calibration), lattice.factors, options.kernel, options.regularisation
     )
     hybrid = hybrid_weights(weights, coils, options.kernel, n0, x)
-    entry: tuple[np.ndarray, ...] = (hybrid,)
-    maps = None
-    if options.combine == "adaptive":
-        grid = (kspace.shape[0], kspace.shape[1], n0)
-        maps = sensitivity_maps(
-            calibration.kspace, calibration.origin, grid, to_image_space, context.space
-        )
-        entry = (hybrid, maps)
-    _CACHE.put(key, entry)
-    return hybrid, maps
-
-
-def _readout_transform(kspace: np.ndarray, sampled: np.ndarray, x: int) -> np.ndarray:
-    """``[k2, k1, coils, k0]`` -> ``[k2, k1, coils, x]``: the readout of the sampled lines
-    transformed and cropped (the others are zero, and stay zero: no FFT spent on them)."""
-    if sampled.all():
-        return centred_ifft_axis(kspace, 3, x)
-    hybrid = np.zeros((*kspace.shape[:3], x), np.complex64)
-    hybrid[sampled] = centred_ifft_axis(kspace[sampled], 2, x)
+    _CACHE.put(key, (hybrid,))
     return hybrid
 
 
@@ -440,9 +424,11 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
     context.notes["kernel"] = "grappa"
     if not lattice.accelerated:
         context.notes["why"] = "fully sampled: nothing to fill"
-        maps = unit_maps(kspace, context) if options.combine == "adaptive" else None
+        maps = unit_maps(kspace, context) if wants_maps(context, options.combine) else None
         return images_from_coils(
-            _phase_axes(centred_ifft_axis(kspace, 3, space.recon_matrix[0]), space),
+            recover_partial_fourier(
+                _phase_axes(centred_ifft_axis(kspace, 3, space.recon_matrix[0]), space), context
+            ),
             context,
             ("FFT", "RSS"),
             maps=maps,
@@ -450,17 +436,18 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         )
     if context.calibration is None:
         raise ConfigurationError(missing_calibration(space, lattice))
-    weights, maps = _prepared(kspace, context, lattice, options)
+    weights = _prepared(kspace, context, lattice, options)
+    maps = unit_maps(kspace, context) if wants_maps(context, options.combine) else None
     r2, r1 = lattice.factors
     context.notes["why"] = (
         f"R={r1}" + (f"x{r2}" if r2 > 1 else "") + f", {int(context.calibration.sampled.sum())} "
         "calibration lines"
     )
-    hybrid = _readout_transform(kspace, sampled, space.recon_matrix[0])
+    hybrid = readout_images(kspace, sampled, space.recon_matrix[0])
     fill = (fill_range(space, kspace.shape[0], 2), fill_range(space, kspace.shape[1], 1))
     apply_weights(hybrid, sampled, lattice, weights, options.kernel, fill)
     return images_from_coils(
-        _phase_axes(hybrid, space),
+        recover_partial_fourier(_phase_axes(hybrid, space), context),
         context,
         ("GRAPPA", "FFT", "RSS"),
         maps=maps,

@@ -16,10 +16,22 @@ import numpy as np
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.workers.api import EncodingSpace
 
-__all__ = ["Lattice", "detect_step", "find_lattice", "fill_range", "longest_run"]
+__all__ = [
+    "IrregularSampling",
+    "Lattice",
+    "detect_step",
+    "fill_range",
+    "find_lattice",
+    "longest_run",
+]
 
 _MISSING_TOLERANCE = 0.02
 """Fraction of lattice lines (inside the acquired range) allowed to be missing."""
+
+
+class IrregularSampling(ConfigurationError):
+    """The sampled lines form no regular lattice (CAIPIRINHA, variable density, gaps): GRAPPA
+    cannot fill them, a SENSE solve can."""
 
 
 def longest_run(profile: np.ndarray) -> tuple[int, int]:
@@ -119,7 +131,7 @@ def _check_complete(sampled: np.ndarray, lattice: Lattice) -> None:
     grid = sampled[np.ix_(k2, k1)]
     missing = 1.0 - float(grid.mean()) if grid.size else 0.0
     if missing > _MISSING_TOLERANCE:
-        raise ConfigurationError(
+        raise IrregularSampling(
             f"the sampled lines do not form a regular pattern (every {r1}th k1 line"
             + (f" and every {r2}th k2 partition" if r2 > 1 else "")
             + f" leaves {missing:.0%} of the expected lines missing): GRAPPA needs uniform "

@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("-p", "--partitions", type=int, default=1, help="3D partitions (default 1 = 2D)")
     add("-A", "--averages", type=int, default=1, help="averages (default 1)")
     add("--partial-fourier", type=float, default=1.0, help="fraction of ky lines, 0.5 to 1")
+    add(
+        "--asymmetric-echo",
+        type=float,
+        default=1.0,
+        help="fraction of the readout acquired, above 0.5 to 1 (the first samples skipped)",
+    )
     add("--seed", type=int, default=0, help="random seed of the noise (default 0)")
     add("--stream", action="store_true", help="write an MRD stream to --output, not HDF5")
     add(
@@ -141,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="3D: acceleration along k2 (partitions; default 1)",
     )
+    add(
+        "--caipi-shift",
+        type=int,
+        default=0,
+        help="3D CAIPIRINHA: k1 shift of the pattern from one acquired partition to the next "
+        "(0..R-1; default 0)",
+    )
     add_progress_option(parser)
     add_force_option(parser)
     add_version_option(parser)
@@ -157,7 +170,8 @@ SPEC_OPTIONS = {
     "orientation": "orientation", "position": "position", "marker": "marker",
     "noise_correlation": "noise_correlation", "noise_lines": "noise_lines",
     "noise_dwell_time_us": "noise_dwell", "calibration": "calibration",
-    "acceleration_2": "acceleration_2",
+    "acceleration_2": "acceleration_2", "caipi_shift": "caipi_shift",
+    "asymmetric_echo": "asymmetric_echo",
 }  # fmt: skip
 """PhantomSpec field -> the argparse ``dest`` of the option that sets it."""
 

@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="NAME|PATH",
         help="kernel: 'auto' (default: grappa for accelerated data with calibration lines, "
-        "else cartesian), 'grappa', 'cartesian', or a path to a .py file defining "
+        "sense when their lines form no regular lattice, else cartesian), 'grappa', 'sense', "
+        "'cartesian', or a path to a .py file defining "
         "reconstruct(kspace, context) -> list[Image]",
     )
     recon.add_argument(

@@ -42,6 +42,7 @@ KERNELS: dict[str, str] = {
     "auto": "parallel_recon.workers.auto",
     "cartesian": "parallel_recon.workers.cartesian",
     "grappa": "parallel_recon.workers.grappa",
+    "sense": "parallel_recon.workers.sense",
 }
 """``--recon NAME`` -> module that defines ``reconstruct(kspace, context)``."""
 

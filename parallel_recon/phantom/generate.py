@@ -33,6 +33,7 @@ from .spec import (
     PhantomSpec,
     calibration_range,
     partition_lines,
+    readout_window,
 )
 
 __all__ = [
@@ -305,6 +306,8 @@ def _slice_heads(
         flags[where] |= np.uint64(_bit(flag))
     heads = np.empty(n.size, dtype=scan.head.dtype)
     heads[:] = scan.head
+    first_sample, heads["center_sample"] = readout_window(spec)
+    heads["number_of_samples"] = spec.readout - first_sample
     heads["flags"] = flags
     heads["scan_counter"] = scan.scan_counter + 1 + np.arange(n.size)
     scan.scan_counter += n.size
@@ -339,6 +342,7 @@ def _slice_messages(
     no_traj = np.zeros((spec.readout, 0), np.float32)
     per_shot = spec.averages * spec.contrasts
     kzs = [shot[0] for shot in shots]
+    first_sample = readout_window(spec)[0]
     done = 0
     for kz in sorted(set(kzs), key=kzs.index):
         count = kzs.count(kz) * per_shot
@@ -350,6 +354,8 @@ def _slice_messages(
             traj = scan.trajectory(ky, kz) if scan.traj_dims else no_traj
             data = noise[i]
             data += kspace[contrast, kz, ky]
+            if first_sample:  # an asymmetric echo: the first samples were never acquired
+                data, traj = data[:, first_sample:], traj[first_sample:]
             yield Acquisition(head=head, traj=traj, data=data)
         done += count
 

@@ -11,7 +11,7 @@ import uuid
 import ismrmrd.xsd as xsd
 
 from .shepp_logan import ECHO_SPACING
-from .spec import NOISE_BANDWIDTH, PhantomSpec, first_line
+from .spec import NOISE_BANDWIDTH, PhantomSpec, first_line, readout_window
 
 __all__ = [
     "FIELD_STRENGTH_T",
@@ -60,7 +60,7 @@ def _encoding(spec: PhantomSpec) -> xsd.encodingType:
         fieldOfView_mm=xsd.fieldOfViewMm(x=FOV_MM, y=FOV_MM, z=depth),
     )
     limits = xsd.encodingLimitsType(
-        kspace_encoding_step_0=_limit(spec.readout - 1, spec.readout // 2),
+        kspace_encoding_step_0=_limit(spec.readout - 1, spec.readout // 2, readout_window(spec)[0]),
         kspace_encoding_step_1=_limit(spec.matrix - 1, spec.matrix // 2, first_line(spec)),
         kspace_encoding_step_2=_limit(spec.partitions - 1, spec.partitions // 2),
         average=_limit(spec.averages - 1, 0),

@@ -20,6 +20,7 @@ __all__ = [
     "calibration_range",
     "first_line",
     "partition_lines",
+    "readout_window",
 ]
 
 CALIBRATION_MODES = ("embedded", "first", "separate")
@@ -77,6 +78,12 @@ class PhantomSpec:
     calibration: str = "embedded"
     acceleration_2: int = 1
     """Acceleration along k2 (3D): keeps every R2-th partition (plus the calibration ones)."""
+    caipi_shift: int = 0
+    """CAIPIRINHA (3D with k2 acceleration): each acquired partition's k1 pattern moves by this
+    many lines from the previous one (0..R-1), so the lines form a sheared lattice."""
+    asymmetric_echo: float = 1.0
+    """Fraction of the readout acquired (0.5..1]: the first samples are skipped, as in an
+    asymmetric echo; ``center_sample`` says where the k-space centre lies in what remains."""
 
     def __post_init__(self) -> None:
         for check in _CHECKS:
@@ -137,6 +144,21 @@ def _in_range(name: str, value: float, low: float, high: float) -> str | None:
     return None
 
 
+def _asymmetric_echo(spec: PhantomSpec) -> str | None:
+    value = spec.asymmetric_echo
+    if not (math.isfinite(value) and 0.5 < value <= 1.0):
+        return f"asymmetric_echo must be in (0.5, 1], got {value!r}"
+    return None
+
+
+def _caipi_shift(spec: PhantomSpec) -> str | None:
+    if spec.caipi_shift and spec.acceleration_2 < 2:
+        return "caipi_shift needs acceleration_2 >= 2 (a 3D scan accelerated along k2)"
+    if not 0 <= spec.caipi_shift < spec.acceleration:
+        return f"caipi_shift must be in [0, acceleration - 1], got {spec.caipi_shift}"
+    return None
+
+
 def _partial_fourier(spec: PhantomSpec) -> str | None:
     if not 0.5 <= spec.partial_fourier <= 1.0:
         return f"partial_fourier must be in [0.5, 1], got {spec.partial_fourier!r}"
@@ -189,6 +211,8 @@ _CHECKS: tuple[Callable[[PhantomSpec], str | None], ...] = (
     _count("partitions", 1, 4096),
     _count("averages", 1, _MAX_COUNTER + 1),
     _partial_fourier,
+    _asymmetric_echo,
+    _caipi_shift,
     _count("seed", 0, 2**63 - 1),
     _orientation,
     _point("position"),
@@ -216,6 +240,13 @@ def first_line(spec: PhantomSpec) -> int:
     return round((1.0 - spec.partial_fourier) * spec.matrix)
 
 
+def readout_window(spec: PhantomSpec) -> tuple[int, int]:
+    """``(first, center_sample)``: the readout samples kept start at ``first`` (the asymmetric
+    echo skips the ones before) and the k-space centre is sample ``center_sample`` of them."""
+    first = spec.readout - round(spec.asymmetric_echo * spec.readout)
+    return first, spec.readout // 2 - first
+
+
 def calibration_range(spec: PhantomSpec) -> range:
     """ky lines of the fully sampled calibration region (empty when the width is 0)."""
     start = spec.matrix // 2 - spec.calibration_width // 2
@@ -223,14 +254,17 @@ def calibration_range(spec: PhantomSpec) -> range:
     return range(start, min(start + spec.calibration_width, spec.matrix))
 
 
-def acquired_lines(spec: PhantomSpec, calibrated: bool = True) -> list[tuple[int, bool, bool]]:
+def acquired_lines(
+    spec: PhantomSpec, calibrated: bool = True, shift: int = 0
+) -> list[tuple[int, bool, bool]]:
     """Every acquired ky line in order, as ``(ky, in_pattern, in_calibration)``.
 
-    ``in_pattern``: part of the R-fold undersampled imaging pattern; ``in_calibration``: part
-    of the calibration region.  A line is acquired when either holds; with ``calibrated``
-    False (a repetition without calibration lines) only the pattern is.
+    ``in_pattern``: part of the R-fold undersampled imaging pattern (moved by ``shift``
+    lines); ``in_calibration``: part of the calibration region.  A line is acquired when
+    either holds; with ``calibrated`` False (a repetition without calibration lines) only the
+    pattern is.
     """
-    centre = spec.matrix // 2
+    centre = spec.matrix // 2 + shift
     calibration = calibration_range(spec) if calibrated else range(0)
     lines = []
     for ky in range(first_line(spec), spec.matrix):
@@ -254,13 +288,16 @@ def partition_lines(
 
     A partition outside every R2-th one keeps only its calibration lines (when it lies in the
     k2 calibration region); in 2D, or without k2 acceleration, it is :func:`acquired_lines`.
+    With a CAIPIRINHA shift the k1 pattern of the n-th acquired partition from the centre
+    moves by ``n * caipi_shift`` lines.
     """
     if spec.acceleration_2 == 1:
         return acquired_lines(spec, calibrated)
     in_pattern_z = (kz - spec.partitions // 2) % spec.acceleration_2 == 0
     in_calibration_z = calibrated and kz in _partition_calibration(spec)
+    shift = spec.caipi_shift * ((kz - spec.partitions // 2) // spec.acceleration_2)
     lines = []
-    for ky, pattern, calibration in acquired_lines(spec, calibrated):
+    for ky, pattern, calibration in acquired_lines(spec, calibrated, shift):
         both_pattern = pattern and in_pattern_z
         both_calibration = calibration and in_calibration_z
         if both_pattern or both_calibration:
