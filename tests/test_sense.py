@@ -112,10 +112,11 @@ def test_fully_sampled_data_calibrates_on_its_own_centre() -> None:
     assert nrmse(found[0].data[0], ground_truth(spec)) <= 0.03
 
 
-def _one_error_line(*args: str, stream: bytes) -> str:
+def _one_error_line(*args: str, stream: bytes, status: int = 1) -> str:
+    """The one stderr line of a failed run; ``status`` 1 for bad data, 2 for a usage error."""
     proc = run_cli("mrd_stream_recon", "--recon", "sense", *args, input=stream, check=False)
     lines = proc.stderr.decode().strip().splitlines()
-    assert proc.returncode == 1 and len(lines) == 1, (proc.returncode, lines)
+    assert proc.returncode == status and len(lines) == 1, (proc.returncode, lines)
     return lines[0]
 
 
@@ -132,7 +133,7 @@ def test_accelerated_data_without_calibration_is_one_clear_error() -> None:
 )
 def test_bad_options_are_one_clear_error(option: str, expected: str) -> None:
     stream = phantom_bytes(PhantomSpec(matrix=32, coils=4))
-    line = _one_error_line("--recon-option", option, stream=stream)
+    line = _one_error_line("--recon-option", option, stream=stream, status=2)
     assert expected in line
 
 
