@@ -111,10 +111,16 @@ class StreamReader:
     require_close:
         When True, a stream that ends at a message boundary without CLOSE raises
         :class:`MissingCloseError`; when False it simply ends.
+    buffer:
+        The read-ahead buffer over ``source`` when one exists already (the generation
+        detector looked at the first bytes through it without consuming them).
 
     Small arrays of decoded messages are views into the reader's chunks.  A chunk is reused
     only once nothing refers to it, so such views stay valid while referenced.
     """
+
+    generation = "ismrmrd"
+    """The stream generation this reader reads (``mrd2`` for the v2 reader)."""
 
     def __init__(
         self,
@@ -122,9 +128,10 @@ class StreamReader:
         *,
         limits: Limits = DEFAULT_LIMITS,
         require_close: bool = True,
+        buffer: ReadBuffer | None = None,
     ):
         self._source = source
-        self._buffer = ReadBuffer(source)
+        self._buffer = ReadBuffer(source) if buffer is None else buffer
         self.limits = limits
         self.require_close = require_close
         self.offset = 0
