@@ -262,6 +262,8 @@ _CODE_RANGE = {
     "i": (-(1 << 31), (1 << 31) - 1),
 }
 _CODE_BITS = {"H": 16, "I": 32, "Q": 64, "i": 32}
+_BATCH = 64
+"""v1 header records allocated at once by :meth:`Template.head`."""
 _ABSENT_TEXT = (
     "MRD v1 has no 'absent' value: absent optional fields of MRD v2 items are written as 0"
 )
@@ -280,13 +282,20 @@ class _Spec:
     """(low, high) when the varint is wide enough to exceed the v1 field."""
 
 
-def _scalar_deriver(spec: _Spec) -> Any:
-    """A function of the unpacked tuple giving one varint's value from its bytes."""
-    if len(spec.indices) == 1:
-        (i,) = spec.indices
-        return lambda values: _ZIGZAG[values[i]]
-    shifts = [(index, 7 * n) for n, index in enumerate(spec.indices)]
+def _wide_varint(spec: _Spec) -> Any:
+    """A function of the unpacked tuple giving a varint of several bytes its value (the
+    last byte has no continuation bit, so it needs no mask)."""
+    indices = spec.indices
     signed = spec.kind == "svar"
+    if len(indices) == 2 and not signed:
+        low, high = indices
+        return lambda values: (values[low] & 0x7F) | (values[high] << 7)
+    if len(indices) == 3 and not signed:
+        low, mid, high = indices
+        return lambda values: (
+            (values[low] & 0x7F) | ((values[mid] & 0x7F) << 7) | (values[high] << 14)
+        )
+    shifts = [(index, 7 * n) for n, index in enumerate(indices)]
 
     def combine(values: tuple[Any, ...]) -> int:
         number = 0
@@ -312,6 +321,8 @@ class Template:
         self.size = scan.end
         self.coils = scan.coils
         self.samples = scan.samples
+        self.payload = 8 * scan.coils * scan.samples
+        """Bytes of the samples that follow the header."""
         self.raw = raw
         mask = bytearray(self.size)
         for start, length in scan.fixed:
@@ -336,6 +347,7 @@ class Template:
         self.layout = struct.Struct("<" + "".join(codes))
         self.specs = self._specs(scan, place, notes)
         self._compile()
+        self._plan_rows()
 
     @staticmethod
     def _specs(
@@ -383,9 +395,12 @@ class Template:
         return specs
 
     def _compile(self) -> None:
-        """One ``itemgetter`` over ``unpacked + derived + constants`` gives the v1 scalars."""
+        """One ``itemgetter`` over ``unpacked + derived + constants`` gives the v1 scalars;
+        ``derived`` holds the one-byte zig-zag values (mapped by a table in one go), then
+        each wider varint."""
         unpacked = len(self.positions)
-        derivers: list[Any] = []
+        zigzag: list[int] = []
+        wide: list[Any] = []
         constants: list[Any] = []
         order: list[tuple[str, int]] = []
         for spec in self.specs:
@@ -394,14 +409,40 @@ class Template:
                 order.append(("constant", len(constants) - 1))
             elif spec.kind == "f4" or (spec.kind == "var" and len(spec.indices) == 1):
                 order.append(("unpacked", spec.indices[0]))
+            elif len(spec.indices) == 1:
+                zigzag.append(spec.indices[0])
+                order.append(("zigzag", len(zigzag) - 1))
             else:
-                derivers.append(_scalar_deriver(spec))
-                order.append(("derived", len(derivers) - 1))
-        base = {"unpacked": 0, "derived": unpacked, "constant": unpacked + len(derivers)}
-        self.derivers = derivers
+                wide.append(_wide_varint(spec))
+                order.append(("wide", len(wide) - 1))
+        base = {
+            "unpacked": 0,
+            "zigzag": unpacked,
+            "wide": unpacked + len(zigzag),
+            "constant": unpacked + len(zigzag) + len(wide),
+        }
+        self.zigzag = itemgetter(*zigzag, *zigzag[:1]) if zigzag else None
+        """The one-byte zig-zag values (the first once more, so a tuple comes back)."""
+        self.zigzag_count = len(zigzag)
+        self.wide = wide
         self.constants = tuple(constants)
         self.getter = itemgetter(*(base[where] + at for where, at in order))
         self.checks = [(n, spec.check) for n, spec in enumerate(self.specs) if spec.check]
+        # for whole records: zero constants become pad bytes (the batch is zeroed), so
+        # only the other scalars are gathered and packed
+        codes = []
+        kept = []
+        for (where, at), (_, code) in zip(order, V1_SCALARS, strict=True):
+            if where == "constant" and not constants[at]:
+                codes.append("x" * struct.calcsize("<" + code))
+            else:
+                codes.append(code)
+                kept.append(base[where] + at)
+        self.record_layout = struct.Struct("<" + "".join(codes))
+        self.record_getter = itemgetter(*kept)
+        self._batch_bytes = bytearray()
+        self._batch = np.zeros(0, ACQUISITION_HEADER_DTYPE)
+        self._batch_at = 0
 
     def matches(self, chunk: Any, pos: int) -> bool:
         """Whether the header at ``chunk[pos:]`` (``size`` bytes available) has this layout."""
@@ -411,8 +452,10 @@ class Template:
     def v1_values(self, chunk: Any, pos: int) -> tuple[Any, ...]:
         """The v1 header scalars of the matching header at ``pos`` (V1_STRUCT order)."""
         values = self.layout.unpack_from(chunk, pos)
-        if self.derivers:
-            values += tuple(derive(values) for derive in self.derivers)
+        if self.zigzag is not None:
+            values += tuple(map(_ZIGZAG.__getitem__, self.zigzag(values)))[: self.zigzag_count]
+        if self.wide:
+            values += tuple(derive(values) for derive in self.wide)
         result = self.getter(values + self.constants)
         for number, (low, high) in self.checks:
             if not low <= result[number] <= high:
@@ -420,26 +463,70 @@ class Template:
         return result
 
     def head(self, chunk: Any, pos: int) -> np.void:
-        """The v1 AcquisitionHeader record of the matching header at ``pos``."""
-        raw = V1_STRUCT.pack(*self.v1_values(chunk, pos))
-        return np.frombuffer(raw, ACQUISITION_HEADER_DTYPE, 1)[0]
+        """The v1 AcquisitionHeader record of the matching header at ``pos`` (records are
+        handed out from blocks allocated a few dozen at a time)."""
+        batch, at = self._batch, self._batch_at
+        if at == batch.size:
+            self._batch_bytes = bytearray(_BATCH * V1_STRUCT.size)
+            batch = self._batch = np.frombuffer(self._batch_bytes, ACQUISITION_HEADER_DTYPE)
+            at = 0
+        if self.checks:
+            V1_STRUCT.pack_into(self._batch_bytes, at * V1_STRUCT.size, *self.v1_values(chunk, pos))
+        else:
+            values = self.layout.unpack_from(chunk, pos)
+            if self.zigzag is not None:
+                values += tuple(map(_ZIGZAG.__getitem__, self.zigzag(values)))[: self.zigzag_count]
+            if self.wide:
+                values += tuple(derive(values) for derive in self.wide)
+            self.record_layout.pack_into(
+                self._batch_bytes, at * V1_STRUCT.size, *self.record_getter(values + self.constants)
+            )
+        self._batch_at = at + 1
+        return batch[at]
 
-    def columns(self, rows: np.ndarray) -> list[Any]:
-        """Every v1 scalar for a block of matching rows (uint8 ``[n, bytes]``): arrays for
-        decoded values, plain values for constants."""
-        out: list[Any] = []
+    def _plan_rows(self) -> None:
+        """How :meth:`heads` fills whole blocks of v1 headers: constants from a base
+        record, float runs as byte copies, each varint as one or a few column operations."""
+        offsets = np.cumsum([0] + [struct.calcsize("<" + code) for _, code in V1_SCALARS])
+        base = [spec.constant if not spec.kind else 0 for spec in self.specs]
+        self.base = np.frombuffer(V1_STRUCT.pack(*base), np.uint8)
+        copies: list[list[int]] = []
+        varints = []
         for number, spec in enumerate(self.specs):
             if not spec.kind:
-                out.append(spec.constant)
                 continue
-            byte_at = [self.positions[i][0] for i in spec.indices]
+            v1_at = int(offsets[number])
+            wire_at = [self.positions[i][0] for i in spec.indices]
             if spec.kind == "f4":
-                at = byte_at[0]
-                out.append(np.ascontiguousarray(rows[:, at : at + 4]).view(_F4)[:, 0])
+                if (
+                    copies
+                    and copies[-1][0] + copies[-1][2] == v1_at
+                    and (copies[-1][1] + copies[-1][2] == wire_at[0])
+                ):
+                    copies[-1][2] += 4
+                else:
+                    copies.append([v1_at, wire_at[0], 4])
                 continue
-            raw = np.zeros(rows.shape[0], np.uint64)
-            for n, at in enumerate(byte_at):
-                raw |= (rows[:, at] & 0x7F).astype(np.uint64) << np.uint64(7 * n)
+            code = V1_SCALARS[number][1]
+            varints.append((number, v1_at, np.dtype("<" + code), wire_at, spec))
+        self.copies: list[tuple[int, ...]] = [tuple(copy) for copy in copies]
+        self.varints = varints
+
+    def heads(self, rows: np.ndarray) -> np.ndarray:
+        """The v1 AcquisitionHeader array of a block of matching rows (uint8 ``[n, bytes]``,
+        each row one header from its first byte)."""
+        count = rows.shape[0]
+        out = np.empty((count, self.base.size), np.uint8)
+        out[...] = self.base
+        for v1_at, source, nbytes in self.copies:
+            out[:, v1_at : v1_at + nbytes] = rows[:, source : source + nbytes]
+        for number, v1_at, dtype, wire_at, spec in self.varints:
+            if len(wire_at) == 1 and spec.kind == "var":
+                out[:, v1_at] = rows[:, wire_at[0]]
+                continue
+            raw = np.zeros(count, np.uint64)
+            for n, byte_at in enumerate(wire_at):
+                raw |= (rows[:, byte_at] & 0x7F).astype(np.uint64) << np.uint64(7 * n)
             value: np.ndarray = raw
             if spec.kind == "svar":
                 value = (raw >> np.uint64(1)).astype(np.int64) ^ -(raw & np.uint64(1)).astype(
@@ -447,11 +534,13 @@ class Template:
                 )
             if spec.check is not None:
                 low, high = spec.check
-                if value.size and (int(value.min()) < low or int(value.max()) > high):
-                    bad = int(value.max()) if int(value.max()) > high else int(value.min())
-                    raise MappingError(_overflow(number, bad, low, high))
-            out.append(value)
-        return out
+                top, bottom = int(value.max()), int(value.min())
+                if bottom < low or top > high:
+                    raise MappingError(_overflow(number, top if top > high else bottom, low, high))
+            out[:, v1_at : v1_at + dtype.itemsize] = (
+                value.astype(dtype).reshape(count, 1).view(np.uint8)
+            )
+        return out.view(ACQUISITION_HEADER_DTYPE).reshape(count)
 
 
 def _overflow(number: int, value: int, low: int, high: int) -> str:
@@ -466,17 +555,6 @@ def learn_template(chunk: Any, start: int, end: int, notes: Notes) -> Template:
 
 
 # ----------------------------------------------------------------------- runs
-def _flat_columns(heads: np.ndarray) -> list[np.ndarray]:
-    """Views of every v1 scalar column of a header array, in V1_SCALARS order."""
-    out = []
-    for key, _ in V1_SCALARS:
-        column: Any = heads
-        for part in key:
-            column = column[:, part] if isinstance(part, int) else column[part]
-        out.append(column)
-    return out
-
-
 class RunLayout:
     """Whole acquisitions of one template back to back, each followed by the next one's
     block count and tag: a run of them decodes with numpy, a few calls per run.
@@ -548,9 +626,7 @@ class RunLayout:
         rows = np.frombuffer(chunk, np.uint8, count * self.itemsize, start).reshape(
             count, self.itemsize
         )
-        heads = np.zeros(count, ACQUISITION_HEADER_DTYPE)
-        for column, value in zip(_flat_columns(heads), self.template.columns(rows), strict=True):
-            column[...] = value
+        heads = self.template.heads(rows)
         records = np.frombuffer(chunk, self.dtype, count, start)
         if self.basis:
             heads["trajectory_dimensions"] = self.basis

@@ -453,7 +453,9 @@ def _array_encoder(kind: ArrayType) -> Encoder:
         dtype = FIXED_DTYPES[item.name]
 
         def encode_fixed(out: Out, value: Any) -> None:
-            array = np.ascontiguousarray(value, dtype=dtype)
+            array = np.asarray(value, dtype=dtype)  # (ascontiguousarray would make 0-d 1-d)
+            if not array.flags.c_contiguous:
+                array = array.copy(order="C")
             _checked_shape(kind, array, out)
             if array.nbytes >= _BIG_BYTES:
                 out.view(memoryview(array).cast("B"))  # type: ignore[arg-type]

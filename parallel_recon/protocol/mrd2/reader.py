@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ...errors import MissingCloseError, ProtocolError
-from ..buffer import DIRECT_BYTES, ReadBuffer
+from ..buffer import DIRECT_BYTES, NEXT_HEAD_BYTES, ReadBuffer
 from ..decode import DEFAULT_LIMITS, Limits
 from ..layout import ACQUISITION_HEADER_DTYPE, MessageId
 from ..messages import Acquisition, Close, Header, Message
@@ -64,6 +64,20 @@ _F4 = np.dtype("<f4")
 _C8 = np.dtype("<c8")
 
 
+class _EmptyTrajectories(dict[int, np.ndarray]):
+    """samples -> a shared empty ``[samples, 0]`` trajectory (no allocation per readout)."""
+
+    def __missing__(self, samples: int) -> np.ndarray:
+        value = np.empty((samples, 0), np.dtype("<f4"))
+        self[samples] = value
+        return value
+
+
+_EMPTY_TRAJECTORY = _EmptyTrajectories()
+_TEMPLATES = 16
+"""Header layouts remembered (a scan has a handful: varints grow a byte now and then)."""
+
+
 class Mrd2StreamReader(WireReader):
     """Reads an MRD v2 stream as MRD v1 messages (see the module docstring).
 
@@ -94,7 +108,8 @@ class Mrd2StreamReader(WireReader):
         self._block_of_one = True
         """Whether the current item is a block of its own (how streaming writers write)."""
         self._tag = -1
-        self._template: Template | None = None
+        self._templates: list[Template] = []
+        """Header layouts seen, the most recent first."""
         self._layouts: dict[tuple[int, bytes, bytes], RunLayout] = {}
         self._virtual: list[Any] = []
         """Raw mode: the rest of the peeked acquisition as v1 bytes (memoryviews)."""
@@ -156,17 +171,23 @@ class Mrd2StreamReader(WireReader):
             if mid is not None:
                 self._peeked = mid
                 return mid
+            if self._stage == "end":
+                return None
 
-    def _next_item(self) -> MessageId | None:
-        """Read the next item's block count and tag; v2-only items are read and noted."""
+    def _next_tag(self) -> int | None:
+        """The next item's tag (its block count read when a block starts); -1 for the
+        end-of-stream mark, None for a bare end of the stream."""
         if self._block_left == 0:
             buffer = self._buffer
             if buffer.end == buffer.pos and self._fill(1) < 1:
-                return None if not self.require_close else self._no_end()
+                if self.require_close:
+                    self._no_end()
+                self._stage = "end"
+                return None
             count = self.uvarint("stream block count")
             if count == 0:
                 self._stage = "end"
-                return MessageId.CLOSE
+                return -1
             self._block_left = count
             self._block_of_one = count == 1
         tag = self.byte("stream item tag")
@@ -175,6 +196,16 @@ class Mrd2StreamReader(WireReader):
                 f"unknown MRD v2 stream item tag: expected one of {_KNOWN_TAGS}, found {tag}"
             )
         self._tag = tag
+        return tag
+
+    def _next_item(self) -> MessageId | None:
+        """The v1 id of the next item (None to look further: a v2-only item was read and
+        noted, or the stream ended without its end mark)."""
+        tag = self._next_tag()
+        if tag is None:
+            return None
+        if tag < 0:
+            return MessageId.CLOSE
         name = _TAGS[tag]
         mid = _MESSAGE_OF_TAG.get(name)
         if mid is None:
@@ -182,6 +213,30 @@ class Mrd2StreamReader(WireReader):
             self._item_done()
             self.notes.item(name, f"MRD v1 has no {name} message: {name} items are not carried")
         return mid
+
+    def read_native(self) -> tuple[str, Any] | None:
+        """The next step of the stream as MRD v2 data (see :mod:`.codec`), without mapping:
+        ``("header", model)`` (when present), then ``(tag, value)`` per item; None at the end."""
+        while self._stage in ("prologue", "header"):
+            if self._stage == "prologue":
+                self._read_prologue()
+                continue
+            flag = self.byte("header presence flag")
+            if flag > 1:
+                raise self.error(f"expected 0 or 1 as the header's presence flag, found {flag}")
+            self._stage = "items"
+            if flag:
+                return ("header", _HEADER(self))
+        if self._stage == "end":
+            return None
+        self.message_offset = self.offset
+        tag = self._next_tag()
+        if tag is None or tag < 0:
+            self.closed = tag is not None
+            return None
+        value = _DECODERS[tag](self)
+        self._item_done()
+        return (_TAGS[tag], value)
 
     def _no_end(self) -> MessageId | None:
         raise MissingCloseError(
@@ -230,6 +285,50 @@ class Mrd2StreamReader(WireReader):
             yield msg
             while self._run and self._peeked is None:
                 yield self._next_of_run()
+            if type(msg) is Acquisition and self._block_of_one and self._peeked is None:
+                yield from self._iter_large()
+
+    def _iter_large(self) -> Iterator[Acquisition]:
+        """Many-coil readouts one after another, each a block of its own, with as little
+        Python per item as possible (as the v1 reader's loop of the same name): anything
+        unusual returns to the general path."""
+        buffer = self._buffer
+        templates = self._templates
+        empty = _EMPTY_TRAJECTORY
+        while self._peeked is None and templates:
+            template = templates[0]
+            nbytes = template.payload
+            chunk, pos = buffer.chunk, buffer.pos
+            size = template.size + 2
+            if (
+                nbytes < DIRECT_BYTES
+                or buffer.end - pos < size
+                or chunk[pos] != 1
+                or chunk[pos + 1] != 0
+                or not template.matches(chunk, pos + 2)
+            ):
+                return
+            self.message_offset = self.offset
+            head = template.head(chunk, pos + 2)
+            buffer.pos = pos + size
+            out, got = buffer.array(nbytes, True)
+            self.offset += size + got
+            if got < nbytes:
+                raise self._truncated("acquisition samples", nbytes, got)
+            data = out.view(_C8).reshape(template.coils, template.samples)
+            pos = buffer.pos
+            if buffer.end - pos >= 2 and not buffer.chunk[pos] and not buffer.chunk[pos + 1]:
+                buffer.pos = pos + 2
+                self.offset += 2
+                self.index += 1
+                yield Acquisition(head, empty[template.samples], data)
+                continue
+            basis, points = self.dimensions(2, "acquisition trajectory")
+            self.index += 1
+            if basis or points:
+                yield self._with_trajectory(head, data, basis, points)
+            else:
+                yield Acquisition(head, empty[template.samples], data)
 
     def _next_of_run(self) -> Acquisition:
         stride = self._run_stride
@@ -259,13 +358,15 @@ class Mrd2StreamReader(WireReader):
     def _template_at(self) -> Template:
         """The template of the header at the buffer position (learned when new)."""
         buffer = self._buffer
-        template = self._template
-        if template is not None:
+        templates = self._templates
+        for number, template in enumerate(templates):
             if buffer.end - buffer.pos < template.size:
                 self._fill(template.size)
             if buffer.end - buffer.pos >= template.size and template.matches(
                 buffer.chunk, buffer.pos
             ):
+                if number:
+                    templates.insert(0, templates.pop(number))
                 return template
         need = 64
         while True:
@@ -279,12 +380,16 @@ class Mrd2StreamReader(WireReader):
                 continue
             except ValueError as exc:
                 raise self.error(f"expected an MRD v2 acquisition header, found {exc}") from None
-            self._template = template
+            templates.insert(0, template)
+            del templates[_TEMPLATES:]
             return template
 
     def _acquisition_item(self) -> Acquisition:
         self._in_acquisitions = True
         template = self._template_at()
+        # after a large readout read ahead no further than the next header: its samples
+        # are better read straight into their array than copied through the buffer
+        self._ahead_most = NEXT_HEAD_BYTES if template.payload >= DIRECT_BYTES else None
         buffer = self._buffer
         start = buffer.pos
         nbytes = 8 * template.coils * template.samples
@@ -308,7 +413,7 @@ class Mrd2StreamReader(WireReader):
         basis, points = self.dimensions(2, "acquisition trajectory")
         if basis or points:
             return self._with_trajectory(head, data, basis, points)
-        return Acquisition(head, np.empty((template.samples, 0), _F4), data)
+        return Acquisition(head, _EMPTY_TRAJECTORY[template.samples], data)
 
     def _with_trajectory(
         self, head: np.void, data: np.ndarray, basis: int, points: int

@@ -85,7 +85,7 @@ class WireReader(StreamReader):
         buffer = self._buffer
         if buffer.end - buffer.pos >= nbytes:
             return buffer.end - buffer.pos
-        return buffer.fill(nbytes, self._in_acquisitions, None)
+        return buffer.fill(nbytes, self._in_acquisitions, self._ahead_most)
 
     def byte(self, what: str) -> int:
         """One byte (a union tag, an optional's presence flag)."""
