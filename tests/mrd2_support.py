@@ -174,7 +174,11 @@ def same(ours: Any, theirs: Any, kind: Type, where: str = "$") -> None:
         case = dict(kind.cases)[ours[0]]
         same(ours[1], theirs.value, case, f"{where}<{ours[0]}>")
     elif isinstance(kind, EnumType):
-        number = theirs.value if hasattr(theirs, "value") and not isinstance(theirs, np.generic) else theirs
+        number = (
+            theirs.value
+            if hasattr(theirs, "value") and not isinstance(theirs, np.generic)
+            else theirs
+        )
         assert ours == int(number), where
     elif isinstance(kind, ArrayType):
         _same_array(ours, theirs, kind, where)

@@ -43,6 +43,8 @@ def _empty_record_arrays(value: object) -> object:
     if isinstance(value, tuple):
         return tuple(_empty_record_arrays(item) for item in value)
     return value
+
+
 SEEDS = range(12)
 
 

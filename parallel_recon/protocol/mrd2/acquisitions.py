@@ -34,6 +34,9 @@ from .mapping import (
     GEOMETRY,
     MappingError,
 )
+from .mapping import (
+    version_note as _version_note,
+)
 from .notes import Notes
 from .schema import ArrayType, EnumType, OptionalType, Primitive, RecordType, VectorType, named
 
@@ -698,6 +701,8 @@ def acquisition_buffers(acq: Acquisition, notes: Notes) -> list[bytes | memoryvi
                 f"acquisition {name}",
                 f"the MRD v2 mapping leaves acquisition {name} out (not carried)",
             )
+    if values[0] != 1:
+        _version_note("acquisition", notes)
     channels = values[_SCALAR["active_channels"]]
     if values[_SCALAR["available_channels"]] != channels:
         notes.field(

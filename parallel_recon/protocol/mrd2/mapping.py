@@ -160,6 +160,14 @@ def _fixed(values: list[Any], size: int, v2name: str, item: str, notes: Notes) -
     return (list(values) + [0] * size)[:size]
 
 
+def version_note(item: str, notes: Notes) -> None:
+    """A v1 header ``version`` other than 1: v2 has no such field."""
+    notes.field(
+        f"{item} version",
+        f"MRD v2 has no {item} header version: a version other than 1 is not carried",
+    )
+
+
 def _absent(notes: Notes) -> None:
     notes.field(
         "absent optional fields",
@@ -299,6 +307,8 @@ def image_to_v1(tag: str, item: dict[str, Any], notes: Notes) -> Image:
 def image_to_v2(image: Image, notes: Notes) -> tuple[str, dict[str, Any]]:
     """A v1 IMAGE as a v2 image item ``(tag, value)`` (the MRD project's mapping)."""
     h = image.head
+    if int(h["version"]) != 1:
+        version_note("image", notes)
     image_type = int(h["image_type"])
     if image_type not in _IMAGE_TYPES:
         notes.field(
@@ -360,6 +370,8 @@ def waveform_to_v1(item: dict[str, Any], notes: Notes) -> Waveform:
 def waveform_to_v2(waveform: Waveform, notes: Notes) -> dict[str, Any]:
     """A v1 WAVEFORM as a v2 ``WaveformUint32``."""
     h = waveform.head
+    if int(h["version"]) != 1:
+        version_note("waveform", notes)
     return {
         "flags": int(h["flags"]),
         "measurementUid": int(h["measurement_uid"]),
