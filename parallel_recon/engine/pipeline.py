@@ -32,13 +32,11 @@ from parallel_recon.workers.noise import DEFAULT_RECEIVER_BANDWIDTH
 
 from ..errors import PipelineError, ProtocolError, ReconError
 from ..progress import Progress
-from ..protocol import Header as HeaderMessage
 from ..protocol import (
-    MessageId,
+    Notes,
     StreamReader,
     after_close_warning,
-    encode_message,
-    message_id_bytes,
+    open_reader,
 )
 from .calibration import (
     CalibrationKeeper,
@@ -94,6 +92,11 @@ class PipelineOptions:
     """Calibration lines one slice may have (None: a quarter of the k1 x k2 grid, >= 64)."""
     trace: str | None = None
     """``--trace FILE.json``: write the run's timeline there (Chrome trace-event format)."""
+    output_format: str | None = None
+    """``--format ismrmrd|mrd2``: the output's stream generation (None: the input's)."""
+    recon_from_stream: bool = False
+    """Whether a CONFIG_FILE message in the stream chooses the kernel (when the command
+    line did not: ``--recon`` and ``-c`` win)."""
 
 
 # ------------------------------------------------------------------- children
@@ -182,12 +185,15 @@ def _image_slot_bytes(plan: ReconPlan, coils: int) -> int:
     return largest + (64 << 10)
 
 
-def _write_without_data(sink: BinaryIO, prelude: Prelude) -> None:
+def _write_without_data(sink: BinaryIO, prelude: Prelude, generation: str = "ismrmrd") -> None:
     """A stream with a header but no acquisitions: echo the header and texts, then CLOSE."""
-    sink.write(encode_message(HeaderMessage(prelude.header_xml)))
+    from .output import output_for
+
+    output = output_for(generation)
+    sink.write(output.header(prelude.header_xml))
     for text in prelude.texts:
-        sink.write(text)
-    sink.write(message_id_bytes(MessageId.CLOSE))
+        sink.write(output.text(text))
+    sink.write(output.end())
     sink.flush()
 
 
@@ -227,14 +233,19 @@ class _Supervisor:
 
         trace.end()
         opts = self.opts
+        trace.begin("read the header", "startup")
+        stream: StreamReader = open_reader(
+            source, notes=Notes(lambda text: _warn(opts.prog, text), fields=False)
+        )
+        self.output_generation = opts.output_format or stream.generation
+        prelude = read_prelude(stream)
+        trace.end()
+        if opts.recon_from_stream:
+            opts = self.opts = _recon_from_config(opts, prelude)
         trace.begin("load the kernel", "startup")
         kernel = load_kernel(opts.recon)
         typed = check_options(opts.recon, dict(opts.options))
         preset = noise_from_file(opts.noise_file) if opts.noise_file else None
-        trace.end()
-        trace.begin("read the header", "startup")
-        stream = StreamReader(source)
-        prelude = read_prelude(stream)
         trace.end()
         self.prelude = prelude
         xml = prelude.header_xml
@@ -249,7 +260,7 @@ class _Supervisor:
         if bent:
             _warn(opts.prog, bent)
         if prelude.first_head is None:
-            _write_without_data(sink, prelude)
+            _write_without_data(sink, prelude, self.output_generation)
             if stream.closed and stream.data_after_close(wait=False):
                 _warn(opts.prog, after_close_warning(stream))
             trace.end()
@@ -324,7 +335,9 @@ class _Supervisor:
         for number in range(1, opts.workers + 1):
             loop = WorkerLoop(number, kernel, name, plan, shared, trace=self._child_trace())
             bodies[f"worker {number}"] = loop.run
-        bodies["writer"] = _writer_body(sink, prelude, shared, self._child_trace())
+        bodies["writer"] = _writer_body(
+            sink, prelude, shared, self._child_trace(), self.output_generation, opts.prog
+        )
         trace.begin("start the processes", "startup")
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
@@ -456,12 +469,37 @@ class _Supervisor:
         self.unlink()
 
 
+def _recon_from_config(opts: PipelineOptions, prelude: Prelude) -> PipelineOptions:
+    """``opts`` with the kernel the stream's first CONFIG_FILE names (Gadgetron's names
+    included, see :mod:`.configs`); unchanged when it names none."""
+    from dataclasses import replace
+
+    from .configs import kernel_for_config
+
+    names = [c.split(" ", 1)[1] for c in prelude.configs if c.startswith("CONFIG_FILE ")]
+    if not names:
+        return opts
+    kernel, warning = kernel_for_config(names[0])
+    if warning:
+        _warn(opts.prog, f"CONFIG_FILE {warning}")
+    return replace(opts, recon=kernel)
+
+
 def _writer_body(
-    sink: BinaryIO, prelude: Prelude, shared: Shared, trace: Trace
+    sink: BinaryIO,
+    prelude: Prelude,
+    shared: Shared,
+    trace: Trace,
+    generation: str = "ismrmrd",
+    prog: str = "mrd_stream_recon",
 ) -> Callable[[], dict[str, Any]]:
+    from .output import output_for
     from .writer import OrderedWriter
 
-    writer = OrderedWriter(sink, prelude.header_xml, prelude.texts, shared, trace=trace)
+    output = output_for(generation, Notes(lambda text: _warn(prog, text), fields=False))
+    writer = OrderedWriter(
+        sink, prelude.header_xml, prelude.texts, shared, trace=trace, output=output
+    )
     return writer.run
 
 

@@ -2,7 +2,7 @@
 MRD v2 (yardl) reader and writer beside them (:mod:`.mrd2`), both reading and writing the
 same message objects; :mod:`.generations` picks one by a stream's first bytes or by name."""
 
-from .decode import DEFAULT_LIMITS, Limits, StreamReader, after_close_warning
+from .decode import DEFAULT_LIMITS, Limits, StreamReader, after_close_warning, decode_image
 from .encode import StreamWriter, encode_buffers, encode_message, message_id_bytes
 from .generations import (
     FORMAT_NAMES,
@@ -77,6 +77,7 @@ __all__ = [
     "Text",
     "Waveform",
     "after_close_warning",
+    "decode_image",
     "encode_buffers",
     "copy_record",
     "encode_message",

@@ -49,7 +49,14 @@ from .messages import (
 )
 from .runs import ACQ_HEAD_BYTES, ACQ_SIZES, decode_run
 
-__all__ = ["DEFAULT_LIMITS", "HDF5_SIGNATURE", "Limits", "StreamReader", "after_close_warning"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "HDF5_SIGNATURE",
+    "Limits",
+    "StreamReader",
+    "after_close_warning",
+    "decode_image",
+]
 
 _FIRST_PIECE = 8 << 20  # payloads above this are read in growing pieces, then assembled
 _MAX_PIECE = 256 << 20
@@ -325,6 +332,12 @@ class StreamReader:
         self._peeked = mid
         return mid
 
+    def unconsumed(self) -> bytes:
+        """Bytes read from the source but not consumed yet (a program that copies the rest
+        of the stream as it is writes these first)."""
+        buffer = self._buffer
+        return bytes(buffer.chunk[buffer.pos : buffer.end])
+
     def data_after_close(self, *, wait: bool = True) -> bool:
         """After CLOSE: whether anything follows it (every command stops reading at CLOSE
         and only warns about the rest).  ``wait=False`` looks only at bytes that have
@@ -562,6 +575,22 @@ class StreamReader:
         dims = struct.unpack_from(f"<{ndim}Q", self._buffer.chunk, start)
         array = self.read_array(DATA_TYPE_TO_DTYPE[data_type], tuple(dims), "NDArray data")
         return NDArray(array=array, version=version)
+
+
+def decode_image(buffer: memoryview | bytes | bytearray, start: int = 0) -> Image:
+    """The IMAGE message encoded at ``buffer[start:]`` (from its id), pixels as a view.
+
+    For messages this program encoded itself (the engine's image slots): sizes are trusted.
+    """
+    head = np.frombuffer(buffer, IMAGE_HEADER_DTYPE, 1, start + 2)[0]
+    at = start + 2 + IMAGE_HEADER_DTYPE.itemsize
+    attr_len = int.from_bytes(bytes(buffer[at : at + 8]), "little")
+    attributes = bytes(buffer[at + 8 : at + 8 + attr_len]).decode("utf-8")
+    x, y, z = (int(v) for v in head["matrix_size"])
+    shape = (int(head["channels"]), z, y, x)
+    dtype = DATA_TYPE_TO_DTYPE[int(head["data_type"])]
+    data = np.frombuffer(buffer, dtype, math.prod(shape), at + 8 + attr_len).reshape(shape)
+    return Image(head=head, attributes=attributes, data=data)
 
 
 def after_close_warning(reader: StreamReader) -> str:

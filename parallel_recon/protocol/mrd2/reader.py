@@ -514,15 +514,15 @@ class Mrd2StreamReader(WireReader):
                     f"basis vector (one per data sample), found {points}"
                 )
             head["trajectory_dimensions"] = basis
-        trajectory = np.frombuffer(chunk, _F4, basis * points, pos + at).reshape(basis, points)
-        v1traj = memoryview(np.ascontiguousarray(trajectory.T)).cast("B")  # type: ignore[arg-type]
         data_at = pos + template.size
         self._item_end = pos + at + traj_bytes
-        return [
-            memoryview(head.tobytes()),
-            v1traj,
-            memoryview(chunk)[data_at : data_at + nbytes],
-        ]
+        segments = [memoryview(head.tobytes())]
+        if traj_bytes:
+            trajectory = np.frombuffer(chunk, _F4, basis * points, pos + at).reshape(basis, points)
+            segments.append(memoryview(np.ascontiguousarray(trajectory.T).tobytes()))
+        if nbytes:
+            segments.append(memoryview(chunk)[data_at : data_at + nbytes])
+        return segments
 
     def _take_virtual(self, nbytes: int, into: memoryview | None, what: str) -> None:
         got = 0
