@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 
 from ..errors import ProtocolError
-from ..protocol import MessageId, StreamReader
+from ..protocol import MessageId, open_reader
 from .model import FAILED, FileJob, FileResult
 from .outputs import is_partial_name
 
@@ -92,7 +92,7 @@ def _is_raw_stream(path: str) -> bool:
     messages may come first), then acquisitions or waveforms (or CLOSE)."""
     try:
         with open(path, "rb") as handle:
-            reader = StreamReader(handle, require_close=False)
+            reader = open_reader(handle, require_close=False)
             seen_header = False
             for _ in range(_SNIFF_MESSAGES):
                 mid = reader.peek()

@@ -26,6 +26,7 @@ import numpy as np
 from ...errors import MissingCloseError, ProtocolError
 from ..buffer import DIRECT_BYTES, NEXT_HEAD_BYTES, ReadBuffer
 from ..decode import DEFAULT_LIMITS, Limits
+from ..encode import encode_buffers
 from ..layout import ACQUISITION_HEADER_DTYPE, MessageId
 from ..messages import Acquisition, Close, Header, Message
 from .acquisitions import V1_STRUCT, RunLayout, ShortRead, Template, learn_template
@@ -114,6 +115,8 @@ class Mrd2StreamReader(WireReader):
         self._virtual: list[Any] = []
         """Raw mode: the rest of the peeked acquisition as v1 bytes (memoryviews)."""
         self._item_end = 0
+        self._raw = False
+        """Raw mode: the peeked item is read as its v1 bytes (``_virtual``)."""
         self._readers: dict[MessageId, Callable[[], Message]] = {
             MessageId.HEADER: self._header_item,
             MessageId.ACQUISITION: self._acquisition_item,
@@ -470,15 +473,26 @@ class Mrd2StreamReader(WireReader):
 
     # ------------------------------------------------------------- raw mode
     def consume_peeked(self) -> MessageId:
-        """Mark the peeked item as being read.  For an acquisition the rest is then read
-        as v1 bytes: its 340-byte header, the trajectory, the samples."""
+        """Mark the peeked item as being read in raw mode: the rest is then read as its v1
+        bytes (an acquisition's 340-byte header, trajectory and samples; an image's header,
+        attributes and pixels...) with ``read_record``, ``readinto`` and ``skip``."""
         mid = super().consume_peeked()
-        if mid is MessageId.ACQUISITION and not self._virtual:
+        if not self._raw:
             try:
-                self._virtual = self._acquisition_as_v1()
+                virtual = self._raw_bytes(mid)
             except MappingError as exc:
                 raise self.error(f"cannot read this item as MRD v1: {exc}") from None
+            self._virtual, self._raw = virtual, True
         return mid
+
+    def _raw_bytes(self, mid: MessageId) -> list[Any]:
+        """The v1 bytes of the peeked item after its message id."""
+        if mid is MessageId.ACQUISITION:
+            return self._acquisition_as_v1()
+        if mid in (MessageId.IMAGE, MessageId.WAVEFORM, MessageId.NDARRAY):
+            buffers = encode_buffers(self._readers[mid]())
+            return [memoryview(bytes(buffers[0]))[2:], *(memoryview(b) for b in buffers[1:])]
+        return []
 
     def _whole(self, nbytes: int, what: str) -> None:
         if self._fill(nbytes) < nbytes:
@@ -541,7 +555,7 @@ class Mrd2StreamReader(WireReader):
 
     def read_record(self, dtype: np.dtype, what: str) -> np.void:
         """One record: in raw mode the acquisition's v1 header."""
-        if not self._virtual:
+        if not self._raw:
             return super().read_record(dtype, what)
         raw = bytearray(dtype.itemsize)
         self._take_virtual(dtype.itemsize, memoryview(raw), what)
@@ -554,7 +568,7 @@ class Mrd2StreamReader(WireReader):
         ahead: bool = False,
     ) -> None:
         """Fill ``buffer``: in raw mode from the acquisition's v1 bytes."""
-        if not self._virtual:
+        if not self._raw:
             super().readinto(buffer, what, ahead)
             return
         view = memoryview(buffer)  # type: ignore[arg-type]
@@ -563,21 +577,22 @@ class Mrd2StreamReader(WireReader):
 
     def skip(self, nbytes: int, what: str = "payload") -> None:
         """Drop ``nbytes``: in raw mode of the acquisition's v1 bytes."""
-        if not self._virtual:
+        if not self._raw:
             super().skip(nbytes, what)
             return
         self._take_virtual(nbytes, None, what)
 
     def finish_message(self) -> None:
         """Advance past the item read in raw mode."""
-        if self._peeked is MessageId.ACQUISITION and self._item_end:
-            self._virtual = []
-            consumed = self._item_end - self._buffer.pos
-            self._buffer.pos = self._item_end
-            self.offset += consumed
-            self._item_end = 0
-            self._block_left -= 1
-        elif self._peeked is MessageId.CLOSE:
+        if self._raw:
+            if self._item_end:
+                self.offset += self._item_end - self._buffer.pos
+                self._buffer.pos = self._item_end
+                self._item_end = 0
+            if self._peeked not in (MessageId.CLOSE, MessageId.HEADER):
+                self._block_left -= 1
+            self._virtual, self._raw = [], False
+        if self._peeked is MessageId.CLOSE:
             self.closed = True
         self._peeked = None
         self.index += 1

@@ -60,7 +60,7 @@ def header_bytes(xml: str | None, notes: Notes) -> bytes:
     model, unread = header_from_xml(xml)
     model, left_out = as_converted(model)
     for path in unread + left_out:
-        notes.field(f"header {path}", f"the MRD v2 header model leaves header {path} out")
+        notes.field(f"header {path}", f"the MRD v2 mapping leaves header {path} out (not carried)")
     out = Out()
     out.buf.append(1)
     _HEADER(out, model)
