@@ -61,7 +61,7 @@ class WireReader(StreamReader):
     ``self._peeked`` is unused here; ``item_name`` names what is being read in errors.
     """
 
-    item_name = "MRD v2 item"
+    item_name = "MRD v2 stream"
 
     # ------------------------------------------------------------- errors
     def _truncated(self, what: str, expected: int, found: int) -> TruncatedStreamError:
