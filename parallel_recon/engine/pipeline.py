@@ -552,7 +552,7 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     supervisor.stop()
     supervisor.release()
     supervisor.trace.end()
-    _report(supervisor, opts, time.monotonic() - started, cpu_start)
+    _report(supervisor, supervisor.opts, time.monotonic() - started, cpu_start)
     return 0
 
 
