@@ -178,10 +178,12 @@ def _parse_primitive(name: str, text: str) -> Any:
 
 
 class _Reader:
-    """One XML header read into the v2 model; ``left_out`` lists what had no place."""
+    """One XML header read into the v2 model; ``left_out`` lists what had no place,
+    ``filled`` what the model requires and the XML lacks (given its default)."""
 
     def __init__(self) -> None:
         self.left_out: list[str] = []
+        self.filled: list[str] = []
 
     def record(self, node: ET.Element, kind: RecordType, path: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -199,6 +201,8 @@ class _Reader:
             value = self.value(children[0], inner, where) if children else None
             if value is None:
                 value = default_value(item)
+                if not isinstance(item, OptionalType):
+                    self.filled.append(where)
             out[name] = value
         for child in node:
             if isinstance(child.tag, str) and child.tag not in known:
@@ -224,8 +228,9 @@ class _Reader:
             return None
 
 
-def header_from_xml(xml: str) -> tuple[dict[str, Any], list[str]]:
-    """The v2 ``Header`` model of an ISMRMRD XML header, and the elements left out.
+def header_from_xml(xml: str) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The v2 ``Header`` model of an ISMRMRD XML header, the elements left out (no place
+    in the model, or unreadable) and the fields the model requires but the XML lacks.
 
     Raises
     ------
@@ -243,7 +248,7 @@ def header_from_xml(xml: str) -> tuple[dict[str, Any], list[str]]:
     header = named("Header")
     assert isinstance(header, RecordType)
     reader = _Reader()
-    return reader.record(root, header, ""), reader.left_out
+    return reader.record(root, header, ""), reader.left_out, reader.filled
 
 
 def _converted(value: Any, kind: Type, path: str, left_out: list[str]) -> Any:

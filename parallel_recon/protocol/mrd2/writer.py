@@ -57,10 +57,15 @@ def header_bytes(xml: str | None, notes: Notes) -> bytes:
     as the MRD project's converter does (what it leaves out goes to ``notes``)."""
     if xml is None:
         return b"\x00"
-    model, unread = header_from_xml(xml)
+    model, unread, filled = header_from_xml(xml)
     model, left_out = as_converted(model)
     for path in unread + left_out:
         notes.field(f"header {path}", f"the MRD v2 mapping leaves header {path} out (not carried)")
+    for path in filled:
+        notes.field(
+            f"header {path} filled",
+            f"the MRD v2 header requires {path}, which the XML lacks: written with its default",
+        )
     out = Out()
     out.buf.append(1)
     _HEADER(out, model)
