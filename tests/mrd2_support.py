@@ -12,9 +12,11 @@ import datetime
 import io
 from typing import Any
 
+import ismrmrd
 import mrd
 import numpy as np
 
+from parallel_recon.protocol import Acquisition, Image
 from parallel_recon.protocol.mrd2.codec import FIXED_DTYPES, VARINT_DTYPES
 from parallel_recon.protocol.mrd2.reader import Mrd2StreamReader
 from parallel_recon.protocol.mrd2.schema import (
@@ -206,3 +208,92 @@ def _same_primitive(ours: Any, theirs: Any, kind: Type, where: str) -> None:
     if isinstance(theirs, np.generic):
         theirs = theirs.item()
     assert ours == theirs, f"{where}: {ours!r} vs {theirs!r}"
+
+
+# ------------------------------------------- mrd-python objects of v1 messages
+COUNTERS = [
+    "kspace_encode_step_1",
+    "kspace_encode_step_2",
+    "average",
+    "slice",
+    "contrast",
+    "phase",
+    "repetition",
+    "set",
+    "segment",
+]
+IMAGE_TAGS = {
+    1: mrd.StreamItem.ImageUint16,
+    2: mrd.StreamItem.ImageInt16,
+    3: mrd.StreamItem.ImageUint32,
+    4: mrd.StreamItem.ImageInt32,
+    5: mrd.StreamItem.ImageFloat,
+    6: mrd.StreamItem.ImageDouble,
+    7: mrd.StreamItem.ImageComplexFloat,
+    8: mrd.StreamItem.ImageComplexDouble,
+}
+
+
+def mrd_acquisition(acq: Acquisition) -> Any:
+    """The mrd-python item of a v1 acquisition, every field set (absent none)."""
+    h = acq.head
+    head = mrd.AcquisitionHeader(
+        flags=mrd.AcquisitionFlags(int(h["flags"])),
+        idx=mrd.EncodingCounters(
+            **{name: int(h["idx"][name]) for name in COUNTERS},
+            user=[int(v) for v in h["idx"]["user"]],
+        ),
+        measurement_uid=int(h["measurement_uid"]),
+        scan_counter=int(h["scan_counter"]),
+        acquisition_time_stamp=int(h["acquisition_time_stamp"]),
+        physiology_time_stamp=[int(v) for v in h["physiology_time_stamp"]],
+        channel_order=list(range(int(h["active_channels"]))),
+        discard_pre=int(h["discard_pre"]),
+        discard_post=int(h["discard_post"]),
+        center_sample=int(h["center_sample"]),
+        encoding_space_ref=int(h["encoding_space_ref"]),
+        sample_time_us=float(h["sample_time_us"]),
+        position=np.array(h["position"]),
+        read_dir=np.array(h["read_dir"]),
+        phase_dir=np.array(h["phase_dir"]),
+        slice_dir=np.array(h["slice_dir"]),
+        patient_table_position=np.array(h["patient_table_position"]),
+        user_int=[int(v) for v in h["user_int"]],
+        user_float=[float(v) for v in h["user_float"]],
+    )
+    trajectory = acq.traj.T.copy() if acq.traj.size else np.zeros((0, 0), np.float32)
+    return mrd.StreamItem.Acquisition(
+        mrd.Acquisition(head=head, data=acq.data.copy(), trajectory=trajectory)
+    )
+
+
+def mrd_image(image: Image) -> Any:
+    """The mrd-python item of a v1 image (meta values as strings; image type 0 as 1)."""
+    h = image.head
+    head = mrd.ImageHeader(
+        image_type=mrd.ImageType(max(int(h["image_type"]), 1)),
+        flags=mrd.ImageFlags(int(h["flags"])),
+        measurement_uid=int(h["measurement_uid"]),
+        field_of_view=np.array(h["field_of_view"]),
+        position=np.array(h["position"]),
+        col_dir=np.array(h["read_dir"]),
+        line_dir=np.array(h["phase_dir"]),
+        slice_dir=np.array(h["slice_dir"]),
+        patient_table_position=np.array(h["patient_table_position"]),
+        slice=int(h["slice"]),
+        repetition=int(h["repetition"]),
+        image_index=int(h["image_index"]),
+        image_series_index=int(h["image_series_index"]),
+        user_int=[int(v) for v in h["user_int"]],
+        user_float=[float(v) for v in h["user_float"]],
+    )
+    meta = {
+        key: [
+            mrd.ImageMetaValue.String(v) for v in (values if isinstance(values, list) else [values])
+        ]
+        for key, values in (
+            ismrmrd.Meta.deserialize(image.attributes) if image.attributes else {}
+        ).items()
+    }
+    case = IMAGE_TAGS[int(h["data_type"])]
+    return case(mrd.Image(head=head, data=image.data.copy(), meta=meta))

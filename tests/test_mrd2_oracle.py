@@ -38,29 +38,7 @@ from parallel_recon.protocol import (
     open_reader,
 )
 from parallel_recon.protocol.mrd2 import Mrd2StreamReader, Mrd2StreamWriter, Notes
-from tests.mrd2_support import read_with_mrd
-
-COUNTERS = [
-    "kspace_encode_step_1",
-    "kspace_encode_step_2",
-    "average",
-    "slice",
-    "contrast",
-    "phase",
-    "repetition",
-    "set",
-    "segment",
-]
-IMAGE_TAGS = {
-    1: mrd.StreamItem.ImageUint16,
-    2: mrd.StreamItem.ImageInt16,
-    3: mrd.StreamItem.ImageUint32,
-    4: mrd.StreamItem.ImageInt32,
-    5: mrd.StreamItem.ImageFloat,
-    6: mrd.StreamItem.ImageDouble,
-    7: mrd.StreamItem.ImageComplexFloat,
-    8: mrd.StreamItem.ImageComplexDouble,
-}
+from tests.mrd2_support import COUNTERS, IMAGE_TAGS, mrd_acquisition, mrd_image, read_with_mrd
 
 
 def _ours(messages: list[Message]) -> bytes:
@@ -373,69 +351,6 @@ def test_phantom_tool_output_decodes_in_ours() -> None:
 
 
 # --- streams mrd-python writes from the golden and real files (every field set)
-def _mrd_acquisition(acq: Acquisition) -> Any:
-    h = acq.head
-    head = mrd.AcquisitionHeader(
-        flags=mrd.AcquisitionFlags(int(h["flags"])),
-        idx=mrd.EncodingCounters(
-            **{name: int(h["idx"][name]) for name in COUNTERS},
-            user=[int(v) for v in h["idx"]["user"]],
-        ),
-        measurement_uid=int(h["measurement_uid"]),
-        scan_counter=int(h["scan_counter"]),
-        acquisition_time_stamp=int(h["acquisition_time_stamp"]),
-        physiology_time_stamp=[int(v) for v in h["physiology_time_stamp"]],
-        channel_order=list(range(int(h["active_channels"]))),
-        discard_pre=int(h["discard_pre"]),
-        discard_post=int(h["discard_post"]),
-        center_sample=int(h["center_sample"]),
-        encoding_space_ref=int(h["encoding_space_ref"]),
-        sample_time_us=float(h["sample_time_us"]),
-        position=np.array(h["position"]),
-        read_dir=np.array(h["read_dir"]),
-        phase_dir=np.array(h["phase_dir"]),
-        slice_dir=np.array(h["slice_dir"]),
-        patient_table_position=np.array(h["patient_table_position"]),
-        user_int=[int(v) for v in h["user_int"]],
-        user_float=[float(v) for v in h["user_float"]],
-    )
-    trajectory = acq.traj.T.copy() if acq.traj.size else np.zeros((0, 0), np.float32)
-    return mrd.StreamItem.Acquisition(
-        mrd.Acquisition(head=head, data=acq.data.copy(), trajectory=trajectory)
-    )
-
-
-def _mrd_image(image: Image) -> Any:
-    h = image.head
-    head = mrd.ImageHeader(
-        image_type=mrd.ImageType(max(int(h["image_type"]), 1)),
-        flags=mrd.ImageFlags(int(h["flags"])),
-        measurement_uid=int(h["measurement_uid"]),
-        field_of_view=np.array(h["field_of_view"]),
-        position=np.array(h["position"]),
-        col_dir=np.array(h["read_dir"]),
-        line_dir=np.array(h["phase_dir"]),
-        slice_dir=np.array(h["slice_dir"]),
-        patient_table_position=np.array(h["patient_table_position"]),
-        slice=int(h["slice"]),
-        repetition=int(h["repetition"]),
-        image_index=int(h["image_index"]),
-        image_series_index=int(h["image_series_index"]),
-        user_int=[int(v) for v in h["user_int"]],
-        user_float=[float(v) for v in h["user_float"]],
-    )
-    meta = {
-        key: [
-            mrd.ImageMetaValue.String(v) for v in (values if isinstance(values, list) else [values])
-        ]
-        for key, values in (
-            ismrmrd.Meta.deserialize(image.attributes) if image.attributes else {}
-        ).items()
-    }
-    case = IMAGE_TAGS[int(h["data_type"])]
-    return case(mrd.Image(head=head, data=image.data.copy(), meta=meta))
-
-
 REAL_FILES = [
     ("golden/phantom_m128_c8_noise.stream", None),
     ("golden/sirf_grappa2_1rep.stream", None),
@@ -460,7 +375,7 @@ def test_streams_mrd_python_writes_from_real_files_decode_in_ours(
     shared_data: Path, name: str, group: str | None
 ) -> None:
     messages = _v1_messages(shared_data / name, group)
-    builders = {Acquisition: _mrd_acquisition, Image: _mrd_image}
+    builders = {Acquisition: mrd_acquisition, Image: mrd_image}
     carried = [m for m in messages if type(m) in builders]
     assert carried, name
     sink = io.BytesIO()

@@ -58,7 +58,7 @@ def _collect_hdf5(path: str, group: str | None) -> dict[str, Any]:
             sections = [summarize_hdf5_group(handle, name).to_dict() for name in chosen]
         except (OSError, KeyError, ValueError) as exc:
             raise InputFileError(f"{path}: unreadable ISMRMRD HDF5 content: {exc}") from None
-    return {"format": "hdf5", "groups": groups, "sections": sections}
+    return {"format": "hdf5", "generation": None, "groups": groups, "sections": sections}
 
 
 def _collect_stream(path: str | None) -> dict[str, Any]:
