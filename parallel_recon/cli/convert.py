@@ -84,8 +84,10 @@ def _is_hdf5(path: str) -> bool:
         return False
 
 
-def _write_all(messages: Iterable[Message], sink: BinaryIO, to: str, progress: Progress) -> None:
-    writer = open_writer(sink, to, Notes(_warn))
+def _write_all(
+    messages: Iterable[Message], sink: BinaryIO, to: str, progress: Progress, notes: Notes
+) -> None:
+    writer = open_writer(sink, to, notes)
     for msg in messages:
         writer.write(msg)
         progress.update(1)
@@ -99,25 +101,36 @@ def _hdf5_messages(args: argparse.Namespace) -> Iterator[Message]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Convert; what the output cannot carry is reported once it is complete (a run that
+    fails says only why)."""
+    notes = Notes()
+    code = _convert(args, notes)
+    for line in notes.lines():
+        _warn(line)
+    return code
+
+
+def _convert(args: argparse.Namespace, notes: Notes) -> int:
     refuse_same_file([args.input], [args.output])
     progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="messages")
     if _is_hdf5(args.input):
         messages = _hdf5_messages(args)
         first = next(messages, None)  # open and check the input before creating the output
         with open_output(args.output, force=args.force) as sink:
-            _write_all([] if first is None else _chain(first, messages), sink, args.to, progress)
+            chained = [] if first is None else _chain(first, messages)
+            _write_all(chained, sink, args.to, progress, notes)
         progress.finish()
         return EXIT_OK
     if args.group != "dataset" or args.image_series:
         raise ConfigurationError("-g and -s choose what to read from an HDF5 input file")
     with open_input(args.input, file_option="INPUT") as source:
-        reader = open_reader(source, notes=Notes(_warn))
+        reader = open_reader(source, notes=notes)
         with open_output(args.output, force=args.force) as sink:
             if reader.generation == args.to:
                 _warn(f"the input is already {FORMAT_NAMES[args.to]}: copied unchanged")
                 _copy(reader, source, sink)
                 return EXIT_OK
-            _write_all(reader, sink, args.to, progress)
+            _write_all(reader, sink, args.to, progress, notes)
         if reader.closed and reader.data_after_close(wait=True):
             _warn(after_close_warning(reader))
     progress.nbytes = reader.offset

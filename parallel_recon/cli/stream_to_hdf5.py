@@ -101,7 +101,8 @@ def _run(args: argparse.Namespace) -> int:
     refuse_non_hdf5_output(output)
     progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="messages")
     with open_input(args.input) as source, PendingFile(output, keep_content=True) as pending:
-        reader = open_reader(source, require_close=True, notes=Notes(_warn))
+        notes = Notes()
+        reader = open_reader(source, require_close=True, notes=notes)
         writer = MrdHdf5Writer(pending.path, args.group, replace_header=args.replace_header)
         try:
             problem = _store(reader, writer, progress)
@@ -124,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
         raise OutputFileError(f"{problem}; {output!r} holds the {stored} messages before it")
     if trailing:
         print(f"{PROG}: warning: {after_close_warning(reader)}", file=sys.stderr)
+    for line in notes.lines():
+        _warn(line)
     progress.nbytes = reader.offset
     progress.finish()
     return EXIT_OK

@@ -56,3 +56,8 @@ class Notes:
     def kinds(self) -> list[str]:
         """The kinds recorded, in the order they first occurred."""
         return list(self.counts)
+
+    def lines(self) -> list[str]:
+        """One line per kind, in the order they first occurred (for a command that reports
+        them at the end, once it has succeeded)."""
+        return [self.texts[kind] for kind in self.counts]
