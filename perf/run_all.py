@@ -14,7 +14,7 @@ from pathlib import Path
 
 PERF = Path(__file__).resolve().parent
 RESULTS = PERF / "results"
-ORDER = ["codec", "adapters", "kernel", "recon", "grappa", "memory", "batch"]
+ORDER = ["codec", "mrd2", "adapters", "kernel", "recon", "grappa", "memory", "batch"]
 
 
 def assemble() -> str:

@@ -31,11 +31,17 @@ def _images(raw: bytes) -> list[Image]:
     return [m for m in open_reader(io.BytesIO(raw)) if isinstance(m, Image)]
 
 
-def _phantom_3d() -> tuple[bytes, bytes]:
-    args = ("-m", "32", "-c", "4", "-p", "8", "-r", "2", "--seed", "3", "-o", "-")
-    v1 = run_cli("mrd_phantom", *args).stdout
-    v2 = run_cli("mrd_phantom", *args, "--format", "mrd2").stdout
+def _phantom(*args: str) -> tuple[bytes, bytes]:
+    v1 = run_cli("mrd_phantom", *args, "-o", "-").stdout
+    v2 = run_cli("mrd_phantom", *args, "-o", "-", "--format", "mrd2").stdout
     return v1, v2
+
+
+PHANTOMS = {
+    "phantom_3d": ("-m", "32", "-c", "4", "-p", "8", "-r", "2", "--seed", "3"),
+    # 256 samples x 32 coils: 64 kB readouts, which go straight from the pipe to their slot
+    "phantom_32_coils": ("-m", "128", "-c", "32", "-r", "2", "--seed", "5"),
+}
 
 
 def _written_by_mrd_python(v1: bytes, converted: bytes) -> bytes:
@@ -54,8 +60,8 @@ def _written_by_mrd_python(v1: bytes, converted: bytes) -> bytes:
 
 
 def _forms(shared_data: Path, name: str) -> tuple[bytes, bytes]:
-    if name == "phantom_3d":
-        return _phantom_3d()
+    if name in PHANTOMS:
+        return _phantom(*PHANTOMS[name])
     if name == "phantom_m128_c8_noise":
         v1 = (shared_data / "golden" / f"{name}.stream").read_bytes()
         return v1, _written_by_mrd_python(v1, (shared_data / "mrd2" / f"{name}.mrd2").read_bytes())
@@ -64,7 +70,9 @@ def _forms(shared_data: Path, name: str) -> tuple[bytes, bytes]:
     return v1, v2
 
 
-@pytest.mark.parametrize("name", ["phantom_m128_c8_noise", "sirf_grappa2_1rep", "phantom_3d"])
+@pytest.mark.parametrize(
+    "name", ["phantom_m128_c8_noise", "sirf_grappa2_1rep", "phantom_3d", "phantom_32_coils"]
+)
 def test_same_images_from_v1_and_v2_for_every_worker_count(shared_data: Path, name: str) -> None:
     v1, v2 = _forms(shared_data, name)
     reference = _images(run_cli("mrd_stream_recon", "--workers", "1", input=v1).stdout)

@@ -85,7 +85,10 @@ class WireReader(StreamReader):
         buffer = self._buffer
         if buffer.end - buffer.pos >= nbytes:
             return buffer.end - buffer.pos
-        return buffer.fill(nbytes, self._in_acquisitions, self._ahead_most)
+        most = self._ahead_most
+        if most is not None and most < nbytes:
+            most = nbytes  # read ahead no further than asked, but at least what is asked
+        return buffer.fill(nbytes, self._in_acquisitions, most)
 
     def byte(self, what: str) -> int:
         """One byte (a union tag, an optional's presence flag)."""
