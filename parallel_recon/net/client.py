@@ -19,7 +19,7 @@ from typing import IO, Any, BinaryIO, Protocol, TextIO, cast
 
 from ..errors import ProtocolError, ReconError
 from ..progress import Progress
-from ..protocol import Close, StreamReader, Text, after_close_warning
+from ..protocol import Close, Text, after_close_warning, open_reader
 
 __all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stream"]
 
@@ -162,7 +162,7 @@ def send_stream(
         sender = _Sender(source, sock, report)
         sender.start()
         tee = TeeReader(cast(BinaryIO, sock.makefile("rb", buffering=_CHUNK)), sink)
-        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader = open_reader(tee, require_close=False)  # type: ignore[arg-type]
         closed = False
         last_text = ""
         after_close = ""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
 from ..errors import ProtocolError, ReconError, TruncatedStreamError
-from ..protocol import Close, Image, MessageId, StreamReader, Text, encode_message
+from ..protocol import Close, Image, MessageId, StreamReader, Text, encode_message, open_reader
 from ..protocol.messages import Message
 from .client import TeeReader
 
@@ -188,6 +188,8 @@ class Connection:
         self._reply_error = ""
         self.stopping = False
         """Set by the server when it stops this connection (shutdown)."""
+        self.generation = "ismrmrd"
+        """The client's stream generation (``mrd2``: no TEXT message can tell it a failure)."""
 
     # ----------------------------------------------------------------- run
     def run(self) -> ConnectionReport:
@@ -203,9 +205,16 @@ class Connection:
         # unbuffered: one recv per read, so a reset is reported as such (a buffered reader
         # would return the data before it and then an end of file)
         source = cast(BinaryIO, self.sock.makefile("rb", buffering=0))
-        reader = StreamReader(source, require_close=False)
+        leading: bytes | None = None
+        prelude: list[Message] = []
+        first: MessageId | None = MessageId.HEADER
         try:
-            prelude, first = read_prelude(reader)
+            reader = open_reader(source, require_close=False)  # either generation
+            self.generation = reader.generation
+            if self.generation == "mrd2":  # no prelude: the recon reads the whole stream
+                leading = reader.unconsumed()
+            else:
+                prelude, first = read_prelude(reader)
         except ReconError as exc:
             self.report.bytes_in = reader.offset
             self._fail(f"error: {exc}")
@@ -228,14 +237,23 @@ class Connection:
             return
         try:
             self.report.queued_s = time.monotonic() - waited
-            self._reconstruct(source, prelude, first)
+            self._reconstruct(source, prelude, first, leading)
         finally:
             self._release_slot()
 
-    def _reconstruct(self, source: BinaryIO, prelude: list[Message], first: MessageId) -> None:
+    def _reconstruct(
+        self,
+        source: BinaryIO,
+        prelude: list[Message],
+        first: MessageId,
+        leading: bytes | None = None,
+    ) -> None:
         kernel = self._choose(prelude)
         self.report.kernel = kernel
-        leading = b"".join(encode_message(m) for m in prelude) + int(first).to_bytes(2, "little")
+        if leading is None:
+            leading = b"".join(encode_message(m) for m in prelude) + int(first).to_bytes(
+                2, "little"
+            )
         command = list(self._command(kernel))
         started = time.monotonic()
         try:
@@ -310,7 +328,7 @@ class Connection:
     def _fail(self, outcome: str) -> None:
         """Record the outcome and tell a still-connected client with a TEXT message."""
         self.report.outcome = outcome
-        if self.input_state in ("reset", "idle") or self._reply_gone:
+        if self.input_state in ("reset", "idle") or self._reply_gone or self.generation == "mrd2":
             return
         with contextlib.suppress(OSError):
             self.sock.sendall(encode_message(Text(outcome)))
@@ -323,7 +341,7 @@ class Connection:
         assert child is not None and child.stdin is not None
         stdin: IO[bytes] = child.stdin
         tee = _InputTee(_Prefixed(leading, source), stdin)
-        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader = open_reader(tee, require_close=False)  # type: ignore[arg-type]
         try:
             while self.input_state == "reading":
                 msg = reader.read_message()
@@ -388,7 +406,7 @@ class Connection:
         child = self.child
         assert child is not None and child.stdout is not None
         tee = TeeReader(child.stdout, self.sock)
-        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader = open_reader(tee, require_close=False)  # type: ignore[arg-type]
         closed = False
         try:
             while True:

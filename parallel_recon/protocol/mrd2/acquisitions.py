@@ -427,6 +427,19 @@ class Template:
         self.zigzag = itemgetter(*zigzag, *zigzag[:1]) if zigzag else None
         """The one-byte zig-zag values (the first once more, so a tuple comes back)."""
         self.zigzag_count = len(zigzag)
+        # user ints rarely change within a scan: when their bytes are the learned header's,
+        # their values are too
+        zigzag_bytes = bytearray(self.size)
+        for index in zigzag:
+            zigzag_bytes[self.positions[index][0]] = 0xFF
+        self.zigzag_mask = int.from_bytes(zigzag_bytes, "little")
+        self.zigzag_expect = int.from_bytes(self.raw, "little") & self.zigzag_mask
+        learned = self.layout.unpack_from(self.raw, 0)
+        self.zigzag_known: tuple[int, ...] = (
+            tuple(map(_ZIGZAG.__getitem__, self.zigzag(learned)))[: len(zigzag)]
+            if self.zigzag is not None
+            else ()
+        )
         self.wide = wide
         self.constants = tuple(constants)
         self.getter = itemgetter(*(base[where] + at for where, at in order))
@@ -466,8 +479,18 @@ class Template:
         return result
 
     def head(self, chunk: Any, pos: int) -> np.void:
-        """The v1 AcquisitionHeader record of the matching header at ``pos`` (records are
-        handed out from blocks allocated a few dozen at a time)."""
+        """The v1 AcquisitionHeader record of the matching header at ``pos``."""
+        record = self.head_if_matching(chunk, pos)
+        assert record is not None, "head() of a header that does not match the template"
+        return record
+
+    def head_if_matching(self, chunk: Any, pos: int) -> np.void | None:
+        """The v1 AcquisitionHeader record of the header at ``pos`` (``size`` bytes
+        available), None when it does not have this layout.  Records are handed out from
+        blocks allocated a few dozen at a time."""
+        raw = int.from_bytes(chunk[pos : pos + self.size], "little")
+        if raw & self.mask != self.expect:
+            return None
         batch, at = self._batch, self._batch_at
         if at == batch.size:
             self._batch_bytes = bytearray(_BATCH * V1_STRUCT.size)
@@ -478,7 +501,12 @@ class Template:
         else:
             values = self.layout.unpack_from(chunk, pos)
             if self.zigzag is not None:
-                values += tuple(map(_ZIGZAG.__getitem__, self.zigzag(values)))[: self.zigzag_count]
+                if raw & self.zigzag_mask == self.zigzag_expect:
+                    values += self.zigzag_known
+                else:
+                    values += tuple(map(_ZIGZAG.__getitem__, self.zigzag(values)))[
+                        : self.zigzag_count
+                    ]
             if self.wide:
                 values += tuple(derive(values) for derive in self.wide)
             self.record_layout.pack_into(

@@ -307,12 +307,13 @@ class Mrd2StreamReader(WireReader):
                 nbytes < DIRECT_BYTES
                 or buffer.end - pos < size
                 or chunk[pos] != 1
-                or chunk[pos + 1] != 0
-                or not template.matches(chunk, pos + 2)
+                or chunk[pos + 1]
             ):
                 return
+            head = template.head_if_matching(chunk, pos + 2)
+            if head is None:
+                return
             self.message_offset = self.offset
-            head = template.head(chunk, pos + 2)
             buffer.pos = pos + size
             out, got = buffer.array(nbytes, True)
             self.offset += size + got
