@@ -62,6 +62,7 @@ from parallel_recon.protocol import (
     Waveform,
     encode_message,
 )
+from parallel_recon.protocol.mrd2.codec import uvarint_bytes
 
 __all__ = [
     "COMMANDS",
@@ -464,15 +465,6 @@ def _mutate_v2_item(pieces: list[bytes], rng: random.Random) -> str:
     return f"item {action}"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 _V2_VALUES = (0, 1, 2, 127, 128, 255, 65535, 65536, 2**31, 2**32, 2**40, 2**63, 2**64 - 1)
 
 
@@ -488,7 +480,7 @@ def _mutate_v2_varint(pieces: list[bytes], rng: random.Random) -> str:
         old = 1
         while at + old <= len(piece) and old < 10 and piece[at + old - 1] >= 0x80:
             old += 1
-        piece[at : at + old] = _varint(rng.choice(_V2_VALUES))
+        piece[at : at + old] = uvarint_bytes(rng.choice(_V2_VALUES))
     elif action == "long":  # more than 10 bytes
         piece[at:at] = b"\xff" * rng.randint(9, 14)
     else:  # a continuation bit where the varint ended
@@ -502,7 +494,7 @@ def _mutate_v2_count(pieces: list[bytes], rng: random.Random) -> str:
     if not items:
         return _mutate_bytes(pieces, rng)
     index = rng.choice(items)
-    count = _varint(rng.choice([0, 2, 3, 1000, 2**32, 2**63]))
+    count = uvarint_bytes(rng.choice([0, 2, 3, 1000, 2**32, 2**63]))
     pieces[index] = count + pieces[index][1:]
     return "count"
 
@@ -518,9 +510,7 @@ def _mutate_v2_prologue(pieces: list[bytes], rng: random.Random) -> str:
     elif action == "version":
         prologue[5:9] = rng.choice([0, 2, 255, 2**31 - 1]).to_bytes(4, "little")
     elif action == "length":
-        prologue[9:12] = _varint(rng.choice([0, 5, 21335, 21337, 2**20 + 1, 2**62]))[:3].ljust(
-            3, b"\0"
-        )
+        prologue[9:12] = uvarint_bytes(rng.choice([0, 5, 21335, 21337, 2**20 + 1, 2**62]))
     elif action == "magic":
         prologue[rng.randrange(2, 5)] = rng.randrange(256)
     else:

@@ -66,6 +66,14 @@ def _cases(shared_data: Path) -> dict[str, tuple[bytes, str]]:
             raw[:acq_dims] + uvarint_bytes(4) + uvarint_bytes(60000) + raw[acq_dims + 2 :],
             "truncated MRD v2 stream: ",
         ),
+        "a 2 GB readout, cut": (  # read in growing pieces: costs what arrives
+            raw[:acq_dims] + uvarint_bytes(4096) + uvarint_bytes(65535) + raw[acq_dims + 2 :],
+            "truncated MRD v2 stream: ",
+        ),
+        "a readout beyond the size limit": (
+            raw[:acq_dims] + uvarint_bytes(65535) + uvarint_bytes(65535) + raw[acq_dims + 2 :],
+            "at most 17179869184 bytes",
+        ),
         "samples beyond memory": (
             raw[:acq_dims] + uvarint_bytes(4) + uvarint_bytes(2**40) + raw[acq_dims + 2 :],
             "acquisition has 1099511627776 samples; MRD v1 holds at most 65535",

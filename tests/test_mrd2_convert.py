@@ -275,7 +275,8 @@ def test_phantom_writes_mrd2_that_reads_back(tmp_path: Path) -> None:
     out = tmp_path / "p.mrd2"
     proc = run_cli("mrd_phantom", "-m", "16", "-c", "2", "--format", "mrd2", "-o", str(out))
     assert re.search(rb"warning: the MRD v2 mapping leaves", proc.stderr)
-    reader = open_reader(out.open("rb"))
-    messages = list(reader)
+    with out.open("rb") as handle:
+        reader = open_reader(handle)
+        messages = list(reader)
     assert reader.generation == "mrd2" and isinstance(messages[0], Header)
     assert len(messages) == 1 + 16

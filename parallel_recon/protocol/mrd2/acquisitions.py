@@ -42,6 +42,7 @@ from .schema import ArrayType, EnumType, OptionalType, Primitive, RecordType, Ve
 
 __all__ = [
     "ACQUISITION_TAG",
+    "varint_at",
     "RunLayout",
     "ShortRead",
     "Template",
@@ -182,8 +183,10 @@ class _Scan:
     samples: int = 0
 
 
-def _varint(chunk: Any, pos: int, end: int, start: int) -> tuple[int, int]:
-    """(value, position after) of the varint at ``pos``; ShortRead at ``end``."""
+def varint_at(chunk: Any, pos: int, end: int, start: int = 0) -> tuple[int, int]:
+    """(value, position after) of the varint at ``chunk[pos:end]``; ShortRead (with the
+    bytes needed counted from ``start``) when it runs past ``end``, ValueError when it is
+    longer than 10 bytes."""
     value = shift = 0
     while True:
         if pos >= end:
@@ -217,7 +220,7 @@ def scan_header(chunk: Any, start: int, end: int) -> _Scan:
             pos += 4
             return value
         begin = pos
-        value, pos = _varint(chunk, pos, end, start)
+        value, pos = varint_at(chunk, pos, end, start)
         if leaf.path in _STRUCTURAL_VECTORS:
             scan.fixed.append((begin - start, pos - begin))
         else:
@@ -242,14 +245,14 @@ def scan_header(chunk: Any, start: int, end: int) -> _Scan:
             count = leaf.length
             if leaf.wrap == "vector":
                 begin = pos
-                count, pos = _varint(chunk, pos, end, start)
+                count, pos = varint_at(chunk, pos, end, start)
                 scan.fixed.append((begin - start, pos - begin))
                 if count > 1 << 16:
                     raise ValueError(f"a {leaf.path} of {count} elements")
             scan.values[leaf.path] = [element(leaf, i) for i in range(count)]
     for name in ("coils", "samples"):
         begin = pos
-        value, pos = _varint(chunk, pos, end, start)
+        value, pos = varint_at(chunk, pos, end, start)
         scan.fixed.append((begin - start, pos - begin))
         setattr(scan, name, value)
     scan.end = pos - start

@@ -23,13 +23,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ...errors import MissingCloseError, ProtocolError
+from ...errors import MissingCloseError
 from ..buffer import DIRECT_BYTES, NEXT_HEAD_BYTES, ReadBuffer
 from ..decode import DEFAULT_LIMITS, Limits
 from ..encode import encode_buffers
 from ..layout import ACQUISITION_HEADER_DTYPE, MessageId
 from ..messages import Acquisition, Close, Header, Message
-from .acquisitions import V1_STRUCT, RunLayout, ShortRead, Template, learn_template
+from .acquisitions import V1_STRUCT, RunLayout, ShortRead, Template, learn_template, varint_at
 from .codec import decoder
 from .header import header_to_xml
 from .mapping import IMAGE_TAGS, MappingError, array_to_v1, image_to_v1, waveform_to_v1
@@ -75,6 +75,8 @@ class _EmptyTrajectories(dict[int, np.ndarray]):
 
 
 _EMPTY_TRAJECTORY = _EmptyTrajectories()
+_FIRST_PIECE = 8 << 20
+"""Larger payloads are read in growing pieces (a lying size costs what arrives)."""
 _TEMPLATES = 16
 """Header layouts remembered (a scan has a handful: varints grow a byte now and then)."""
 
@@ -153,7 +155,10 @@ class Mrd2StreamReader(WireReader):
         """The v1 id of the next item (CLOSE for the end mark; None after it)."""
         if self._peeked is not None:
             return self._peeked
-        self._run.clear()
+        if self._run:  # raw reading from here: the rest of a decoded run is read again
+            if not self._block_of_one:
+                self._block_left += len(self._run)
+            self._run.clear()
         while True:
             self.message_offset = self.offset
             if self._stage == "prologue":
@@ -274,23 +279,6 @@ class Mrd2StreamReader(WireReader):
         self.index += 1
         return msg
 
-    def __iter__(self) -> Iterator[Message]:
-        """Yield messages up to, not including, the end mark."""
-        read_message = self.read_message
-        while True:
-            msg = read_message()
-            if msg is None:
-                if self.require_close and self._stage != "end":
-                    self._no_end()
-                return
-            if type(msg) is Close:
-                return
-            yield msg
-            while self._run and self._peeked is None:
-                yield self._next_of_run()
-            if type(msg) is Acquisition and self._block_of_one and self._peeked is None:
-                yield from self._iter_large()
-
     def _iter_large(self) -> Iterator[Acquisition]:
         """Many-coil readouts one after another, each a block of its own, with as little
         Python per item as possible (as the v1 reader's loop of the same name): anything
@@ -340,7 +328,6 @@ class Mrd2StreamReader(WireReader):
         self.offset += stride
         self._buffer.pos += stride
         self.index += 1
-        self._block_left = self._block_left - 1 if not self._block_of_one else 0
         return self._run.pop()
 
     def _header_item(self) -> Header:
@@ -406,7 +393,7 @@ class Mrd2StreamReader(WireReader):
         buffer.pos = start + template.size
         self.offset += template.size
         shape = (template.coils, template.samples)
-        if nbytes >= DIRECT_BYTES:
+        if DIRECT_BYTES <= nbytes <= _FIRST_PIECE:
             out, got = buffer.array(nbytes, True)
             self.offset += got
             if got < nbytes:
@@ -442,18 +429,18 @@ class Mrd2StreamReader(WireReader):
         shape_end = at
         try:
             for _ in range(2):
-                _, shape_end = _skip_varint(chunk, shape_end, buffer.end)
+                _, shape_end = varint_at(chunk, shape_end, buffer.end)
             basis_points = _read_two(chunk, at, buffer.end)
-        except ShortRead:
+        except (ShortRead, ValueError):
             return None
         basis, points = basis_points
+        if (basis and points != template.samples) or 4 * basis * points >= _RUN_BYTES:
+            return None  # the general path reads (or refuses) it
         body_end = shape_end + 4 * basis * points
         prefix = b"\x01\x00" if self._block_of_one else b"\x00"
         key = (id(template), bytes(chunk[at:shape_end]), prefix)
         layout = self._layouts.get(key)
         if layout is None or layout.template is not template:
-            if basis and points != template.samples:
-                return None
             layout = RunLayout(template, bytes(chunk[at:shape_end]), basis, points, prefix)
             if len(self._layouts) > 16:
                 self._layouts.clear()
@@ -463,6 +450,8 @@ class Mrd2StreamReader(WireReader):
         if count < 2:
             return None
         decoded = layout.decode(chunk, start, count)
+        if not self._block_of_one:  # the others' share of the block, handed out or not
+            self._block_left -= count - 1
         decoded.reverse()
         first = decoded.pop()
         self._run = decoded
@@ -496,8 +485,21 @@ class Mrd2StreamReader(WireReader):
         return []
 
     def _whole(self, nbytes: int, what: str) -> None:
-        if self._fill(nbytes) < nbytes:
-            raise self._cut(what)
+        """Make ``nbytes`` available in the buffer, growing it as bytes arrive (a size
+        claimed by a damaged header costs only about twice what the stream delivers)."""
+        if nbytes > self.limits.max_payload_bytes:
+            raise self.error(
+                f"expected an item of at most {self.limits.max_payload_bytes} bytes, found "
+                f"sizes that make {nbytes} bytes (corrupt stream?)"
+            )
+        step = max(_FIRST_PIECE, self._buffer.end - self._buffer.pos)
+        while True:
+            want = min(nbytes, step)
+            if self._fill(want) < want:
+                raise self._cut(what)
+            if want == nbytes:
+                return
+            step *= 2
 
     def _acquisition_as_v1(self) -> list[Any]:
         """Make the acquisition at the buffer position whole in the buffer; its v1 bytes."""
@@ -511,23 +513,28 @@ class Mrd2StreamReader(WireReader):
         for _ in range(2):
             while True:
                 try:
-                    _, at_after = _skip_varint(buffer.chunk, buffer.pos + at, buffer.end)
+                    _, at_after = varint_at(buffer.chunk, buffer.pos + at, buffer.end)
                     at = at_after - buffer.pos
                     break
                 except ShortRead:
                     self._whole(buffer.end - buffer.pos + 1, "acquisition trajectory shape")
+                except ValueError:
+                    raise self.error(
+                        "expected an acquisition trajectory shape, found a varint longer than "
+                        "10 bytes"
+                    ) from None
         basis, points = _read_two(buffer.chunk, buffer.pos + shape_at, buffer.end)
+        if basis and points != template.samples:
+            raise self.error(
+                f"expected an acquisition trajectory of {template.samples} samples per basis "
+                f"vector (one per data sample), found {points}"
+            )
         traj_bytes = 4 * basis * points
         self._whole(at + traj_bytes, "acquisition trajectory")
         chunk, pos = buffer.chunk, buffer.pos
         raw = bytearray(V1_STRUCT.pack(*template.v1_values(chunk, pos)))
         head = np.frombuffer(raw, ACQUISITION_HEADER_DTYPE, 1)[0]
         if basis:
-            if points != template.samples:
-                raise self.error(
-                    f"expected an acquisition trajectory of {template.samples} samples per "
-                    f"basis vector (one per data sample), found {points}"
-                )
             head["trajectory_dimensions"] = basis
         data_at = pos + template.size
         self._item_end = pos + at + traj_bytes
@@ -599,22 +606,8 @@ class Mrd2StreamReader(WireReader):
         self.index += 1
 
 
-def _skip_varint(chunk: Any, pos: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= end:
-            raise ShortRead(0)
-        byte = chunk[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ProtocolError("expected a varint of at most 10 bytes, found a longer one")
-
-
 def _read_two(chunk: Any, pos: int, end: int) -> tuple[int, int]:
-    first, pos = _skip_varint(chunk, pos, end)
-    second, _ = _skip_varint(chunk, pos, end)
+    """Two varints (an array shape) at ``chunk[pos:end]``."""
+    first, pos = varint_at(chunk, pos, end)
+    second, _ = varint_at(chunk, pos, end)
     return first, second

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any, BinaryIO
 
 from ...errors import ProtocolError
+from ..encode import StreamWriter
 from ..messages import (
     Acquisition,
     Close,
@@ -43,7 +43,6 @@ _TAGS = {tag: index for index, (tag, _) in enumerate(stream_item_cases())}
 _ITEM_ENCODERS = {tag: encoder(kind) for tag, kind in stream_item_cases()}
 _HEADER = encoder(named("Header"))
 _END = b"\x00"
-_JOIN_BYTES = 64 << 10
 
 
 def prologue_bytes() -> bytes:
@@ -121,11 +120,12 @@ def message_buffers(msg: Message, notes: Notes) -> Buffers:
         raise TypeError(f"cannot encode {type(msg).__name__} as an MRD v2 item") from None
 
 
-class Mrd2StreamWriter:
+class Mrd2StreamWriter(StreamWriter):
     """Writes v1 message objects to a sink as an MRD v2 stream.
 
-    The interface is the v1 ``StreamWriter``'s: ``write``, ``write_all``, ``close`` (the
-    end-of-stream mark), ``flush``, a context manager that closes only on success.
+    The interface is the v1 ``StreamWriter``'s (whose sink handling it shares): ``write``,
+    ``write_all``, ``close`` (the end-of-stream mark), ``flush``, a context manager that
+    closes only on success.
 
     Parameters
     ----------
@@ -138,10 +138,8 @@ class Mrd2StreamWriter:
     generation = "mrd2"
 
     def __init__(self, sink: BinaryIO, notes: Notes | None = None):
-        self._sink = sink
+        super().__init__(sink)
         self.notes = notes if notes is not None else Notes()
-        self.bytes_written = 0
-        self.closed = False
         self._started = False
         """Prologue and header step written."""
 
@@ -159,18 +157,14 @@ class Mrd2StreamWriter:
                 raise ProtocolError("expected one HEADER before the stream items, found another")
             self._start(msg.xml)
             return
-        buffers = self._encode(msg)
-        if not buffers:
-            return
-        if not self._started:
-            self._start(None)
-        self._write_list(buffers)
-
-    def _encode(self, msg: Message) -> Buffers:
         try:
-            return message_buffers(msg, self.notes)
+            buffers = message_buffers(msg, self.notes)
         except MappingError as exc:
             raise ProtocolError(f"cannot write this message as MRD v2: {exc}") from None
+        if buffers:
+            if not self._started:
+                self._start(None)
+            self._write_list(buffers)
 
     def write_all(self, messages: Iterable[Message]) -> None:
         """Write every message of an iterable."""
@@ -183,15 +177,6 @@ class Mrd2StreamWriter:
             self._start(None)
         self._write_list(list(buffers))
 
-    def _write_list(self, buffers: Buffers) -> None:
-        total = sum(map(len, buffers))
-        if total <= _JOIN_BYTES:
-            self._sink.write(b"".join(buffers))
-        else:
-            for buffer in buffers:
-                self._sink.write(buffer)
-        self.bytes_written += total
-
     def close(self) -> None:
         """Write the end-of-stream mark (once) and flush."""
         if not self.closed:
@@ -200,19 +185,3 @@ class Mrd2StreamWriter:
             self._write_list([_END])
             self.closed = True
         self._sink.flush()
-
-    def flush(self) -> None:
-        """Flush the sink, so a peer sees what was written so far."""
-        self._sink.flush()
-
-    def __enter__(self) -> Mrd2StreamWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
