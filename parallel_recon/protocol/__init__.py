@@ -8,8 +8,6 @@ from .generations import (
     FORMAT_NAMES,
     GENERATIONS,
     MessageWriter,
-    generation_of_bytes,
-    generation_of_file,
     open_reader,
     open_writer,
 )
@@ -49,8 +47,6 @@ __all__ = [
     "FORMAT_NAMES",
     "GENERATIONS",
     "MessageWriter",
-    "generation_of_bytes",
-    "generation_of_file",
     "open_reader",
     "open_writer",
     "CONFIG_FILE_SIZE",

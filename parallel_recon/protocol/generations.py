@@ -13,22 +13,18 @@ both generations from this one module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from .buffer import ReadBuffer
-from .decode import DEFAULT_LIMITS, HDF5_SIGNATURE, Limits, StreamReader
+from .decode import DEFAULT_LIMITS, Limits, StreamReader
 from .encode import StreamWriter
 from .messages import Message
 from .mrd2 import MAGIC, Mrd2StreamReader, Mrd2StreamWriter, Notes
 
 __all__ = [
-    "FORMATS",
     "FORMAT_NAMES",
     "GENERATIONS",
     "MessageWriter",
-    "generation_of_bytes",
-    "generation_of_file",
     "open_reader",
     "open_writer",
 ]
@@ -36,7 +32,6 @@ __all__ = [
 GENERATIONS = ("ismrmrd", "mrd2")
 """Stream generations by their ``--format`` names: MRD v1 (ISMRMRD) and MRD v2 (yardl)."""
 
-FORMATS = GENERATIONS
 FORMAT_NAMES = {"ismrmrd": "MRD v1 (ISMRMRD)", "mrd2": "MRD v2 (yardl)"}
 """Each generation as users read it in messages."""
 
@@ -50,22 +45,6 @@ class MessageWriter(Protocol):
     def write(self, msg: Message) -> None: ...
     def close(self) -> None: ...
     def flush(self) -> None: ...
-
-
-def generation_of_bytes(first: bytes) -> str | None:
-    """``hdf5``, ``mrd2``, ``ismrmrd`` or None (fewer than two bytes) for what a file or
-    stream starting with ``first`` holds (an HDF5 file is told by its whole signature)."""
-    if first.startswith(HDF5_SIGNATURE):
-        return "hdf5"
-    if len(first) < 2:
-        return None
-    return "mrd2" if first[:2] == MAGIC[:2] else "ismrmrd"
-
-
-def generation_of_file(path: str | Path) -> str | None:
-    """What a file holds by its first bytes (see :func:`generation_of_bytes`)."""
-    with open(path, "rb") as handle:
-        return generation_of_bytes(handle.read(len(HDF5_SIGNATURE)))
 
 
 def open_reader(

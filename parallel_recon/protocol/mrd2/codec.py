@@ -45,7 +45,6 @@ __all__ = [
     "Decoder",
     "Encoder",
     "Out",
-    "decode_value",
     "decoder",
     "encode_value",
     "encoder",
@@ -318,11 +317,6 @@ def decoder(kind: Type, what: str = "value") -> Decoder:
     if isinstance(kind, StreamType):
         raise TypeError("streams are read item by item by the stream reader")
     return makers[type(kind)](kind, what)
-
-
-def decode_value(reader: WireReader, kind: Type, what: str = "value") -> Any:
-    """Read one value of ``kind``."""
-    return decoder(kind, what)(reader)
 
 
 # ------------------------------------------------------------------ encoding

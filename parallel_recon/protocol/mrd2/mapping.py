@@ -16,6 +16,8 @@ v2 array; the v2 model and its readers mean ``[basis, samples]``).
 Whatever a direction cannot carry is recorded in :class:`~.notes.Notes`.
 
 Values are the codec's plain data (:mod:`.codec`): records as dicts named as in the schema.
+Acquisitions, the bulk of a stream, are mapped by :mod:`.acquisitions` straight between the
+wire and v1 header records, with this module's field tables.
 """
 
 from __future__ import annotations
@@ -26,11 +28,9 @@ import numpy as np
 
 from ..layout import DTYPE_TO_DATA_TYPE
 from ..messages import (
-    Acquisition,
     Image,
     NDArray,
     Waveform,
-    new_acquisition_head,
     new_image_head,
     new_waveform_head,
 )
@@ -40,9 +40,6 @@ from .notes import Notes
 __all__ = [
     "IMAGE_TAGS",
     "MappingError",
-    "acquisition_head_to_v1",
-    "acquisition_to_v1",
-    "acquisition_to_v2",
     "array_to_v1",
     "image_to_v1",
     "image_to_v2",
@@ -132,7 +129,6 @@ IMAGE_TAGS: dict[str, np.dtype] = {
 """v2 image item tag -> pixel dtype (the eight v1 image data types)."""
 _TAG_OF_DTYPE = {dtype: tag for tag, dtype in IMAGE_TAGS.items()}
 _IMAGE_TYPES = range(1, 6)
-_EMPTY_TRAJECTORY = np.zeros((0, 0), np.float32)
 
 
 # ------------------------------------------------------------------ helpers
@@ -181,98 +177,6 @@ def _v1_dropped(name: str, value: Any, item: str, notes: Notes) -> None:
             f"{item} {name}",
             f"the MRD v2 mapping leaves {item} {name} out (not carried)",
         )
-
-
-def _counters_to_v1(idx: dict[str, Any], target: np.void, notes: Notes) -> None:
-    for v2name, v1name in COUNTERS:
-        value = idx[v2name]
-        if value is None:
-            _absent(notes)
-            value = 0
-        _store(target, v1name, value, "acquisition idx")
-    target["user"] = _fixed(idx["user"], 8, "idx.user", "acquisition", notes)
-
-
-# ------------------------------------------------------------- acquisitions
-def acquisition_head_to_v1(
-    head: dict[str, Any], coils: int, samples: int, basis: int, notes: Notes
-) -> np.void:
-    """The v1 AcquisitionHeader of a v2 one, sizes taken from the arrays."""
-    out = new_acquisition_head()
-    out["flags"] = head["flags"]
-    _store(out, "measurement_uid", head["measurementUid"], "acquisition")
-    for v2name, v1name, _ in ACQUISITION_OPTIONALS:
-        value = head[v2name]
-        if value is None:
-            _absent(notes)
-            value = 0
-        _store(out, v1name, value, "acquisition")
-    for v2name, v1name, _ in ACQUISITION_VECTORS:
-        size = out.dtype[v1name].shape[0]
-        _store(out, v1name, _fixed(head[v2name], size, v2name, "acquisition", notes), "acquisition")
-    for v2name, v1name in GEOMETRY:
-        out[v1name] = head[v2name]
-    _counters_to_v1(head["idx"], out["idx"], notes)
-    order = head["channelOrder"]
-    if list(order) != list(range(coils)):
-        notes.field(
-            "acquisition channelOrder",
-            "MRD v1 keeps no channel order: acquisition channelOrder other than 0..channels-1 "
-            "is not carried",
-        )
-    _store(out, "number_of_samples", samples, "acquisition")
-    _store(out, "active_channels", coils, "acquisition")
-    out["available_channels"] = coils
-    _store(out, "trajectory_dimensions", basis, "acquisition")
-    return out
-
-
-def acquisition_to_v1(item: dict[str, Any], notes: Notes) -> Acquisition:
-    """A v2 ``Acquisition`` as a v1 ACQUISITION (trajectory transposed to [samples, dims])."""
-    data = np.asarray(item["data"], dtype=np.complex64)
-    trajectory = np.asarray(item["trajectory"], dtype=np.float32)
-    coils, samples = data.shape
-    basis = trajectory.shape[0] if trajectory.size else 0
-    if basis and trajectory.shape[1] != samples:
-        raise MappingError(
-            f"acquisition trajectory has {trajectory.shape[1]} samples per basis vector, its "
-            f"data {samples}: MRD v1 needs one trajectory point per sample"
-        )
-    head = acquisition_head_to_v1(item["head"], coils, samples, basis, notes)
-    traj = np.ascontiguousarray(trajectory.T) if basis else np.zeros((samples, 0), np.float32)
-    return Acquisition(head=head, traj=traj, data=data)
-
-
-def acquisition_to_v2(acq: Acquisition, notes: Notes) -> dict[str, Any]:
-    """A v1 ACQUISITION as a v2 ``Acquisition`` (the MRD project's mapping)."""
-    h = acq.head
-    idx = h["idx"]
-    head: dict[str, Any] = {
-        "flags": int(h["flags"]),
-        "idx": {v2: int(idx[v1]) for v2, v1 in COUNTERS} | {"user": []},
-        "measurementUid": int(h["measurement_uid"]),
-        "physiologyTimeStamp": [],
-        "channelOrder": list(range(int(h["active_channels"]))),
-        "userInt": [int(v) for v in h["user_int"]],
-        "userFloat": [float(v) for v in h["user_float"]],
-    }
-    for v2name, v1name, carried in ACQUISITION_OPTIONALS:
-        head[v2name] = int(h[v1name]) if carried else None
-        if not carried:
-            _v1_dropped(v1name, h[v1name], "acquisition", notes)
-    for v2name, v1name in GEOMETRY:
-        head[v2name] = np.array(h[v1name], dtype=np.float32)
-    _v1_dropped("physiology_time_stamp", h["physiology_time_stamp"], "acquisition", notes)
-    _v1_dropped("idx.user", idx["user"], "acquisition", notes)
-    _v1_dropped("channel_mask", h["channel_mask"], "acquisition", notes)
-    if int(h["available_channels"]) != int(h["active_channels"]):
-        notes.field(
-            "acquisition available_channels",
-            "the MRD v2 mapping leaves acquisition available_channels out (v1 reads it back "
-            "as the active channels)",
-        )
-    trajectory = np.ascontiguousarray(acq.traj.T) if acq.traj.size else _EMPTY_TRAJECTORY
-    return {"head": head, "data": acq.data, "trajectory": trajectory}
 
 
 # ------------------------------------------------------------------- images
