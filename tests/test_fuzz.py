@@ -34,10 +34,15 @@ def test_mutated_streams_get_clear_answers(tmp_path: Path) -> None:
         if o["problems"]
     ]
     assert not broken, "\n\n".join(broken)
-    for command in ("recon", "to-hdf5", "info", "convert"):
+    # ``convert --to ismrmrd`` copies a v1 stream unchanged: only v2 mutants are refused
+    least_refused = {"recon": 100, "to-hdf5": 100, "info": 100, "convert": 40}
+    for command, refused_at_least in least_refused.items():
         codes = [o["code"] for o in outcomes if o["command"] == command]
         # the campaign exercises both sides: mutants that still work and ones refused
-        assert codes.count(0) >= 30 and codes.count(1) >= 100, (command, codes.count(0))
+        assert codes.count(0) >= 30 and codes.count(1) >= refused_at_least, (
+            command,
+            codes.count(0),
+        )
         refused = [o for o in outcomes if o["command"] == command and o["code"] == 1]
         assert all(o["stderr"].strip() for o in refused), "exit 1 without saying why"
     v2 = [o for o in outcomes if o["stream"] == "mrd2"]
