@@ -65,7 +65,8 @@ def report(outcomes: list[dict[str, Any]], seeds: list[int], mutants: int, wall:
         f"Made by `python perf/fuzz.py` on {time.strftime('%Y-%m-%d %H:%M')}: seeds "
         f"{', '.join(map(str, seeds))}, {mutants} mutants of each of the four seed streams "
         f"(three MRD v1, one MRD v2) per seed ({sum(streams.values())} mutants: "
-        f"{dict(streams)}), each through the four commands, in {wall:.0f} s on the shared 2-core machine (1-minute load average "
+        f"{dict(streams)}), each through the four commands, in {wall:.0f} s on the shared "
+        "2-core machine (1-minute load average "
         f"{load:.1f} at the end).  Mutations applied (1 to 3 per mutant): {dict(kinds)}.",
         "",
         f"A run keeps the rules when it ends within {RUN_TIMEOUT_S:g} s with exit status 0 or 1, "
