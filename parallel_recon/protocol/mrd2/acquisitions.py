@@ -352,8 +352,13 @@ class Template:
         self.expect = int.from_bytes(raw, "little") & self.mask
         self.layout = struct.Struct("<" + "".join(codes))
         self.specs = self._specs(scan, place, notes)
+        self._previous: tuple[int, bytes] | None = None
+        """The last header decoded (as an int) and its v1 record."""
+        self._owner: list[int] = []
+        self._patches: list[tuple[int, Any]] = []
         self._compile()
         self._plan_rows()
+        self._plan_patches()
 
     @staticmethod
     def _specs(
@@ -489,8 +494,12 @@ class Template:
 
     def head_if_matching(self, chunk: Any, pos: int) -> np.void | None:
         """The v1 AcquisitionHeader record of the header at ``pos`` (``size`` bytes
-        available), None when it does not have this layout.  Records are handed out from
-        blocks allocated a few dozen at a time."""
+        available), None when it does not have this layout.
+
+        Records are handed out from blocks allocated a few dozen at a time.  Readouts of a
+        scan differ in a few counters: after the first, a record is the previous one with
+        the fields whose bytes changed written again (see :meth:`_plan_patches`).
+        """
         raw = int.from_bytes(chunk[pos : pos + self.size], "little")
         if raw & self.mask != self.expect:
             return None
@@ -499,24 +508,44 @@ class Template:
             self._batch_bytes = bytearray(_BATCH * V1_STRUCT.size)
             batch = self._batch = np.frombuffer(self._batch_bytes, ACQUISITION_HEADER_DTYPE)
             at = 0
-        if self.checks:
-            V1_STRUCT.pack_into(self._batch_bytes, at * V1_STRUCT.size, *self.v1_values(chunk, pos))
+        record = self._batch_bytes
+        start = at * V1_STRUCT.size
+        previous = self._previous
+        if previous is not None:
+            diff = raw ^ previous[0]
+            record[start : start + V1_STRUCT.size] = previous[1]
+            owner, patches = self._owner, self._patches
+            while diff:
+                mask, patch = patches[owner[((diff & -diff).bit_length() - 1) >> 3]]
+                patch(record, start, chunk, pos)
+                diff &= ~mask
         else:
-            values = self.layout.unpack_from(chunk, pos)
-            if self.zigzag is not None:
-                if raw & self.zigzag_mask == self.zigzag_expect:
-                    values += self.zigzag_known
-                else:
-                    values += tuple(map(_ZIGZAG.__getitem__, self.zigzag(values)))[
-                        : self.zigzag_count
-                    ]
-            if self.wide:
-                values += tuple(derive(values) for derive in self.wide)
-            self.record_layout.pack_into(
-                self._batch_bytes, at * V1_STRUCT.size, *self.record_getter(values + self.constants)
-            )
+            V1_STRUCT.pack_into(record, start, *self.v1_values(chunk, pos))
+        self._previous = (raw, bytes(record[start : start + V1_STRUCT.size]))
         self._batch_at = at + 1
         return batch[at]
+
+    def _plan_patches(self) -> None:
+        """For each decoded field, the header bytes it owns and how to write it into a v1
+        record from them (a float run as a byte copy, a varint decoded), so that a record
+        can be the previous one with the changed fields written again."""
+        self._previous = None
+        owner = [0] * self.size
+        patches: list[tuple[int, Any]] = []
+
+        def own(positions: list[int], patch: Any) -> None:
+            mask = bytearray(self.size)
+            for at in positions:
+                mask[at] = 0xFF
+                owner[at] = len(patches)
+            patches.append((int.from_bytes(mask, "little"), patch))
+
+        for v1_at, source, nbytes in self.copies:
+            own(list(range(source, source + nbytes)), _copy_patch(v1_at, source, nbytes))
+        for number, v1_at, dtype, positions, spec in self.varints:
+            own(list(positions), _varint_patch(number, v1_at, dtype, positions, spec))
+        self._owner = owner
+        self._patches = patches
 
     def _plan_rows(self) -> None:
         """How :meth:`heads` fills whole blocks of v1 headers: constants from a base
@@ -575,6 +604,44 @@ class Template:
                 value.astype(dtype).reshape(count, 1).view(np.uint8)
             )
         return out.view(ACQUISITION_HEADER_DTYPE).reshape(count)
+
+
+def _copy_patch(v1_at: int, wire_at: int, nbytes: int) -> Any:
+    """Write floats into a v1 record: their bytes are the same little-endian float32."""
+
+    def patch(record: bytearray, start: int, chunk: Any, pos: int) -> None:
+        record[start + v1_at : start + v1_at + nbytes] = chunk[
+            pos + wire_at : pos + wire_at + nbytes
+        ]
+
+    return patch
+
+
+def _varint_patch(number: int, v1_at: int, dtype: np.dtype, wire_at: list[int], spec: Any) -> Any:
+    """Write one varint field into a v1 record (a one-byte unsigned one is its low byte:
+    the field's other bytes are zero in the record it is written over, same layout)."""
+    if len(wire_at) == 1 and spec.kind == "var":
+        (at,) = wire_at
+
+        def low_byte(record: bytearray, start: int, chunk: Any, pos: int) -> None:
+            record[start + v1_at] = chunk[pos + at]
+
+        return low_byte
+    layout = struct.Struct("<" + dtype.char)
+    signed = spec.kind == "svar"
+    check = spec.check
+
+    def varint(record: bytearray, start: int, chunk: Any, pos: int) -> None:
+        value = 0
+        for n, at in enumerate(wire_at):
+            value |= (chunk[pos + at] & 0x7F) << (7 * n)
+        if signed:
+            value = (value >> 1) ^ -(value & 1)
+        if check is not None and not check[0] <= value <= check[1]:
+            raise MappingError(_overflow(number, value, *check))
+        layout.pack_into(record, start + v1_at, value)
+
+    return varint
 
 
 def _overflow(number: int, value: int, low: int, high: int) -> str:
