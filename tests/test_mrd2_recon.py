@@ -270,3 +270,16 @@ def test_batch_recognises_v2_stream_files(shared_data: Path, tmp_path: Path) -> 
     run_cli("parallel-recon", "batch", str(raw), "-o", str(out))
     produced = sorted(out.rglob("*.h5"))
     assert len(produced) == 1 and len(api.read_images(produced[0])) == 2
+
+
+def test_recon_command_imports_no_numpy_before_one_blas_thread() -> None:
+    """``--format`` is named in the recon command without importing the protocol: numpy
+    loaded before ``single_threaded_math`` would start a BLAS thread pool in every worker
+    (prewhitening ran ~10x slower on 2 busy cores)."""
+    from parallel_recon.cli.recon import FORMATS
+    from parallel_recon.protocol import GENERATIONS
+
+    assert FORMATS == GENERATIONS
+    code = "import sys, parallel_recon.cli.recon; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    assert out.strip() == b"False"

@@ -21,7 +21,6 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from ..files import PendingFile, refuse_same_file
-from ..protocol.generations import GENERATIONS
 from .common import (
     EXIT_OK,
     ExitStatus,
@@ -41,6 +40,9 @@ __all__ = ["IMAGE_TYPES", "build_parser", "main", "max_workers"]
 
 PROG = "mrd_stream_recon"
 IMAGE_TYPES = ("magnitude", "complex", "phase")
+FORMATS = ("ismrmrd", "mrd2")
+"""``--format``: the stream generations (named here, not imported: this module must not
+import numpy before :func:`single_threaded_math` has set one BLAS thread per process)."""
 _WORKERS_PER_CORE = 4
 
 
@@ -145,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     io.add_argument(
         "--format",
-        choices=GENERATIONS,
+        choices=FORMATS,
         help="generation of the image stream: ismrmrd (MRD v1) or mrd2 (MRD v2, yardl) "
         "(default: the input's)",
     )
