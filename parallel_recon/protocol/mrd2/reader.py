@@ -119,6 +119,10 @@ class Mrd2StreamReader(WireReader):
         self._item_end = 0
         self._raw = False
         """Raw mode: the peeked item is read as its v1 bytes (``_virtual``)."""
+        self._no_trajectory = False
+        """Whether the last acquisition read in raw mode had no trajectory."""
+        self._speculated = False
+        """The raw item's samples come straight from the stream (no trajectory expected)."""
         self._readers: dict[MessageId, Callable[[], Message]] = {
             MessageId.HEADER: self._header_item,
             MessageId.ACQUISITION: self._acquisition_item,
@@ -484,6 +488,24 @@ class Mrd2StreamReader(WireReader):
             return [memoryview(bytes(buffers[0]))[2:], *(memoryview(b) for b in buffers[1:])]
         return []
 
+    def _after_direct_samples(self) -> None:
+        """After samples read straight from the stream: what was not read of them, then the
+        trajectory shape (and a trajectory, passed over and named, if one came after all)."""
+        self._speculated = False
+        for segment in self._virtual:
+            if isinstance(segment, _Direct) and segment.left:
+                WireReader.skip(self, segment.left, "acquisition samples")
+        self._virtual = []
+        basis, points = self.dimensions(2, "acquisition trajectory")
+        if basis * points:
+            WireReader.skip(self, 4 * basis * points, "acquisition trajectory")
+            self._no_trajectory = False
+            self.notes.item(
+                "late trajectory",
+                "an MRD v2 acquisition carried a trajectory after many-coil readouts without "
+                "one: read straight into place, its trajectory was passed over",
+            )
+
     def _whole(self, nbytes: int, what: str) -> None:
         """Make ``nbytes`` available in the buffer, growing it as bytes arrive (a size
         claimed by a damaged header costs only about twice what the stream delivers)."""
@@ -502,11 +524,26 @@ class Mrd2StreamReader(WireReader):
             step *= 2
 
     def _acquisition_as_v1(self) -> list[Any]:
-        """Make the acquisition at the buffer position whole in the buffer; its v1 bytes."""
+        """The v1 bytes of the acquisition at the buffer position.
+
+        v2 writes the samples before the trajectory, v1 readers ask for the trajectory
+        first: the acquisition is made whole in the buffer.  Except for many-coil readouts
+        after ones without a trajectory: then none is expected (the v1 header says 0
+        dimensions) and the samples go from the stream straight to where they are read
+        into; a trajectory found after them is passed over and named (see
+        :meth:`finish_message`).
+        """
         self._in_acquisitions = True
         template = self._template_at()
         buffer = self._buffer
         nbytes = 8 * template.coils * template.samples
+        if self._no_trajectory and nbytes >= DIRECT_BYTES:
+            values = template.v1_values(buffer.chunk, buffer.pos)
+            buffer.pos += template.size
+            self.offset += template.size
+            self._ahead_most = NEXT_HEAD_BYTES
+            self._speculated = True
+            return [memoryview(V1_STRUCT.pack(*values)), _Direct(nbytes)]
         at = template.size + nbytes
         self._whole(at + 1, "acquisition samples")
         shape_at = at
@@ -530,6 +567,7 @@ class Mrd2StreamReader(WireReader):
                 f"vector (one per data sample), found {points}"
             )
         traj_bytes = 4 * basis * points
+        self._no_trajectory = not traj_bytes
         self._whole(at + traj_bytes, "acquisition trajectory")
         chunk, pos = buffer.chunk, buffer.pos
         raw = bytearray(V1_STRUCT.pack(*template.v1_values(chunk, pos)))
@@ -553,12 +591,19 @@ class Mrd2StreamReader(WireReader):
                 raise self._truncated(what, nbytes, got)
             segment = self._virtual[0]
             step = min(len(segment), nbytes - got)
-            if into is not None:
+            whole = step == len(segment)
+            if isinstance(segment, _Direct):  # from the stream itself
+                if into is not None:
+                    WireReader.readinto(self, into[got : got + step], what, True)
+                else:
+                    WireReader.skip(self, step, what)
+                segment.left -= step
+            elif into is not None:
                 into[got : got + step] = segment[:step]
             got += step
-            if step == len(segment):
+            if whole:
                 self._virtual.pop(0)
-            else:
+            elif not isinstance(segment, _Direct):
                 self._virtual[0] = segment[step:]
 
     def read_record(self, dtype: np.dtype, what: str) -> np.void:
@@ -593,6 +638,8 @@ class Mrd2StreamReader(WireReader):
     def finish_message(self) -> None:
         """Advance past the item read in raw mode."""
         if self._raw:
+            if self._speculated:
+                self._after_direct_samples()
             if self._item_end:
                 self.offset += self._item_end - self._buffer.pos
                 self._buffer.pos = self._item_end
@@ -604,6 +651,18 @@ class Mrd2StreamReader(WireReader):
             self.closed = True
         self._peeked = None
         self.index += 1
+
+
+class _Direct:
+    """Raw mode: samples still to read straight from the stream (``left`` bytes)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int):
+        self.left = left
+
+    def __len__(self) -> int:
+        return self.left
 
 
 def _read_two(chunk: Any, pos: int, end: int) -> tuple[int, int]:

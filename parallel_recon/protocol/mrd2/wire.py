@@ -85,10 +85,7 @@ class WireReader(StreamReader):
         buffer = self._buffer
         if buffer.end - buffer.pos >= nbytes:
             return buffer.end - buffer.pos
-        most = self._ahead_most
-        if most is not None and most < nbytes:
-            most = nbytes  # read ahead no further than asked, but at least what is asked
-        return buffer.fill(nbytes, self._in_acquisitions, most)
+        return buffer.fill(nbytes, self._in_acquisitions, self._ahead_most)
 
     def byte(self, what: str) -> int:
         """One byte (a union tag, an optional's presence flag)."""
