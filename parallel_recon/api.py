@@ -32,7 +32,7 @@ __all__ = ["export", "read_images", "reconstruct", "write_images"]
 Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | Iterable[Message]"
 """A path (ISMRMRD HDF5 or MRD stream file), the bytes of a stream, or its messages."""
 
-_STREAM_FORMATS = ("hdf5", "stream")
+_STREAM_FORMATS = ("hdf5", "stream", "mrd2")
 
 
 def _hdf5_group(path: str, group: str | None) -> str:
@@ -54,10 +54,10 @@ def _hdf5_group(path: str, group: str | None) -> str:
 
 def _run(stream: BinaryIO, opts: PipelineOptions) -> list[Image]:
     from .batch.engine_run import run_engine
-    from .protocol import Image, StreamReader
+    from .protocol import Image, open_reader
 
     with run_engine(stream, opts) as images:
-        return [msg for msg in StreamReader(images) if isinstance(msg, Image)]
+        return [msg for msg in open_reader(images) if isinstance(msg, Image)]
 
 
 def reconstruct(
@@ -156,14 +156,14 @@ def read_images(
     """
     from .hdf5 import list_groups, list_image_series, read_messages
     from .inspect.summary_hdf5 import is_hdf5
-    from .protocol import Image, StreamReader
+    from .protocol import Image, open_reader
 
     name = os.fspath(path)
     if not is_hdf5(name):
         from .cli.common import open_input
 
         with open_input(name) as handle:
-            return [msg for msg in StreamReader(handle) if isinstance(msg, Image)]
+            return [msg for msg in open_reader(handle) if isinstance(msg, Image)]
     if group is None:
         groups = list_groups(name)
         with_images = [g for g in groups if list_image_series(name, g)]
@@ -197,7 +197,8 @@ def write_images(
     group:
         HDF5 group (``dataset``).
     format:
-        ``"hdf5"`` or ``"stream"`` (an MRD v1 stream: HEADER if given, images, CLOSE).
+        ``"hdf5"``, ``"stream"`` (an MRD v1 stream: HEADER if given, images, CLOSE) or
+        ``"mrd2"`` (an MRD v2 stream of the same).
 
     Returns
     -------
@@ -207,7 +208,7 @@ def write_images(
     from .errors import ConfigurationError
     from .files import PendingFile
     from .hdf5 import MrdHdf5Writer
-    from .protocol import Header, StreamWriter
+    from .protocol import Header, open_writer
 
     if format not in _STREAM_FORMATS:
         raise ConfigurationError(
@@ -220,10 +221,13 @@ def write_images(
                     writer.write(Header(header))
                 writer.write_all(images)
         else:
-            with open(pending.path, "wb") as handle, StreamWriter(handle) as stream:
+            with open(pending.path, "wb") as handle:
+                stream = open_writer(handle, "mrd2" if format == "mrd2" else "ismrmrd")
                 if header is not None:
                     stream.write(Header(header))
-                stream.write_all(images)
+                for image in images:
+                    stream.write(image)
+                stream.close()
     return Path(path)
 
 

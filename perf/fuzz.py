@@ -1,4 +1,4 @@
-"""The long mutation campaign: thousands of mutants through the three stream commands.
+"""The long mutation campaign: thousands of mutants through the four stream commands.
 
 The test suite runs a few hundred mutants (``tests/test_fuzz.py``); this runs the same
 mutations (``tests/fuzzing.py``) with more seeds and more mutants per stream, in parallel
@@ -34,11 +34,12 @@ def _table(outcomes: list[dict[str, Any]]) -> list[str]:
         "| command | runs | exit 0 | exit 1 | broke a rule | slowest run |",
         "|---|---|---|---|---|---|",
     ]
-    commands = ("recon", "to-hdf5", "info")
+    commands = ("recon", "to-hdf5", "info", "convert")
     names = {
         "recon": "`mrd_stream_recon --workers 2`",
         "to-hdf5": "`stream_to_mrdhdf5 OUT.h5`",
         "info": "`parallel-recon info -`",
+        "convert": "`parallel-recon convert - OUT --to ismrmrd`",
     }
     for command in commands:
         mine = [o for o in outcomes if o["command"] == command]
@@ -62,9 +63,10 @@ def report(outcomes: list[dict[str, Any]], seeds: list[int], mutants: int, wall:
         "## Fuzzing (`perf/fuzz.py`)",
         "",
         f"Made by `python perf/fuzz.py` on {time.strftime('%Y-%m-%d %H:%M')}: seeds "
-        f"{', '.join(map(str, seeds))}, {mutants} mutants of each of the three seed streams "
-        f"per seed ({sum(streams.values())} mutants: {dict(streams)}), each through the three "
-        f"commands, in {wall:.0f} s on the shared 2-core machine (1-minute load average "
+        f"{', '.join(map(str, seeds))}, {mutants} mutants of each of the four seed streams "
+        f"(three MRD v1, one MRD v2) per seed ({sum(streams.values())} mutants: "
+        f"{dict(streams)}), each through the four commands, in {wall:.0f} s on the shared "
+        "2-core machine (1-minute load average "
         f"{load:.1f} at the end).  Mutations applied (1 to 3 per mutant): {dict(kinds)}.",
         "",
         f"A run keeps the rules when it ends within {RUN_TIMEOUT_S:g} s with exit status 0 or 1, "

@@ -14,7 +14,18 @@ from pathlib import Path
 
 PERF = Path(__file__).resolve().parent
 RESULTS = PERF / "results"
-ORDER = ["codec", "adapters", "kernel", "recon", "grappa", "sense", "memory", "batch", "serve"]
+ORDER = [
+    "codec",
+    "mrd2",
+    "adapters",
+    "kernel",
+    "recon",
+    "grappa",
+    "sense",
+    "memory",
+    "batch",
+    "serve",
+]
 
 
 def assemble() -> str:

@@ -1,12 +1,14 @@
 """Mutation fuzzing of the stream commands: bad input must get one clear line, never a crash.
 
-Three small valid streams (raw data with a noise scan; images; a mixed stream with every
-message type) are mutated with a fixed seed: length fields, message ids, header fields, the
-XML header, and random bytes (flips, insertions, deletions, truncation, trailing garbage).
-Each mutant goes through ``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5`` and
-``parallel-recon info -``, and every run must end within its timeout with exit status 0 or
-1, at most 3 lines on stderr and no "Traceback" (nor a Python warning), leaving nothing in
-/dev/shm and no process.
+Four small valid streams (MRD v1 raw data with a noise scan; v1 images; a v1 mixed stream
+with every message type; an MRD v2 stream of raw data, an image, a waveform and an array)
+are mutated with a fixed seed: length fields, message ids, header fields, the XML header;
+for v2 its items, tags, block counts, varints and schema; and random bytes (flips,
+insertions, deletions, truncation, trailing garbage).  Each mutant goes through
+``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5``, ``parallel-recon info -`` and
+``parallel-recon convert - OUT --to ismrmrd``, and every run must end within its timeout
+with exit status 0 or 1, at most 3 lines on stderr and no "Traceback" (nor a Python
+warning), leaving nothing in /dev/shm and no process.
 
 Runs are forked from this process, which imports the package once: the child redirects its
 standard streams to files and calls the command's ``main(argv)`` exactly as the console
@@ -60,6 +62,7 @@ from parallel_recon.protocol import (
     Waveform,
     encode_message,
 )
+from parallel_recon.protocol.mrd2.codec import uvarint_bytes
 
 __all__ = [
     "COMMANDS",
@@ -142,11 +145,38 @@ def _mixed_stream(header_xml: str) -> list[bytes]:
     return _stream(messages)
 
 
+def _mrd2_stream() -> list[bytes]:
+    """An MRD v2 stream in pieces: prologue, header step, one piece per item, the end mark."""
+    from parallel_recon.phantom import PhantomSpec, iter_messages
+    from parallel_recon.protocol.mrd2 import Notes
+    from parallel_recon.protocol.mrd2.writer import header_bytes, message_buffers, prologue_bytes
+
+    spec = PhantomSpec(matrix=16, coils=2, noise_calibration=True, seed=4)
+    messages = list(iter_messages(spec))
+    rng = np.random.default_rng(5)
+    image = Image.from_array(rng.random((1, 1, 8, 8), dtype=np.float32), attributes=_META)
+    image.head["image_type"] = 1
+    waveform = Waveform.from_array(rng.integers(0, 4096, (2, 20)))
+    array = NDArray((rng.random((2, 3)) + 1j).astype(np.complex64))
+    notes = Notes()
+    assert isinstance(messages[0], Header)
+    pieces = [prologue_bytes(), header_bytes(messages[0].xml, notes)]
+    for msg in [*messages[1:], image, waveform, array]:
+        pieces.append(b"".join(message_buffers(msg, notes)))
+    return [*pieces, b"\x00"]
+
+
 def seed_streams() -> dict[str, list[bytes]]:
-    """The three valid streams the mutants come from, as lists of encoded messages."""
+    """The four valid streams the mutants come from, as lists of encoded pieces (v1:
+    messages; v2: prologue, header, items, end mark)."""
     raw = _raw_stream()
     header_xml = raw_header_xml(raw)
-    return {"raw": raw, "images": _image_stream(header_xml), "mixed": _mixed_stream(header_xml)}
+    return {
+        "raw": raw,
+        "images": _image_stream(header_xml),
+        "mixed": _mixed_stream(header_xml),
+        "mrd2": _mrd2_stream(),
+    }
 
 
 def raw_header_xml(messages: list[bytes]) -> str:
@@ -409,6 +439,97 @@ MUTATIONS: dict[str, Callable[[list[bytes], random.Random], str]] = {
 }
 
 
+# --------------------------------------------------------- MRD v2 mutations
+def _items(pieces: list[bytes]) -> list[int]:
+    """Indices of the item pieces of a v2 stream (between the header step and the end);
+    none once an earlier change made the stream one piece."""
+    return [i for i in range(2, len(pieces) - 1) if len(pieces[i]) > 2]
+
+
+def _mutate_v2_item(pieces: list[bytes], rng: random.Random) -> str:
+    items = _items(pieces)
+    if len(pieces) < 4 or not items:
+        return _mutate_bytes(pieces, rng)
+    index = rng.choice(items)
+    action = rng.choice(["delete", "duplicate", "swap", "tag", "tag"])
+    if action == "delete":
+        del pieces[index]
+    elif action == "duplicate":
+        pieces.insert(index, pieces[index])
+    elif action == "swap":
+        other = rng.choice(items)
+        pieces[index], pieces[other] = pieces[other], pieces[index]
+    else:
+        tag = rng.choice([0, 1, 4, 6, 9, 10, 11, 12, 13, 14, 15, 127, 200, 255])
+        pieces[index] = pieces[index][:1] + bytes([tag]) + pieces[index][2:]
+    return f"item {action}"
+
+
+_V2_VALUES = (0, 1, 2, 127, 128, 255, 65535, 65536, 2**31, 2**32, 2**40, 2**63, 2**64 - 1)
+
+
+def _mutate_v2_varint(pieces: list[bytes], rng: random.Random) -> str:
+    items = _items(pieces)
+    if not items:
+        return _mutate_bytes(pieces, rng)
+    index = rng.choice(items)
+    piece = bytearray(pieces[index])
+    at = rng.randrange(2, max(3, len(piece)))
+    action = rng.choice(["value", "value", "long", "continue"])
+    if action == "value":  # a size, counter or presence flag set to something unusual
+        old = 1
+        while at + old <= len(piece) and old < 10 and piece[at + old - 1] >= 0x80:
+            old += 1
+        piece[at : at + old] = uvarint_bytes(rng.choice(_V2_VALUES))
+    elif action == "long":  # more than 10 bytes
+        piece[at:at] = b"\xff" * rng.randint(9, 14)
+    else:  # a continuation bit where the varint ended
+        piece[at : at + 1] = bytes([piece[at] | 0x80]) if at < len(piece) else b"\x80"
+    pieces[index] = bytes(piece)
+    return f"varint {action}"
+
+
+def _mutate_v2_count(pieces: list[bytes], rng: random.Random) -> str:
+    items = _items(pieces)
+    if not items:
+        return _mutate_bytes(pieces, rng)
+    index = rng.choice(items)
+    count = uvarint_bytes(rng.choice([0, 2, 3, 1000, 2**32, 2**63]))
+    pieces[index] = count + pieces[index][1:]
+    return "count"
+
+
+def _mutate_v2_prologue(pieces: list[bytes], rng: random.Random) -> str:
+    if len(pieces) < 4 or len(pieces[0]) < 13:  # damaged into one piece by an earlier change
+        return _mutate_bytes(pieces, rng)
+    prologue = bytearray(pieces[0])
+    action = rng.choice(["schema", "schema", "version", "length", "magic", "header"])
+    if action == "schema":
+        at = rng.randrange(12, len(prologue))
+        prologue[at] = rng.randrange(256)
+    elif action == "version":
+        prologue[5:9] = rng.choice([0, 2, 255, 2**31 - 1]).to_bytes(4, "little")
+    elif action == "length":
+        prologue[9:12] = uvarint_bytes(rng.choice([0, 5, 21335, 21337, 2**20 + 1, 2**62]))
+    elif action == "magic":
+        prologue[rng.randrange(2, 5)] = rng.randrange(256)
+    else:
+        header = bytearray(pieces[1])
+        header[rng.randrange(len(header))] = rng.randrange(256)
+        pieces[1] = bytes(header)
+    pieces[0] = bytes(prologue)
+    return f"prologue {action}"
+
+
+MUTATIONS_V2: dict[str, Callable[[list[bytes], random.Random], str]] = {
+    "item": _mutate_v2_item,
+    "varint": _mutate_v2_varint,
+    "count": _mutate_v2_count,
+    "prologue": _mutate_v2_prologue,
+    "bytes": _mutate_bytes,
+}
+
+
 @dataclass(frozen=True)
 class Mutant:
     seed: int
@@ -426,8 +547,9 @@ def mutants(seed: int, per_stream: int) -> Iterator[Mutant]:
     for _ in range(per_stream):
         for name, original in streams.items():
             messages = list(original)
-            kinds = rng.sample(sorted(MUTATIONS), k=rng.choice([1, 1, 1, 2, 3]))
-            changes = tuple(MUTATIONS[kind](messages, rng) for kind in kinds)
+            table = MUTATIONS_V2 if name == "mrd2" else MUTATIONS
+            kinds = rng.sample(sorted(table), k=rng.choice([1, 1, 1, 2, 3]))
+            changes = tuple(table[kind](messages, rng) for kind in kinds)
             yield Mutant(seed, number, name, changes, b"".join(messages))
             number += 1
 
@@ -438,6 +560,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "recon": ("parallel_recon.cli.recon", ["--workers", "2"]),
     "to-hdf5": ("parallel_recon.cli.stream_to_hdf5", ["{out}"]),
     "info": ("parallel_recon.cli.info", ["-"]),
+    "convert": ("parallel_recon.cli.convert", ["-", "{out}", "--to", "ismrmrd"]),
 }
 """Command -> (module with main(argv), argv); ``{out}`` is a fresh output path."""
 

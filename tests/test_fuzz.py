@@ -1,11 +1,13 @@
 """Bad input never crashes a command: a fixed-seed mutation campaign through the CLIs.
 
-300 mutants (100 of each of three small streams: raw data, images, every message type)
-with changed lengths, message ids, header fields and XML headers, and random byte damage,
-each through ``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5`` and
-``parallel-recon info -`` (see ``tests/fuzzing.py``).  Every run must end within its
-timeout, with exit status 0 or 1, at most 3 lines on stderr and no traceback, leaving no
-process and nothing in /dev/shm.  Two harness processes share the mutants, one per core.
+400 mutants (100 of each of four small streams: MRD v1 raw data, images, every message
+type, and an MRD v2 stream) with changed lengths, message ids, header fields and XML
+headers, v2 items, tags, block counts, varints and schema, and random byte damage, each
+through ``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5``, ``parallel-recon info -``
+and ``parallel-recon convert - OUT --to ismrmrd`` (see ``tests/fuzzing.py``).  Every run
+must end within its timeout, with exit status 0 or 1, at most 3 lines on stderr and no
+traceback, leaving no process and nothing in /dev/shm.  Two harness processes share the
+mutants, one per core.
 ``perf/fuzz.py`` runs thousands.
 """
 
@@ -24,7 +26,7 @@ SHARDS = 2
 @pytest.mark.timeout(900)
 def test_mutated_streams_get_clear_answers(tmp_path: Path) -> None:
     outcomes = run_campaign(SEED, MUTANTS_PER_STREAM, SHARDS, tmp_path)
-    assert len(outcomes) == 3 * 3 * MUTANTS_PER_STREAM
+    assert len(outcomes) == 4 * 4 * MUTANTS_PER_STREAM
     broken = [
         f"mutant {o['mutant']} ({o['stream']}: {', '.join(o['changes'])}) {o['command']}: "
         f"{'; '.join(o['problems'])}\n{o['stderr'][-2000:]}"
@@ -32,9 +34,18 @@ def test_mutated_streams_get_clear_answers(tmp_path: Path) -> None:
         if o["problems"]
     ]
     assert not broken, "\n\n".join(broken)
-    for command in ("recon", "to-hdf5", "info"):
+    # ``convert --to ismrmrd`` copies a v1 stream unchanged: only v2 mutants are refused
+    least_refused = {"recon": 100, "to-hdf5": 100, "info": 100, "convert": 40}
+    for command, refused_at_least in least_refused.items():
         codes = [o["code"] for o in outcomes if o["command"] == command]
         # the campaign exercises both sides: mutants that still work and ones refused
-        assert codes.count(0) >= 30 and codes.count(1) >= 100, (command, codes.count(0))
+        assert codes.count(0) >= 30 and codes.count(1) >= refused_at_least, (
+            command,
+            codes.count(0),
+        )
         refused = [o for o in outcomes if o["command"] == command and o["code"] == 1]
         assert all(o["stderr"].strip() for o in refused), "exit 1 without saying why"
+    v2 = [o for o in outcomes if o["stream"] == "mrd2"]
+    for command in ("recon", "to-hdf5", "info", "convert"):
+        codes = [o["code"] for o in v2 if o["command"] == command]
+        assert codes.count(0) >= 5 and codes.count(1) >= 40, (command, codes.count(0))

@@ -42,7 +42,7 @@ SECTION_KEYS = {
     "name", "header", "messages", "acquisitions", "waveforms", "images", "arrays",
     "stream_bytes", "closed", "warnings", "error",
 }  # fmt: skip
-TOP_KEYS = {"path", "format", "file_bytes", "groups", "sections", "warnings", "error"}
+TOP_KEYS = {"path", "format", "generation", "file_bytes", "groups", "sections", "warnings", "error"}
 
 
 def info_json(*args: str, input: bytes | None = None, check: bool = True) -> dict[str, Any]:

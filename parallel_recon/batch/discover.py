@@ -26,7 +26,7 @@ import h5py
 
 from ..engine.prelude import no_acquisitions
 from ..errors import ProtocolError, ReconError
-from ..protocol import MessageId, StreamReader
+from ..protocol import MessageId, open_reader
 from .model import FAILED, FileJob, FileResult
 from .outputs import is_partial_name
 
@@ -96,7 +96,7 @@ def _first_data_message(path: str) -> MessageId | None:
     like an MRD stream with a header."""
     try:
         with open(path, "rb") as handle:
-            reader = StreamReader(handle, require_close=False)
+            reader = open_reader(handle, require_close=False)
             seen_header = False
             for _ in range(_SNIFF_MESSAGES):
                 mid = reader.peek()

@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 
 import h5py
 
-from ..protocol import Image, StreamReader
+from ..protocol import Image, open_reader
 from .model import BatchSettings, FileJob
 
 __all__ = [
@@ -228,7 +228,7 @@ def _write_hdf5(images_stream: BinaryIO, partial: Path, want_tiles: bool) -> tup
 
     tiles: list = []
     with MrdHdf5Writer(partial, OUTPUT_GROUP) as writer:
-        for msg in StreamReader(images_stream):
+        for msg in open_reader(images_stream):
             writer.write(msg)
             if want_tiles and isinstance(msg, Image) and len(tiles) < MONTAGE_TILES:
                 tiles += image_tiles(msg.data, msg.head, msg.attributes)

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import ConfigurationError, InputFileError
 from ..files import refuse_same_file
 from ..hdf5 import count_acquisitions, count_images, count_waveforms
-from ..hdf5.read import Segment, iter_segments, segment_buffers
+from ..hdf5.read import Segment, iter_segments, segment_buffers, segment_messages
 from ..progress import Progress, progress_wanted
+from ..protocol import GENERATIONS, Notes, open_writer
 from ..protocol.encode import encode_message
 from ..protocol.layout import CONFIG_FILE_SIZE
 from ..protocol.messages import Close, ConfigFile, ConfigText, Message
@@ -40,8 +43,8 @@ PROG = "mrdhdf5_to_stream"
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
-        description="Write an ISMRMRD HDF5 dataset as an MRD v1 binary stream "
-        "(to stdout unless -o is given).",
+        description="Write an ISMRMRD HDF5 dataset as an MRD binary stream, MRD v1 (ISMRMRD) "
+        "or with --format mrd2 MRD v2 (yardl), to stdout unless -o is given.",
     )
     parser.add_argument("input_file", nargs="?", help="input ISMRMRD HDF5 file (same as -i)")
     parser.add_argument("-i", "--input", help="input ISMRMRD HDF5 file")
@@ -57,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SERIES",
         help="stream the images of these series (e.g. image_0) instead of the raw data; a "
         "word that names an existing file is the input file, not a series",
+    )
+    parser.add_argument(
+        "--format",
+        choices=GENERATIONS,
+        default="ismrmrd",
+        help="stream generation: ismrmrd (MRD v1, default) or mrd2 (MRD v2, yardl, converted "
+        "as the MRD project's ismrmrd_to_mrd does)",
     )
     parser.add_argument("-c", "--config-file", help="send a CONFIG_FILE message with this name")
     parser.add_argument(
@@ -145,16 +155,37 @@ def _run(args: argparse.Namespace) -> int:
     total = _total(path, args.group, args.image_series) if wanted else None
     progress = Progress(PROG, enabled=wanted, total=total, unit="messages")
     with open_output(args.output, force=args.force) as sink:
-        for msg in config:
-            sink.write(encode_message(msg))
-        for segment in segments:
-            nbytes = 0
-            for buffer in segment_buffers(segment):
-                nbytes += sink.write(buffer) or 0
-            progress.update(0 if segment.kind == "header" else segment.count, nbytes)
-        sink.write(encode_message(Close()))
+        if args.format == "mrd2":
+            _write_mrd2(sink, config, segments, progress)
+        else:
+            for msg in config:
+                sink.write(encode_message(msg))
+            for segment in segments:
+                nbytes = 0
+                for buffer in segment_buffers(segment):
+                    nbytes += sink.write(buffer) or 0
+                progress.update(0 if segment.kind == "header" else segment.count, nbytes)
+            sink.write(encode_message(Close()))
     progress.finish()
     return EXIT_OK
+
+
+def _write_mrd2(
+    sink: BinaryIO, config: list[Message], segments: Iterator[Segment], progress: Progress
+) -> None:
+    """The messages as an MRD v2 stream (what v2 cannot carry is named once on stderr)."""
+    writer = open_writer(sink, "mrd2", Notes(_warn))
+    for msg in config:
+        writer.write(msg)
+    for segment in segments:
+        for msg in segment_messages(segment):
+            writer.write(msg)
+        progress.update(0 if segment.kind == "header" else segment.count)
+    writer.close()
+
+
+def _warn(text: str) -> None:
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from ..errors import InputFileError, ReconError
 from ..hdf5.layout import open_mrd_file
 from ..inspect.summary import summarize_stream
 from ..inspect.summary_hdf5 import is_hdf5, list_mrd_groups, summarize_hdf5_group
+from ..protocol import FORMAT_NAMES
 from .common import EXIT_OK, OneLineParser, add_version_option, open_input, run_command
 
 __all__ = ["build_parser", "collect", "format_text", "main"]
@@ -57,12 +58,13 @@ def _collect_hdf5(path: str, group: str | None) -> dict[str, Any]:
             sections = [summarize_hdf5_group(handle, name).to_dict() for name in chosen]
         except (OSError, KeyError, ValueError) as exc:
             raise InputFileError(f"{path}: unreadable ISMRMRD HDF5 content: {exc}") from None
-    return {"format": "hdf5", "groups": groups, "sections": sections}
+    return {"format": "hdf5", "generation": None, "groups": groups, "sections": sections}
 
 
 def _collect_stream(path: str | None) -> dict[str, Any]:
     with open_input(path, file_option="a file name instead of -") as source:
-        section = summarize_stream(source).to_dict()
+        summary = summarize_stream(source)
+        section = summary.to_dict()
     where = "standard input" if path is None else repr(path)
     if section["stream_bytes"] == 0 and not section["error"]:
         raise InputFileError(
@@ -70,7 +72,12 @@ def _collect_stream(path: str | None) -> dict[str, Any]:
         )
     if section["error"] and not section["messages"]:  # not one valid message: not MRD at all
         raise InputFileError(f"cannot read {where}: {section['error']}")
-    return {"format": "stream", "groups": [], "sections": [section]}
+    return {
+        "format": "stream",
+        "generation": summary.generation,
+        "groups": [],
+        "sections": [section],
+    }
 
 
 def _check_file(path: str) -> None:
@@ -90,7 +97,8 @@ def _check_file(path: str) -> None:
 def collect(path: str, group: str | None = None) -> dict[str, Any]:
     """The ``--json`` document for ``path`` (``-`` = stream on stdin).
 
-    Keys: ``path``, ``format`` ("hdf5" or "stream"), ``file_bytes`` (null for stdin),
+    Keys: ``path``, ``format`` ("hdf5" or "stream"), ``generation`` (streams: "ismrmrd" for
+    MRD v1, "mrd2" for MRD v2), ``file_bytes`` (null for stdin),
     ``groups`` (MRD groups of an HDF5 file), ``sections`` (one per group or one for the
     stream; see :meth:`parallel_recon.inspect.summary.SectionSummary.to_dict`), ``warnings`` (all
     sections' warnings, prefixed by section name), ``error`` (null or the first error).
@@ -204,7 +212,9 @@ def _section_lines(section: dict[str, Any]) -> list[str]:
 def format_text(result: dict[str, Any]) -> str:
     """The human-readable report of a :func:`collect` result."""
     size = "" if result["file_bytes"] is None else f", {result['file_bytes']} bytes"
-    lines = [f"{result['path']}: {result['format']}{size}"]
+    generation = FORMAT_NAMES.get(result.get("generation") or "")
+    kind = f"{result['format']}, {generation}" if generation else result["format"]
+    lines = [f"{result['path']}: {kind}{size}"]
     if result["format"] == "hdf5":
         lines.append("groups: " + ", ".join(repr(g) for g in result["groups"]))
     for section in result["sections"]:

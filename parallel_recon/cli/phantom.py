@@ -30,7 +30,7 @@ from ..phantom import (
 )
 from ..phantom.spec import CALIBRATION_MODES
 from ..progress import Progress, progress_wanted
-from ..protocol.encode import StreamWriter
+from ..protocol import GENERATIONS, Notes, open_writer
 from ..protocol.messages import Acquisition, Message
 from .common import (
     EXIT_OK,
@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--seed", type=int, default=0, help="random seed of the noise (default 0)")
     add("--stream", action="store_true", help="write an MRD stream to --output, not HDF5")
+    add(
+        "--format",
+        choices=GENERATIONS,
+        help="write a stream of this generation: ismrmrd (MRD v1, the default for streams) or "
+        "mrd2 (MRD v2, yardl); implies --stream",
+    )
     add(
         "--orientation",
         default="axial",
@@ -235,6 +241,10 @@ def _report_marker(spec: PhantomSpec) -> None:
     )
 
 
+def _warn(text: str) -> None:
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> int:
     spec = _spec(args)
     _report_marker(spec)
@@ -245,10 +255,12 @@ def _run(args: argparse.Namespace) -> int:
         unit="acquisitions",
     )
     messages = _counted(spec, progress)
-    if args.output == "-" or args.stream:
-        with open_output(args.output, force=args.force) as sink, StreamWriter(sink) as writer:
+    if args.output == "-" or args.stream or args.format:
+        with open_output(args.output, force=args.force) as sink:
+            writer = open_writer(sink, args.format or "ismrmrd", Notes(_warn))
             for msg in messages:
                 writer.write(msg)
+            writer.close()
     else:
         _write_hdf5(messages, args.output, args.dataset)
     progress.finish()

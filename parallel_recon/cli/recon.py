@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
 from ..files import PendingFile, refuse_same_file
 from .common import (
     EXIT_OK,
@@ -40,6 +41,9 @@ __all__ = ["IMAGE_TYPES", "build_parser", "main", "max_workers"]
 
 PROG = "mrd_stream_recon"
 IMAGE_TYPES = ("magnitude", "complex", "phase")
+FORMATS = ("ismrmrd", "mrd2")
+"""``--format``: the stream generations (named here, not imported: this module must not
+import numpy before :func:`single_threaded_math` has set one BLAS thread per process)."""
 _WORKERS_PER_CORE = 4
 
 
@@ -112,15 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Parallel reconstruction of an MRD (ISMRMRD v1) raw-data stream.\n"
-        "Reads acquisitions from stdin (or -i FILE) and writes the header, the images in\n"
-        "acquisition order and CLOSE to stdout (or -o FILE). Slices, repetitions and\n"
-        "contrasts are reconstructed in parallel by --workers processes.",
+        description="Parallel reconstruction of an MRD raw-data stream, MRD v1 (ISMRMRD) or\n"
+        "MRD v2 (yardl), told apart by its first bytes. Reads acquisitions from stdin (or\n"
+        "-i FILE) and writes the header, the images in acquisition order and the end of the\n"
+        "stream to stdout (or -o FILE), in the input's generation unless --format says\n"
+        "otherwise. Slices, repetitions and contrasts are reconstructed in parallel by\n"
+        "--workers processes.",
         epilog="examples:\n"
         "  mrdhdf5_to_stream raw.h5 | mrd_stream_recon | stream_to_mrdhdf5 images.h5\n"
         "  mrd_stream_recon --workers 8 --profile < raw.bin > images.bin\n"
         "  mrd_stream_recon --image-type complex -i raw.bin -o images.bin\n"
         "  mrd_stream_recon --recon my_recon.py --recon-option lambda=0.1 < raw.bin > img.bin\n"
+        "  mrd_stream_recon -c default.xml < raw.bin > images.bin   (gadgetron --from_stream)\n"
         "\nexit codes: 0 ok, 1 error (one line on stderr), 2 usage error, 130 Ctrl-C, "
         "141 output pipe closed, 143 SIGTERM",
     )
@@ -155,13 +162,28 @@ def build_parser() -> argparse.ArgumentParser:
         dest="image_type",
         help="same as --image-type magnitude (ISMRMRD C++ spelling)",
     )
+    io.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="generation of the image stream: ismrmrd (MRD v1) or mrd2 (MRD v2, yardl) "
+        "(default: the input's)",
+    )
     io.add_argument("--use-stdin", action="store_true", help="read stdin (the default)")
     io.add_argument("--use-stdout", action="store_true", help="write stdout (the default)")
     add_force_option(io)
     recon = parser.add_argument_group("reconstruction")
     recon.add_argument(
+        "-c",
+        "--config-file",
+        metavar="NAME",
+        help="choose the kernel by a Gadgetron configuration name, as gadgetron "
+        "--from_stream -c takes it (default.xml, Generic_Cartesian_FFT.xml, "
+        "Generic_Cartesian_Grappa.xml, ...) or a kernel name; an unknown name runs auto "
+        "(with a warning); without -c or --recon a CONFIG_FILE message in the stream chooses",
+    )
+    recon.add_argument(
         "--recon",
-        default="auto",
+        default=None,
         metavar="NAME|PATH",
         help="kernel: 'auto' (default: grappa for accelerated data with calibration lines, "
         "sense when their lines form no regular lattice, else cartesian), 'grappa', 'sense', "
@@ -283,6 +305,20 @@ def _default_workers() -> int:
     return default_workers()
 
 
+def _kernel(args: argparse.Namespace) -> str:
+    """``--recon``, or the kernel ``-c NAME`` chooses (one warning for an unknown name)."""
+    if args.config_file is None:
+        return str(args.recon or "auto")
+    if args.recon is not None:
+        raise ConfigurationError("give either -c/--config-file or --recon, not both")
+    from ..engine.configs import kernel_for_config
+
+    kernel, warning = kernel_for_config(args.config_file)
+    if warning:
+        print(f"{PROG}: warning: -c {warning}", file=sys.stderr)
+    return kernel
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -300,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         workers = _default_workers() if args.workers is None else args.workers
         opts = PipelineOptions(
             workers=_worker_count(workers),
-            recon=args.recon,
+            recon=_kernel(args),
+            recon_from_stream=args.recon is None and args.config_file is None,
+            output_format=args.format,
             output=args.image_type,
             series_index=args.series_index,
             options=parse_recon_options(args.recon_option),

@@ -24,6 +24,7 @@ from ..files import PendingFile, refuse_same_file
 from ..hdf5 import MrdHdf5Writer
 from ..hdf5.layout import refuse_non_hdf5_output
 from ..progress import Progress, progress_wanted
+from ..protocol import Notes, open_reader
 from ..protocol.decode import StreamReader, after_close_warning
 from ..protocol.messages import Text
 from ..protocol.text import printable
@@ -44,8 +45,9 @@ PROG = "stream_to_mrdhdf5"
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
-        description="Store an MRD v1 binary stream (stdin unless -i is given) in an ISMRMRD "
-        "HDF5 file, appending to what the file already holds.",
+        description="Store an MRD stream, MRD v1 (ISMRMRD) or MRD v2 (yardl, converted), "
+        "read from stdin unless -i is given, in an ISMRMRD HDF5 file, appending to what the "
+        "file already holds.",
     )
     parser.add_argument("output_file", nargs="?", help="output ISMRMRD HDF5 file (same as -o)")
     parser.add_argument("-o", "--output", help="output ISMRMRD HDF5 file")
@@ -61,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_option(parser)
     add_version_option(parser)
     return parser
+
+
+def _warn(text: str) -> None:
+    print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
 
 
 def _output_path(args: argparse.Namespace) -> str:
@@ -136,7 +142,8 @@ def _run(args: argparse.Namespace) -> int:
         open_input(args.input) as source,
         PendingFile(output, keep_content=True, seekable=True) as pending,
     ):
-        reader = StreamReader(source, require_close=True)
+        notes = Notes()
+        reader = open_reader(source, require_close=True, notes=notes)
         writer = MrdHdf5Writer(pending.path, args.group, replace_header=args.replace_header)
         try:
             problem = _store(reader, writer, progress)
@@ -159,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         raise OutputFileError(f"{problem}; {output!r} holds the {stored} messages before it")
     if trailing:
         print(f"{PROG}: warning: {after_close_warning(reader)}", file=sys.stderr)
+    for line in notes.lines():
+        _warn(line)
     if before and stored:
         _report_appends(before, _stored_counts(output, args.group), args.group)
     progress.nbytes = reader.offset

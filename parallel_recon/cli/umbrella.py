@@ -21,6 +21,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "parallel_recon.cli.stream_to_hdf5",
         "MRD stream -> ISMRMRD HDF5 file (= stream_to_mrdhdf5)",
     ),
+    "convert": (
+        "parallel_recon.cli.convert",
+        "MRD v1 (ISMRMRD) <-> MRD v2 (yardl) stream, or HDF5 -> either",
+    ),
     "recon": (
         "parallel_recon.cli.recon",
         "parallel reconstruction, stream in -> images out (= mrd_stream_recon)",
@@ -46,7 +50,7 @@ def _usage() -> str:
     lines = [
         "usage: parallel-recon <verb> [options]",
         "",
-        "Streaming MRI reconstruction for ISMRMRD/MRD v1 streams. Verbs:",
+        "Streaming MRI reconstruction for MRD v1 (ISMRMRD) and MRD v2 (yardl) streams. Verbs:",
         "",
     ]
     lines += [f"  {verb.ljust(width)}  {text}" for verb, (_, text) in VERBS.items()]

@@ -25,7 +25,7 @@ from parallel_recon.workers.noise import (
 )
 
 from ..errors import InputFileError
-from ..protocol import Acquisition, AcquisitionFlag, StreamReader
+from ..protocol import Acquisition, AcquisitionFlag, open_reader
 from .placement import flag_mask
 
 __all__ = ["NoiseBlock", "NoiseGate", "noise_from_file"]
@@ -80,7 +80,7 @@ def noise_from_file(path: str) -> NoiseAccumulator:
         _gather(accumulator, messages)
     else:
         with source.open("rb") as handle:
-            _gather(accumulator, StreamReader(handle, require_close=False))
+            _gather(accumulator, open_reader(handle, require_close=False))
     if accumulator.covariance() is None:
         raise InputFileError(
             f"--noise {path!r}: expected acquisitions flagged IS_NOISE_MEASUREMENT, found none"

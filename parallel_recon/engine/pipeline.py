@@ -32,10 +32,7 @@ from parallel_recon.workers.noise import DEFAULT_RECEIVER_BANDWIDTH
 
 from ..errors import PipelineError, ReconError
 from ..progress import Progress
-from ..protocol import (
-    MessageId,
-    StreamReader,
-)
+from ..protocol import MessageId, Notes, StreamReader, open_reader
 from .calibration import CalibrationKeeper, CalibrationStore
 from .kernels import check_options, check_trajectories, kernel_label, load_kernel
 from .lifetime import die_with_parent
@@ -88,6 +85,11 @@ class PipelineOptions:
     announce_stop: bool = True
     """Print ``<prog>: terminated`` when SIGTERM stops the run (a batch runner does not: the
     batch reports the stop once, for all its files)."""
+    output_format: str | None = None
+    """``--format ismrmrd|mrd2``: the output's stream generation (None: the input's)."""
+    recon_from_stream: bool = False
+    """Whether a CONFIG_FILE message in the stream chooses the kernel (when the command
+    line did not: ``--recon`` and ``-c`` win)."""
 
 
 # ------------------------------------------------------------------- children
@@ -159,14 +161,19 @@ class _Supervisor:
 
         trace.end()
         opts = self.opts
+        trace.begin("read the header", "startup")
+        stream: StreamReader = open_reader(
+            source, notes=Notes(lambda text: _warn(opts.prog, text), fields=False)
+        )
+        self.output_generation = opts.output_format or stream.generation
+        prelude = read_prelude(stream)
+        trace.end()
+        if opts.recon_from_stream:
+            opts = self.opts = _recon_from_config(opts, prelude)
         trace.begin("load the kernel", "startup")
         kernel = load_kernel(opts.recon)
         typed = check_options(opts.recon, dict(opts.options))
         preset = noise_from_file(opts.noise_file) if opts.noise_file else None
-        trace.end()
-        trace.begin("read the header", "startup")
-        stream = StreamReader(source)
-        prelude = read_prelude(stream)
         trace.end()
         self.prelude = prelude
         xml = prelude.header_xml
@@ -244,7 +251,9 @@ class _Supervisor:
         for number in range(1, opts.workers + 1):
             loop = WorkerLoop(number, kernel, name, plan, shared, trace=self._child_trace())
             bodies[f"worker {number}"] = loop.run
-        bodies["writer"] = _writer_body(sink, prelude, shared, self._child_trace())
+        bodies["writer"] = _writer_body(
+            sink, prelude, shared, self._child_trace(), self.output_generation, opts.prog
+        )
         trace.begin("start the processes", "startup")
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
@@ -358,12 +367,37 @@ class _Supervisor:
         self.unlink()
 
 
+def _recon_from_config(opts: PipelineOptions, prelude: Prelude) -> PipelineOptions:
+    """``opts`` with the kernel the stream's first CONFIG_FILE names (Gadgetron's names
+    included, see :mod:`.configs`); unchanged when it names none."""
+    from dataclasses import replace
+
+    from .configs import kernel_for_config
+
+    names = [c.split(" ", 1)[1] for c in prelude.configs if c.startswith("CONFIG_FILE ")]
+    if not names:
+        return opts
+    kernel, warning = kernel_for_config(names[0])
+    if warning:
+        _warn(opts.prog, f"CONFIG_FILE {warning}")
+    return replace(opts, recon=kernel)
+
+
 def _writer_body(
-    sink: BinaryIO, prelude: Prelude, shared: Shared, trace: Trace
+    sink: BinaryIO,
+    prelude: Prelude,
+    shared: Shared,
+    trace: Trace,
+    generation: str = "ismrmrd",
+    prog: str = "mrd_stream_recon",
 ) -> Callable[[], dict[str, Any]]:
+    from .output import output_for
     from .writer import OrderedWriter
 
-    writer = OrderedWriter(sink, prelude.header_xml, prelude.texts, shared, trace=trace)
+    output = output_for(generation, Notes(lambda text: _warn(prog, text), fields=False))
+    writer = OrderedWriter(
+        sink, prelude.header_xml, prelude.texts, shared, trace=trace, output=output
+    )
     return writer.run
 
 
@@ -415,7 +449,7 @@ def run_pipeline(source: BinaryIO, sink: BinaryIO, opts: PipelineOptions) -> int
     supervisor.stop()
     supervisor.release()
     supervisor.trace.end()
-    _report(supervisor, opts, time.monotonic() - started, cpu_start)
+    _report(supervisor, supervisor.opts, time.monotonic() - started, cpu_start)
     return 0
 
 

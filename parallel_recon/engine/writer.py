@@ -4,7 +4,8 @@ Units finish in any order; the writer holds early ones back and emits strictly b
 number, so the same input gives the same bytes for any number of workers.  It owns
 ``image_index``: the number is patched into each encoded image header here, running from 1
 per ``image_series_index`` in output order.  Each unit is flushed as soon as it is written,
-so the first image leaves long before the input ends.
+so the first image leaves long before the input ends.  What goes on the wire comes from the
+output generation's encoder (:mod:`.output`): MRD v1 as the workers encoded it, or MRD v2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from ..protocol import IMAGE_HEADER_DTYPE, Header, MessageId, encode_message, message_id_bytes
+from ..protocol import IMAGE_HEADER_DTYPE
+from .output import MrdV1Output, output_for
 from .ring import Shared
 from .trace import NullTrace, Trace
 
@@ -54,6 +56,8 @@ class OrderedWriter:
     trace:
         Records the waits for results and one span per unit emitted (``--trace``); a no-op
         by default.
+    output:
+        The output generation's encoder (default MRD v1).
     """
 
     def __init__(
@@ -63,10 +67,12 @@ class OrderedWriter:
         texts: list[bytes],
         shared: Shared,
         trace: Trace | None = None,
+        output: MrdV1Output | None = None,
     ):
         self.sink = sink
         self.shared = shared
-        self.header = encode_message(Header(header_xml))
+        self.output = output if output is not None else output_for("ismrmrd")
+        self.header = self.output.header(header_xml)
         self.texts = list(texts)
         self.pending: dict[int, tuple[int, bytes | None, list[tuple[int, int]]]] = {}
         self.held_texts: list[tuple[int, bytes]] = []
@@ -86,6 +92,8 @@ class OrderedWriter:
         }
 
     def _write(self, data: bytes | memoryview) -> None:
+        if not len(data):
+            return
         self.sink.write(data)
         self.bytes_out += len(data) if isinstance(data, bytes) else data.nbytes
 
@@ -97,7 +105,7 @@ class OrderedWriter:
         trace.counter("output", time.monotonic(), MB=0.0)
         self._write(self.header)
         for text in self.texts:
-            self._write(text)
+            self._write(self.output.text(text))
         self.sink.flush()
         while self.end is None or self.next < self.end:
             self._release_texts()
@@ -112,7 +120,7 @@ class OrderedWriter:
             self.wait_s += now - waited
             self._actions[message[0]](*message[1:])
         self._release_texts()
-        self._write(message_id_bytes(MessageId.CLOSE))
+        self._write(self.output.end())
         self.sink.flush()
         return {
             "wall_s": time.monotonic() - self._start,
@@ -138,7 +146,7 @@ class OrderedWriter:
 
     def _release_texts(self) -> None:
         while self.held_texts and self.held_texts[0][0] <= self.next:
-            self._write(self.held_texts.pop(0)[1])
+            self._write(self.output.text(self.held_texts.pop(0)[1]))
 
     def _emit(
         self, sequence: int, slot: int, payload: bytes | None, spans: list[tuple[int, int]]
@@ -148,12 +156,14 @@ class OrderedWriter:
         if slot >= 0:
             view = self.shared.images.slot(slot)[:total]
             patch_image_indices(view, spans, self.counters)
-            self._write(view)
+            for buffer in self.output.images(view, spans):
+                self._write(buffer)
             del view
         elif payload:
-            data = bytearray(payload)
+            data = memoryview(bytearray(payload))
             patch_image_indices(data, spans, self.counters)
-            self._write(memoryview(data))
+            for buffer in self.output.images(data, spans):
+                self._write(buffer)
         self.sink.flush()
         if spans and self.first_image_s is None:
             self.first_image_s = time.monotonic() - self._start

@@ -18,7 +18,7 @@ from ..errors import InputFileError
 from ..hdf5.layout import list_image_series, open_mrd_file
 from ..hdf5.read import read_header_xml, read_messages
 from ..inspect.montage import parse_meta
-from ..protocol import Header, Image, Message, StreamReader
+from ..protocol import Header, Image, Message, open_reader
 
 __all__ = [
     "TICK_MS",
@@ -157,4 +157,4 @@ def read_hdf5_input(path: str, group: str | None = None, wanted: Sequence[str] =
 
 def read_stream_input(stream: BinaryIO, source: str, wanted: Sequence[str] = ()) -> ExportInput:
     """Read the images of an MRD stream (it must end with CLOSE), grouped by series index."""
-    return collect_messages(StreamReader(stream), source=source, wanted=wanted)
+    return collect_messages(open_reader(stream), source=source, wanted=wanted)

@@ -17,7 +17,13 @@ import numpy as np
 
 from ..errors import InputFileError
 from ..hdf5.layout import open_mrd_file
-from ..protocol import Acquisition, AcquisitionFlag, Image, StreamReader, after_close_warning
+from ..protocol import (
+    Acquisition,
+    AcquisitionFlag,
+    Image,
+    after_close_warning,
+    open_reader,
+)
 from .montage import Tile, kspace_display, parse_meta, window
 
 __all__ = [
@@ -212,7 +218,7 @@ def tiles_from_hdf5(path: str, opts: ViewOptions) -> list[Tile]:
 
 def tiles_from_stream(source: BinaryIO, opts: ViewOptions) -> list[Tile]:
     """Tiles of a stream: its images, or k-space when asked or when it holds no images."""
-    reader = StreamReader(source, require_close=False)
+    reader = open_reader(source, require_close=False)
     tiles: list[Tile] = []
     assembler = KspaceAssembler(opts.coil)
     seen_series: set[int] = set()

@@ -31,6 +31,7 @@ from ..protocol import (
     MessageId,
     StreamReader,
     after_close_warning,
+    open_reader,
 )
 from .summary_header import summarize_header
 
@@ -99,6 +100,8 @@ class SectionSummary:
         self.series: dict[str, dict[str, Any]] = {}
         self.arrays: list[dict[str, Any]] = []
         self.stream_bytes: int | None = None
+        self.generation: str | None = None
+        """Streams: ``ismrmrd`` (MRD v1) or ``mrd2`` (MRD v2)."""
         self.closed: bool | None = None
         self.error: str | None = None
 
@@ -332,13 +335,14 @@ class _StreamScanner:
 
 
 def summarize_stream(source: BinaryIO, name: str = "stream") -> SectionSummary:
-    """Summarise an MRD v1 stream read from ``source``.
+    """Summarise an MRD stream (either generation) read from ``source``.
 
     A protocol error does not raise: it stops the scan, and the section keeps what was read
     so far with ``error`` set (callers print the partial summary and exit non-zero).
     """
     section = SectionSummary(name)
-    reader = StreamReader(source, require_close=False)
+    reader = open_reader(source, require_close=False)
+    section.generation = reader.generation
     scanner = _StreamScanner(reader, section)
     try:
         scanner.run()

@@ -20,7 +20,8 @@ from typing import IO, Any, BinaryIO, Protocol, TextIO, cast
 
 from ..errors import ProtocolError, ReconError, TruncatedStreamError
 from ..progress import Progress
-from ..protocol import Close, StreamReader, Text, after_close_warning
+from ..protocol import Close, Text, after_close_warning, open_reader
+from ..protocol.mrd2 import MAGIC as MRD2_MAGIC
 from ..protocol.text import printable
 
 __all__ = ["RemoteError", "SendReport", "TeeReader", "parse_address", "send_stream"]
@@ -143,8 +144,11 @@ class _Sender(threading.Thread):
         self.sock = sock
         self.report = report
         self.error: OSError | None = None
+        self.head = b""
+        """The first bytes sent: they tell the stream's generation."""
         self.tail = b""
-        """The last bytes sent: a complete stream ends with CLOSE (id 4, two bytes)."""
+        """The last bytes sent: a complete v1 stream ends with CLOSE (id 4, two bytes), a v2
+        stream with its end-of-stream mark (an empty block: one zero byte)."""
         self.done = threading.Event()
         """Set when the whole input was sent."""
 
@@ -154,11 +158,19 @@ class _Sender(threading.Thread):
             while chunk := read(_CHUNK):
                 self.sock.sendall(chunk)
                 self.report.bytes_sent += len(chunk)
+                if len(self.head) < len(_CLOSE_BYTES):
+                    self.head = (self.head + chunk)[: len(_CLOSE_BYTES)]
                 self.tail = (self.tail + chunk)[-len(_CLOSE_BYTES) :]
             self.sock.shutdown(socket.SHUT_WR)
             self.done.set()
         except OSError as exc:  # the server closed early; the reply says why
             self.error = exc
+
+    def sent_whole_stream(self) -> bool:
+        """Whether what was sent ends as a complete stream of its generation does."""
+        if self.head == MRD2_MAGIC[: len(self.head)] and self.head:
+            return self.tail.endswith(b"\x00")
+        return self.tail == _CLOSE_BYTES
 
 
 def send_stream(
@@ -186,7 +198,7 @@ def send_stream(
         sender = _Sender(source, sock, report)
         sender.start()
         tee = TeeReader(cast(BinaryIO, sock.makefile("rb", buffering=_CHUNK)), sink)
-        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader = open_reader(tee, require_close=False)  # type: ignore[arg-type]
         closed = False
         last_text = ""
         after_close = ""
@@ -229,7 +241,7 @@ def send_stream(
         if not closed:
             if _was_reset(sock, sender):
                 raise RemoteError(_dropped(where, report, last_text))
-            if sender.done.wait(1.0) and sender.tail != _CLOSE_BYTES:
+            if sender.done.wait(1.0) and not sender.sent_whole_stream():
                 raise RemoteError(
                     f"the input ended after {report.bytes_sent} bytes without a CLOSE message "
                     "(it is incomplete: was it cut short?), so the server could not finish"

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from ..errors import ProtocolError, ReconError, TruncatedStreamError
-from ..protocol import MessageId, StreamReader, Text, encode_message, skip_message
+from ..protocol import MessageId, Text, encode_message, open_reader, skip_message
 from .admission import Admission
 from .client import TeeReader
 from .opening import NoHeader, Opening, read_opening
@@ -182,6 +182,9 @@ class Connection:
         self._reply_error = ""
         self.stopping = False
         """Set by the server when it stops this connection (shutdown)."""
+        self.generation = "ismrmrd"
+        """The client's stream generation (``mrd2``: no TEXT message can tell it a failure,
+        so its reasons go to the log only)."""
 
     # ----------------------------------------------------------------- run
     def run(self) -> ConnectionReport:
@@ -222,6 +225,7 @@ class Connection:
                 f"client disconnected before its header ({exc.strerror or exc})"
             )
             return
+        self.generation = opening.generation
         kernel = self._choose(opening)
         self.report.kernel = kernel
         try:
@@ -365,6 +369,8 @@ class Connection:
         self.report.outcome = outcome
         if self.input_state == "reset" or self._reply_gone or self._reply_stall is not None:
             return
+        if self.generation == "mrd2":
+            return
         with contextlib.suppress(OSError, Stalled):
             self._wire.write(encode_message(Text(client or outcome)))
 
@@ -377,7 +383,7 @@ class Connection:
         assert child is not None and child.stdin is not None
         stdin: IO[bytes] = child.stdin
         tee = TeeReader(_Prefixed(opening, self._wire), stdin)  # type: ignore[arg-type]
-        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader = open_reader(tee, require_close=False)  # type: ignore[arg-type]
         reader.expect_acquisitions(0)  # read what has arrived, not message by message
         try:
             while self.input_state == "reading":
@@ -444,7 +450,7 @@ class Connection:
         child = self.child
         assert child is not None and child.stdout is not None
         tee = TeeReader(child.stdout, self._wire)
-        reader = StreamReader(tee, require_close=False)  # type: ignore[arg-type]
+        reader = open_reader(tee, require_close=False)  # type: ignore[arg-type]
         reader.expect_acquisitions(0)
         closed = False
         try:

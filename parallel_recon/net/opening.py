@@ -7,6 +7,11 @@ reconstruction's memory).  Only a complete opening earns a reconstruction slot. 
 checked before its bytes are read, and a stream whose opening exceeds
 :data:`MAX_OPENING_BYTES` is refused, however it is split into messages.  Nothing after the
 opening is read here: the reconstruction reads the rest straight from the socket.
+
+Both stream generations open the same way: an MRD v2 (yardl) stream is read through the v2
+reader, which hands out the same messages.  Its first acquisition is made whole before its
+header can be read (v2 writes the samples before the trajectory), so a v2 opening may hold
+that one acquisition as well, up to :data:`MAX_HELD_BYTES` in all.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from typing import Any
 from ..errors import ProtocolError
 from ..protocol import ACQUISITION_HEADER_DTYPE, MessageId, StreamReader, message_remainder
 from ..protocol.decode import decode_text
+from ..protocol.generations import open_reader
 
-__all__ = ["MAX_OPENING_BYTES", "NoHeader", "Opening", "read_opening"]
+__all__ = ["MAX_HELD_BYTES", "MAX_OPENING_BYTES", "NoHeader", "Opening", "read_opening"]
 
 MAX_OPENING_BYTES = 1 << 20
 """Bytes a client may send before its first acquisition (config, text, the XML header)."""
+
+MAX_HELD_BYTES = 12 << 20
+"""Bytes the opening may hold in all, read-ahead and a v2 stream's first acquisition
+included; a stream that needs more before its first acquisition's header is refused."""
 
 _KEPT = {MessageId.CONFIG_FILE, MessageId.HEADER}
 """Messages whose contents the server itself uses (the kernel choice, the memory plan)."""
@@ -32,15 +42,26 @@ class NoHeader(Exception):
 
 
 class _Recorder:
-    """``readinto`` from ``source`` that keeps a copy of every byte delivered."""
+    """``readinto`` from ``source`` that keeps a copy of every byte delivered, at most
+    ``cap`` bytes (a ProtocolError beyond: the server holds these bytes)."""
 
-    def __init__(self, source: Any):
+    def __init__(self, source: Any, cap: int = MAX_HELD_BYTES):
         self._source = source
+        self._cap = cap
         self.data = bytearray()
 
     def readinto(self, buffer: memoryview | bytearray) -> int:
-        n = int(self._source.readinto(buffer) or 0)
-        self.data += memoryview(buffer)[:n]
+        room = self._cap - len(self.data)
+        if room <= 0:
+            raise ProtocolError(
+                f"expected the first acquisition's header within {self._cap} bytes, found more "
+                "(the server holds a stream's opening until its reconstruction starts)",
+                len(self.data),
+                None,
+            )
+        view = memoryview(buffer)[: min(len(buffer), room)]
+        n = int(self._source.readinto(view) or 0)
+        self.data += view[:n]
         return n
 
     def readinto1(self, buffer: memoryview | bytearray) -> int:
@@ -58,6 +79,8 @@ class Opening:
     header_xml: str = ""
     first_channels: int | None = None
     """The first acquisition's active channels; None when the stream closed without one."""
+    generation: str = "ismrmrd"
+    """The stream's generation (``mrd2``: a v2 client, which no TEXT message can reach)."""
 
 
 def read_opening(source: Any, limit: int = MAX_OPENING_BYTES) -> Opening:
@@ -71,9 +94,9 @@ def read_opening(source: Any, limit: int = MAX_OPENING_BYTES) -> Opening:
         Not an MRD stream, an opening larger than ``limit``, data before the HEADER, or a
         stream that ended inside a message.
     """
-    recorder = _Recorder(source)
-    reader = StreamReader(recorder, require_close=False)  # type: ignore[arg-type]
-    opening = Opening()
+    recorder = _Recorder(source, max(MAX_HELD_BYTES, limit))
+    reader = open_reader(recorder, require_close=False)  # type: ignore[arg-type]
+    opening = Opening(generation=reader.generation)
     while True:
         mid = reader.peek()
         if mid is None:

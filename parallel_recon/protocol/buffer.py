@@ -108,8 +108,9 @@ class ReadBuffer:
             self._spares.append(old)
             if len(self._spares) > _SPARES:
                 del self._spares[0]
-        if ahead and self._ahead_ok:
-            limit = len(self.chunk) if most is None else min(len(self.chunk), self.pos + most)
+        if ahead and self._ahead_ok:  # ``most`` bounds the read-ahead, never what is asked
+            reach = len(self.chunk) if most is None else self.pos + max(most, nbytes)
+            limit = min(len(self.chunk), reach)
         else:
             limit = self.pos + nbytes
         view = memoryview(self.chunk)

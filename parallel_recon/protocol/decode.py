@@ -55,6 +55,7 @@ __all__ = [
     "Limits",
     "StreamReader",
     "after_close_warning",
+    "decode_image",
     "decode_text",
 ]
 
@@ -124,10 +125,16 @@ class StreamReader:
     require_close:
         When True, a stream that ends at a message boundary without CLOSE raises
         :class:`MissingCloseError`; when False it simply ends.
+    buffer:
+        The read-ahead buffer over ``source`` when one exists already (the generation
+        detector looked at the first bytes through it without consuming them).
 
     Small arrays of decoded messages are views into the reader's chunks.  A chunk is reused
     only once nothing refers to it, so such views stay valid while referenced.
     """
+
+    generation = "ismrmrd"
+    """The stream generation this reader reads (``mrd2`` for the v2 reader)."""
 
     def __init__(
         self,
@@ -135,9 +142,10 @@ class StreamReader:
         *,
         limits: Limits = DEFAULT_LIMITS,
         require_close: bool = True,
+        buffer: ReadBuffer | None = None,
     ):
         self._source = source
-        self._buffer = ReadBuffer(source)
+        self._buffer = ReadBuffer(source) if buffer is None else buffer
         self.limits = limits
         self.require_close = require_close
         self.offset = 0
@@ -346,6 +354,12 @@ class StreamReader:
         self.offset += 2
         self._peeked = mid
         return mid
+
+    def unconsumed(self) -> bytes:
+        """Bytes read from the source but not consumed yet (a program that copies the rest
+        of the stream as it is writes these first)."""
+        buffer = self._buffer
+        return bytes(buffer.chunk[buffer.pos : buffer.end])
 
     def data_after_close(self, *, wait: bool = True) -> bool:
         """After CLOSE: whether anything follows it (every command stops reading at CLOSE
@@ -588,6 +602,22 @@ class StreamReader:
     def _read_ndarray(self) -> NDArray:
         dtype, version, dims = self.read_ndarray_head()
         return NDArray(array=self.read_array(dtype, dims, "NDArray data"), version=version)
+
+
+def decode_image(buffer: memoryview | bytes | bytearray, start: int = 0) -> Image:
+    """The IMAGE message encoded at ``buffer[start:]`` (from its id), pixels as a view.
+
+    For messages this program encoded itself (the engine's image slots): sizes are trusted.
+    """
+    head = np.frombuffer(buffer, IMAGE_HEADER_DTYPE, 1, start + 2)[0]
+    at = start + 2 + IMAGE_HEADER_DTYPE.itemsize
+    attr_len = int.from_bytes(bytes(buffer[at : at + 8]), "little")
+    attributes = bytes(buffer[at + 8 : at + 8 + attr_len]).decode("utf-8")
+    x, y, z = (int(v) for v in head["matrix_size"])
+    shape = (int(head["channels"]), z, y, x)
+    dtype = DATA_TYPE_TO_DTYPE[int(head["data_type"])]
+    data = np.frombuffer(buffer, dtype, math.prod(shape), at + 8 + attr_len).reshape(shape)
+    return Image(head=head, attributes=attributes, data=data)
 
 
 def after_close_warning(reader: StreamReader) -> str:

@@ -213,6 +213,9 @@ class StreamWriter:
     sees an incomplete stream rather than a falsely complete one.
     """
 
+    generation = "ismrmrd"
+    """The stream generation this writer writes (``mrd2`` for the v2 writer)."""
+
     def __init__(self, sink: BinaryIO):
         self._sink = sink
         self.bytes_written = 0

@@ -339,6 +339,12 @@ int run(bool prewhiten) {
       in.fail("the stream ended without a CLOSE message (the sender stopped early or the "
               "connection dropped)");
     }
+    constexpr uint16_t kYardlMagic = 0x6179;  // "ya": how an MRD v2 (yardl) stream starts
+    if (id == kYardlMagic && in.index() == 0) {
+      in.fail("this is an MRD v2 (yardl) stream: this C++ recon reads MRD v1 (ISMRMRD); "
+              "use mrd_stream_recon, which reads both, or convert it first with "
+              "parallel-recon convert - - --to ismrmrd");
+    }
     if (id == mrd::kClose) break;
     switch (id) {
       case mrd::kConfigFile:
