@@ -6,6 +6,7 @@ says what the input is and what to type instead.
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import threading
@@ -19,8 +20,9 @@ from accelerated_helpers import phantom_bytes
 from conftest import SHARED_DATA, run_cli, script
 
 import parallel_recon as pr
-from parallel_recon.errors import InputFileError
+from parallel_recon.errors import InputFileError, ProtocolError
 from parallel_recon.phantom import PhantomSpec, write_hdf5
+from parallel_recon.protocol import StreamReader
 
 SPEC = PhantomSpec(matrix=16, coils=2)
 
@@ -97,10 +99,14 @@ def test_a_text_file_given_as_a_stream_is_called_text(text: bytes, tmp_path: Pat
     assert info.stdout == b""  # no "stream, 6 bytes" summary of a file that is no stream
 
 
-def test_an_mrd_v2_stream_is_named_as_such() -> None:
+def test_an_mrd_v2_stream_given_to_the_v1_reader_is_named_as_such() -> None:
+    """Every command reads both generations; code that uses the v1 ``StreamReader`` itself
+    (a user's script) is told what it was given instead of "unknown message id"."""
     v2 = (SHARED_DATA / "mrd2" / "sirf_grappa2_1rep.mrd2").read_bytes()
-    err = _one_line(run_cli("mrd_stream_recon", input=v2, check=False), "mrd_stream_recon", 1)
-    assert "found an MRD v2 (yardl) stream" in err
+    with pytest.raises(ProtocolError) as raised:
+        list(StreamReader(io.BytesIO(v2)))
+    assert "found an MRD v2 (yardl) stream" in str(raised.value)
+    assert "unknown message id" not in str(raised.value)
 
 
 # ------------------------------------------------------------- the API and a folder

@@ -174,7 +174,7 @@ def test_unknown_config_name_gets_one_warning(shared_data: Path, tmp_path: Path)
         "'Generic_Cartesian_Spirit_Magic.xml': running the auto kernel (GRAPPA for accelerated "
         "data with calibration lines, else FFT) instead; known names include default.xml, "
         "default_optimized.xml, default_short.xml, Generic_Cartesian_FFT.xml, "
-        "Generic_Cartesian_Image_Chain_FFT.xml and the kernels auto, cartesian, grappa"
+        "Generic_Cartesian_Image_Chain_FFT.xml and the kernels auto, cartesian, grappa, sense"
     ]
 
 

@@ -406,6 +406,9 @@ class Connection:
             self.input_state = "reset"
         if self.input_state == "stalled":
             self.stop_child()
+        elif self.input_state == "ended":  # the child gets every byte sent, and says why
+            with contextlib.suppress(OSError, ValueError):
+                tee.flush()
         elif self.input_state in ("complete", "unparsed"):
             with contextlib.suppress(OSError, ValueError):
                 tee.flush()

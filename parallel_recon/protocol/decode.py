@@ -18,7 +18,6 @@ into their array (see ``perf/bench_codec.py``).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -93,6 +92,10 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+_U64 = np.dtype("<u8")
+_NDARRAY_HEAD = np.dtype([("data_type", "<u2"), ("version", "<u2"), ("ndim", "<u2")])
+"""An NDARRAY message's fixed part: data type, version, number of dimensions."""
 
 
 def decode_text(raw: bytes | bytearray, what: str, offset: int, index: int) -> str:
@@ -584,8 +587,10 @@ class StreamReader:
 
     def read_ndarray_head(self) -> tuple[np.dtype, int, tuple[int, ...]]:
         """Read and validate an NDArray's data type, version and dimensions."""
-        start = self._available(6, "NDArray header")
-        data_type, version, ndim = struct.unpack_from("<HHH", self._buffer.chunk, start)
+        # through read_record, so a reader that hands out translated bytes (the MRD v2
+        # reader's raw mode) serves this part too
+        head = self.read_record(_NDARRAY_HEAD, "NDArray header")
+        data_type, version, ndim = (int(head[name]) for name in _NDARRAY_HEAD.names or ())
         if data_type not in DATA_TYPE_TO_DTYPE:
             raise self.error(
                 f"invalid NDArray data type: expected 1..8 ({_TYPE_NAMES}), found {data_type}"
@@ -595,9 +600,11 @@ class StreamReader:
                 f"expected an NDArray of at most {self.limits.max_ndarray_dims} dimensions, "
                 f"found {ndim} dimensions"
             )
-        start = self._available(8 * ndim, "NDArray dims")
-        dims = struct.unpack_from(f"<{ndim}Q", self._buffer.chunk, start)
-        return DATA_TYPE_TO_DTYPE[data_type], version, tuple(dims)
+        dims: tuple[int, ...] = ()
+        if ndim:
+            record = self.read_record(np.dtype((_U64, (ndim,))), "NDArray dims")
+            dims = tuple(int(d) for d in np.asarray(record).reshape(-1))
+        return DATA_TYPE_TO_DTYPE[data_type], version, dims
 
     def _read_ndarray(self) -> NDArray:
         dtype, version, dims = self.read_ndarray_head()
