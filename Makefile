@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := demo
-APT_PACKAGES := libfftw3-dev socat cmake g++ make libismrmrd-dev dcm2niix dicom3tools \
+APT_PACKAGES := libfftw3-dev socat cmake g++ make libismrmrd-dev dcm2niix dicom3tools bart \
                 podman buildah runc debootstrap
 
 .PHONY: venv demo test lint bench cpp deps images wheels clean

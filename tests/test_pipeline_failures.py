@@ -299,7 +299,9 @@ def test_unknown_kernel_name() -> None:
     run.feed_when_ready(stream_bytes(Spec()))
     code, err = run.finish()
     assert code == 1
-    assert "expected one of auto, cartesian, grappa or a path to a .py file" in _one_line(err)
+    assert "expected one of auto, cartesian, grappa, nufft or a path to a .py file" in _one_line(
+        err
+    )
 
 
 def test_memory_limit_too_small_says_what_is_needed(rss: str) -> None:

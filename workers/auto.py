@@ -1,7 +1,10 @@
-"""The default kernel: GRAPPA for accelerated data with calibration, Cartesian FFT otherwise.
+"""The default kernel: NUFFT for non-Cartesian units, GRAPPA for accelerated data with
+calibration, Cartesian FFT otherwise.
 
-Per unit, from what the engine saw: the lines that were sampled (checked against the header's
-``accelerationFactor``) and whether calibration lines reached this slice.  Accelerated data
+A unit whose readouts carry trajectories (radial, spiral: ``context.trajectory``) goes to
+:mod:`.noncartesian`.  Per Cartesian unit, from what the engine saw: the lines that were
+sampled (checked against the header's ``accelerationFactor``) and whether calibration lines
+reached this slice.  Accelerated data
 with calibration goes to :mod:`.grappa` (adaptive coil combination by default), fully sampled
 data to :mod:`.cartesian` (root-sum-of-squares by default), and accelerated data without any
 calibration is an error that names the missing flags (``--recon cartesian`` zero-fills it
@@ -10,18 +13,27 @@ instead).  The choice and its reason go into the unit's notes, which ``--profile
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
-from parallel_recon.workers import cartesian, grappa
+from parallel_recon.workers import cartesian, grappa, noncartesian
 from parallel_recon.workers.api import ReconContext
 from parallel_recon.workers.options import KernelOption, choice
 from parallel_recon.workers.sampling import find_lattice
 
-__all__ = ["OPTIONS", "reconstruct"]
+__all__ = ["DATA", "OPTIONS", "reconstruct"]
+
+DATA = ("cartesian", "noncartesian")
+"""Grid units and readouts with trajectories alike."""
+
+_OWN = {"combine", "coils", "lambda"}
+"""Options whose entry comes from another kernel's table (or this one's)."""
 
 OPTIONS: tuple[KernelOption, ...] = (
+    *(o for o in noncartesian.OPTIONS if o.name not in _OWN),
     *(o for o in grappa.OPTIONS if o.name != "combine"),
     KernelOption(
         "combine",
@@ -31,7 +43,9 @@ OPTIONS: tuple[KernelOption, ...] = (
         choice("kernel", *cartesian.COMBINE_HISTORY),
     ),
 )
-"""Every option of the kernels it may choose; ``combine`` defaults per chosen kernel."""
+"""Every option of the kernels it may choose; ``combine`` defaults per chosen kernel
+(``lambda`` is GRAPPA's regularisation for Cartesian units, the CG's Tikhonov weight for
+non-Cartesian ones)."""
 
 
 def _with_combine(context: ReconContext, default: str) -> ReconContext:
@@ -39,26 +53,14 @@ def _with_combine(context: ReconContext, default: str) -> ReconContext:
     options = dict(context.plan.options)
     if options.get("combine", "kernel") == "kernel":
         options["combine"] = default
-    plan = type(context.plan)(
-        header_xml=context.plan.header_xml,
-        spaces=context.plan.spaces,
-        output=context.plan.output,
-        series_index=context.plan.series_index,
-        options=options,
-    )
-    return ReconContext(
-        plan=plan,
-        unit=context.unit,
-        calibration=context.calibration,
-        sampled=context.sampled,
-        whitened=context.whitened,
-        overwrite_kspace=context.overwrite_kspace,
-        notes=context.notes,
-    )
+    return replace(context, plan=replace(context.plan, options=options))
 
 
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
-    """GRAPPA or Cartesian, whichever the unit's sampling and calibration call for."""
+    """NUFFT, GRAPPA or Cartesian, whichever the unit's data, sampling and calibration call
+    for."""
+    if context.trajectory is not None:
+        return noncartesian.reconstruct(kspace, _with_combine(context, "rss"))
     sampled = (
         context.sampled if context.sampled is not None else np.abs(kspace).sum(axis=(2, 3)) > 0
     )

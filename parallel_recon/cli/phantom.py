@@ -26,7 +26,7 @@ from ..phantom import (
     marker_position,
     marker_voxel,
 )
-from ..phantom.spec import CALIBRATION_MODES
+from ..phantom.spec import CALIBRATION_MODES, TRAJECTORIES
 from ..progress import Progress, progress_wanted
 from ..protocol.encode import StreamWriter
 from ..protocol.messages import Acquisition, Message
@@ -60,7 +60,8 @@ def _point(text: str) -> tuple[float, float, float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
-        description="Generate multi-coil Cartesian Shepp-Logan raw data (ISMRMRD HDF5 or stream).",
+        description="Generate multi-coil Shepp-Logan raw data, Cartesian, radial or spiral "
+        "(ISMRMRD HDF5 or stream).",
     )
     add = parser.add_argument
     add("-m", "--matrix", type=int, default=256, help="matrix size (even, >= 8; default 256)")
@@ -139,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="3D: acceleration along k2 (partitions; default 1)",
     )
+    add(
+        "--trajectory",
+        choices=TRAJECTORIES,
+        default="cartesian",
+        help="k-space coverage: cartesian lines (default), radial or goldenangle spokes, or "
+        "spiral interleaves; non-Cartesian samples come from the phantom's analytic spectrum "
+        "and carry their trajectory (cycles per pixel)",
+    )
+    add(
+        "--spokes",
+        type=int,
+        default=0,
+        help="radial spokes or spiral interleaves per slice (default: fully sampled)",
+    )
     add_progress_option(parser)
     add_force_option(parser)
     add_version_option(parser)
@@ -170,6 +185,8 @@ def _spec(args: argparse.Namespace) -> PhantomSpec:
         noise_dwell_time_us=args.noise_dwell,
         calibration=args.calibration,
         acceleration_2=args.acceleration_2,
+        trajectory=args.trajectory,
+        spokes=args.spokes,
     )
 
 

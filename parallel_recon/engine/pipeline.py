@@ -46,7 +46,13 @@ from .calibration import (
     CalibrationStore,
     default_capacity,
 )
-from .kernels import check_options, check_trajectories, kernel_label, load_kernel
+from .kernels import (
+    check_options,
+    check_trajectories,
+    is_non_cartesian,
+    kernel_label,
+    load_kernel,
+)
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
@@ -59,6 +65,8 @@ from .profiling import (
     write_profile_json,
 )
 from .reader import StreamIngest
+from .readout_ingest import ReadoutIngest
+from .readouts import ReadoutLayout, unit_room
 from .ring import RingLayout, Shared, SharedRing, choose_slot_count, default_memory_limit
 from .trace import Trace, make_trace, process_start_monotonic, write_trace
 
@@ -141,6 +149,17 @@ def _layout(plan: ReconPlan, coils: int) -> RingLayout:
         coils=coils,
         k0=max(s[2] for s in shapes),
     )
+
+
+def _readout_layout(
+    plan: ReconPlan, averages: int, coils: int, typed: Mapping[str, Any]
+) -> ReadoutLayout:
+    """Slots of a non-Cartesian stream: sized from the header, or ``unit_samples=N``."""
+    chosen = int(typed.get("unit_samples", 0) or 0)
+    if chosen:
+        return ReadoutLayout.sized(chosen, coils, f"--recon-option unit_samples={chosen}")
+    room = unit_room(plan, averages)
+    return ReadoutLayout.sized(room, coils, "from the header's encoded matrix and limits")
 
 
 MAX_COILS = 1024
@@ -244,7 +263,11 @@ class _Supervisor:
             series_index=opts.series_index,
             options=dict(opts.options),
         )
-        check_trajectories(opts.recon, [space.trajectory for space in plan.spaces])
+        trajectories = [space.trajectory for space in plan.spaces]
+        first = prelude.first_head
+        first_dims = int(first["trajectory_dimensions"]) if first is not None else 0
+        non_cartesian = is_non_cartesian(opts.recon, trajectories, first_dims)
+        check_trajectories(opts.recon, trajectories, non_cartesian)
         bent = read_header(xml).warning()
         if bent:
             _warn(opts.prog, bent)
@@ -258,23 +281,32 @@ class _Supervisor:
         # room for the first line's channels, or the header's, whichever is larger (a
         # noise scan may come first with fewer channels than the imaging lines)
         coils = _slot_coils(int(prelude.first_head["active_channels"]), receiver_channels(xml))
-        layout = _layout(plan, coils)
+        readouts = None
+        if non_cartesian:
+            readouts = _readout_layout(plan, read_header(xml).averages, coils, typed)
+            layout = RingLayout(k2=1, k1=1, coils=coils, k0=1)
+            slot_bytes = readouts.slot_bytes
+            describe = f" ({readouts.room} samples x {coils} coils with their trajectories)"
+        else:
+            layout = _layout(plan, coils)
+            slot_bytes = layout.slot_bytes
+            describe = f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)"
         units = units_per_repetition(xml)
         image_bytes = _image_slot_bytes(plan, coils)
         image_slots = 2 * opts.workers + 2
         limit = opts.memory_limit if opts.memory_limit is not None else default_memory_limit()
-        calibration = self._calibration_layout(plan, xml, layout)
+        calibration = self._calibration_layout(plan, xml, layout, non_cartesian)
         reserved = image_slots * image_bytes + calibration.nbytes
         slots = choose_slot_count(
-            slot_bytes=layout.slot_bytes,
+            slot_bytes=slot_bytes,
             units_per_repetition=units,
             workers=opts.workers,
             memory_limit=limit,
             reserved_bytes=reserved,
-            describe=f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)",
+            describe=describe,
         )
         slots = min(slots, _MAX_SLOTS)
-        kspace = SharedRing("k", layout.slot_bytes, slots)
+        kspace = SharedRing("k", slot_bytes, slots)
         self.rings.append(kspace)
         images = SharedRing("img", image_bytes, image_slots)
         self.rings.append(images)
@@ -296,6 +328,7 @@ class _Supervisor:
         shared, self.status = Shared.create(self.ctx, kspace, images, layout, opts.workers)
         shared.noise = NoiseBlock(self.ctx, coils)
         shared.calibration = store
+        shared.readouts = readouts
         self.shared = shared
         noise = NoiseGate(
             shared.noise,
@@ -308,7 +341,10 @@ class _Supervisor:
             shared.free_slots.put(slot)
         trace.end()
         parent = os.getpid()
-        ingest = StreamIngest(
+        extra: dict[str, Any] = {}
+        if readouts is not None:
+            extra = {"layout": readouts, "traj_units": str(typed.get("traj_units", "auto"))}
+        ingest = (ReadoutIngest if readouts is not None else StreamIngest)(
             stream,
             plan,
             shared,
@@ -318,6 +354,7 @@ class _Supervisor:
             noise=noise,
             calibration=CalibrationKeeper(store, shared.calibration_release),
             trace=self._child_trace(),
+            **extra,
         )
         bodies: dict[str, Callable[[], dict[str, Any]]] = {"reader": ingest.run}
         name = kernel_label(opts.recon)
@@ -348,16 +385,17 @@ class _Supervisor:
         return make_trace(self.trace.enabled, self.origin)
 
     def _calibration_layout(
-        self, plan: ReconPlan, xml: str, layout: RingLayout
+        self, plan: ReconPlan, xml: str, layout: RingLayout, non_cartesian: bool = False
     ) -> CalibrationLayout:
         """Room for the calibration of every slice and contrast, plus one per worker in flight.
 
-        Set aside only when the header declares parallel imaging: without it, calibration-only
-        lines are skipped like before and fully sampled data pays nothing.
+        Set aside only when the header declares parallel imaging (and the data is Cartesian):
+        without it, calibration-only lines are skipped like before and fully sampled data
+        pays nothing.
         """
         from .plan import calibration_keys
 
-        declared = any(
+        declared = not non_cartesian and any(
             max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces
         )
         capacity = self.opts.calibration_lines or default_capacity(layout.k1, layout.k2)

@@ -129,6 +129,10 @@ class StreamIngest:
         free slots (``--trace``); a no-op by default.
     """
 
+    keeps_trajectories = False
+    """Imaging lines' trajectories are skipped (Cartesian placement); a subclass that lands
+    readouts with their trajectories (:mod:`.readout_ingest`) reads them itself."""
+
     def __init__(
         self,
         stream: StreamReader,
@@ -269,9 +273,9 @@ class StreamIngest:
          repetition, set_) = _HEAD_FIELDS.unpack_from(self._head_buffer)  # fmt: skip
         self.counts["acquisitions"] += 1
         self.shared.acquisitions_in.value += 1
-        if trajectory:
-            stream.skip(samples * trajectory * 4, "trajectory")
         reason = skip_reason(flags) if flags & NOT_IMAGING_MASK else None
+        if trajectory and (reason is not None or not self.keeps_trajectories):
+            stream.skip(samples * trajectory * 4, "trajectory")
         if reason == "noise":
             self.noise.add(self._read_scratch(channels, samples), self._head)
             self.skipped["noise"] = self.skipped.get("noise", 0) + 1
