@@ -142,15 +142,23 @@ def density_weights(coords: np.ndarray, shape: tuple[int, ...], key: str) -> np.
 
 
 def _solve(
-    coords: np.ndarray, shape: tuple[int, ...], samples: np.ndarray, context: ReconContext
+    coords: np.ndarray,
+    shape: tuple[int, ...],
+    samples: np.ndarray,
+    context: ReconContext,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``[batch, points]`` samples on one trajectory -> ``[batch, *shape]`` images."""
+    """``[batch, points]`` samples on one trajectory -> ``[batch, *shape]`` images.
+
+    ``weights``: density weights when the caller knows better than Pipe-Menon on ``coords``
+    (a stack's Cartesian kz axis)."""
     key = trajectory_digest(coords, shape)
     batch = samples.shape[0]
     op = nufft_operator(coords, shape, batch, key=key, toeplitz=False)
     if _setting(context, "method") == "gridding":
-        weighted = samples * density_weights(coords, shape, key)
-        return op.adjoint(weighted)
+        if weights is None:
+            weights = density_weights(coords, shape, key)
+        return op.adjoint(samples * weights)
     normal_op = nufft_operator(coords, shape, batch, key=key)
     result = conjugate_gradient(
         normal_op.normal,
@@ -173,6 +181,21 @@ def _shared_trajectory(trajectory: np.ndarray, partitions: np.ndarray) -> np.nda
     return first
 
 
+def _plane_weights(
+    trajectory: np.ndarray, partitions: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Density weights of a stack sample by sample: each partition's in-plane weights (kz is
+    Cartesian, one grid unit per partition, so its weight along kz is 1)."""
+    weights = np.empty(trajectory.shape[:2], np.float32)
+    for p in np.unique(partitions):
+        plane = np.ascontiguousarray(trajectory[partitions == p].reshape(-1, 2))
+        key = trajectory_digest(plane, shape)
+        weights[partitions == p] = density_weights(plane, shape, key).reshape(
+            -1, trajectory.shape[1]
+        )
+    return weights.reshape(-1)
+
+
 def _stack_images(kspace: np.ndarray, context: ReconContext, geometry: UnitGeometry) -> np.ndarray:
     """Coil images ``[coils, z, y, x]`` of a stack of stars or spirals."""
     assert context.trajectory is not None and context.readout_partitions is not None
@@ -181,6 +204,7 @@ def _stack_images(kspace: np.ndarray, context: ReconContext, geometry: UnitGeome
     coils, samples = kspace.shape[1], kspace.shape[2]
     if shared is None:  # partitions rotate: one 3D NUFFT with kz on the Cartesian positions
         kz = (partitions.astype(np.float32) - geometry.partitions // 2) / geometry.partitions
+        weights = _plane_weights(context.trajectory, partitions, geometry.shape)
         coords = np.concatenate(
             [
                 context.trajectory,
@@ -190,7 +214,7 @@ def _stack_images(kspace: np.ndarray, context: ReconContext, geometry: UnitGeome
         ).reshape(-1, 3)
         data = np.ascontiguousarray(kspace.transpose(1, 0, 2)).reshape(coils, -1)
         shape = (geometry.partitions, *geometry.shape)
-        images = _solve(np.ascontiguousarray(coords), shape, data, context)
+        images = _solve(np.ascontiguousarray(coords), shape, data, context, weights)
         spectrum = np.fft.fftshift(
             np.fft.fft(np.fft.ifftshift(images, axes=1), axis=1, norm="ortho"), axes=1
         )
