@@ -1,7 +1,8 @@
 """Bad input never crashes a command: a fixed-seed mutation campaign through the CLIs.
 
-300 mutants (100 of each of three small streams: raw data, images, every message type)
-with changed lengths, message ids, header fields and XML headers, and random byte damage,
+300 mutants (75 of each of four small streams: raw data, radial raw data with trajectories,
+images, every message type) with changed lengths, message ids, header fields, XML headers
+and trajectory values, and random byte damage,
 each through ``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5`` and
 ``parallel-recon info -`` (see ``tests/fuzzing.py``).  Every run must end within its
 timeout, with exit status 0 or 1, at most 3 lines on stderr and no traceback, leaving no
@@ -17,14 +18,14 @@ import pytest
 from fuzzing import run_campaign
 
 SEED = 0
-MUTANTS_PER_STREAM = 100
+MUTANTS_PER_STREAM = 75
 SHARDS = 2
 
 
 @pytest.mark.timeout(900)
 def test_mutated_streams_get_clear_answers(tmp_path: Path) -> None:
     outcomes = run_campaign(SEED, MUTANTS_PER_STREAM, SHARDS, tmp_path)
-    assert len(outcomes) == 3 * 3 * MUTANTS_PER_STREAM
+    assert len(outcomes) == 4 * 3 * MUTANTS_PER_STREAM
     broken = [
         f"mutant {o['mutant']} ({o['stream']}: {', '.join(o['changes'])}) {o['command']}: "
         f"{'; '.join(o['problems'])}\n{o['stderr'][-2000:]}"
@@ -38,3 +39,6 @@ def test_mutated_streams_get_clear_answers(tmp_path: Path) -> None:
         assert codes.count(0) >= 30 and codes.count(1) >= 100, (command, codes.count(0))
         refused = [o for o in outcomes if o["command"] == command and o["code"] == 1]
         assert all(o["stderr"].strip() for o in refused), "exit 1 without saying why"
+    radial = [o for o in outcomes if o["stream"] == "radial" and o["command"] == "recon"]
+    traj = [o for o in radial if any(c.startswith("traj") for c in o["changes"])]
+    assert len(traj) >= 10 and {o["code"] for o in traj} == {0, 1}  # refused and survived

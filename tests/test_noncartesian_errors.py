@@ -132,10 +132,8 @@ def test_a_forced_unit_that_does_not_fit_the_data_is_outside_the_grid(shared_dat
     stream = run_cli("mrdhdf5_to_stream", str(shared_data / "jemris_spiral_slc90.h5")).stdout
     line = _fails(stream, "--recon-option", "traj_units=cycles_per_pixel")
     assert "acquisition 1: its trajectory point" in line, line
-    assert (
-        "lies outside the recon grid (at most 0.5 along each axis) (trajectory unit: cycles_per_pixel)"
-        in line
-    )
+    assert "lies outside the recon grid (at most 0.5 along each axis)" in line
+    assert "(trajectory unit: cycles_per_pixel)" in line
 
 
 def test_a_unit_larger_than_its_slot_names_the_option() -> None:
