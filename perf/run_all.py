@@ -14,7 +14,7 @@ from pathlib import Path
 
 PERF = Path(__file__).resolve().parent
 RESULTS = PERF / "results"
-ORDER = ["codec", "adapters", "kernel", "recon", "grappa", "memory", "batch"]
+ORDER = ["codec", "adapters", "kernel", "recon", "grappa", "nufft", "memory", "batch"]
 
 
 def assemble() -> str:

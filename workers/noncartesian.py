@@ -39,6 +39,7 @@ from parallel_recon.workers.cg import conjugate_gradient
 from parallel_recon.workers.coils import CENTRE_LINES, normalised_maps
 from parallel_recon.workers.density import pipe_menon_weights
 from parallel_recon.workers.fourier import centred_ifft_axis
+from parallel_recon.workers.image_header import make_image
 from parallel_recon.workers.nufft import cached, nufft_operator, trajectory_digest
 from parallel_recon.workers.options import (
     KernelOption,
@@ -158,7 +159,8 @@ def _solve(
     if _setting(context, "method") == "gridding":
         if weights is None:
             weights = density_weights(coords, shape, key)
-        return op.adjoint(samples * weights)
+        samples *= weights  # the caller's own copy
+        return op.adjoint(samples)
     normal_op = nufft_operator(coords, shape, batch, key=key)
     result = conjugate_gradient(
         normal_op.normal,
@@ -212,7 +214,7 @@ def _stack_images(kspace: np.ndarray, context: ReconContext, geometry: UnitGeome
             ],
             axis=2,
         ).reshape(-1, 3)
-        data = np.ascontiguousarray(kspace.transpose(1, 0, 2)).reshape(coils, -1)
+        data = kspace.transpose(1, 0, 2).copy().reshape(coils, -1)
         shape = (geometry.partitions, *geometry.shape)
         images = _solve(np.ascontiguousarray(coords), shape, data, context, weights)
         spectrum = np.fft.fftshift(
@@ -252,7 +254,7 @@ def coil_images(kspace: np.ndarray, context: ReconContext) -> np.ndarray:
         return _stack_images(kspace, context, geometry)
     coils = kspace.shape[1]
     coords = np.ascontiguousarray(trajectory.reshape(-1, dims))
-    data = np.ascontiguousarray(kspace.transpose(1, 0, 2)).reshape(coils, -1)
+    data = kspace.transpose(1, 0, 2).copy().reshape(coils, -1)
     images = _solve(coords, geometry.shape, data, context)
     return images.reshape(coils, geometry.depth, *geometry.shape[-2:])
 
@@ -304,6 +306,13 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         "GRIDDING" if method == "gridding" else "CG",
         cartesian.COMBINE_HISTORY["rss"],
     )
+    output, _ = cartesian.choose(context)
+    if combine == "rss" and _setting(context, "coils") == "rss" and not output.needs_phase:
+        # the common case: the magnitude needs no coil-last copy of the images
+        power = np.einsum("c...,c...->...", images.real, images.real)
+        power += np.einsum("c...,c...->...", images.imag, images.imag)
+        data = np.sqrt(power)[np.newaxis]
+        return [make_image(output.convert(data), context, output.image_type, history)]
     return cartesian.images_from_coils(
         np.ascontiguousarray(images.transpose(1, 2, 0, 3)), context, history, maps=maps
     )
