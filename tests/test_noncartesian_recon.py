@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import ismrmrd
 import numpy as np
 import pytest
-from conftest import script, shared_data_dir
+from conftest import run_cli, script, shared_data_dir
 from noncartesian_helpers import history, nrmse, phantom_stream, recon, rewrite_acquisitions
 from stream_feeding import feed_in_chunks
 
@@ -285,8 +286,6 @@ def test_adaptive_combination_and_coil_channels() -> None:
 
 # ------------------------------------------------------------- real data
 def _jemris() -> bytes:
-    from conftest import run_cli
-
     path = shared_data_dir() / "jemris_spiral_slc90.h5"
     return run_cli("mrdhdf5_to_stream", str(path)).stdout
 
@@ -300,3 +299,53 @@ def test_the_jemris_spiral_is_read_in_grid_units() -> None:
     data = image.data[0, 0]
     centre, corner = data[80:140, 80:140].mean(), data[:20, :20].mean()
     assert centre > 5 * corner  # a head in the middle of the field of view
+
+
+# ------------------------------------------------------------ user kernels
+USER_KERNEL = """
+import numpy as np
+from parallel_recon.protocol import ImageType
+from parallel_recon.workers.image_header import make_image
+
+DATA = ("noncartesian",)
+
+
+def reconstruct(kspace, context):
+    traj = context.trajectory
+    facts = [*kspace.shape, *traj.shape, float(np.abs(traj).max()), float(traj.dtype.itemsize)]
+    data = np.array(facts, np.float32).reshape(1, 1, 1, -1)
+    return [make_image(data, context, ImageType.MAGNITUDE, ("USER",))]
+"""
+
+
+def test_a_user_kernel_that_declares_non_cartesian_data_gets_readouts_and_trajectories(
+    tmp_path: Path,
+) -> None:
+    kernel = tmp_path / "readouts.py"
+    kernel.write_text(USER_KERNEL)
+    stream = phantom_stream(matrix=32, coils=3, trajectory="spiral", spokes=3)
+    (image,), _ = recon(stream, "--recon", str(kernel))
+    readouts, coils, samples, r, s, dims, largest, itemsize = image.data.ravel().tolist()
+    assert (readouts, coils, r, dims, itemsize) == (3, 3, 3, 2, 4) and samples == s > 100
+    assert 0.49 < largest <= 0.5  # cycles per pixel: the spiral ends at the edge of the grid
+
+
+def test_a_user_kernel_without_data_declaration_takes_cartesian_units_only(tmp_path: Path) -> None:
+    kernel = tmp_path / "plain.py"
+    kernel.write_text("def reconstruct(kspace, context):\n    return []\n")
+    stream = phantom_stream(matrix=32, coils=2, trajectory="radial", spokes=4)
+    proc = run_cli("mrd_stream_recon", "--recon", str(kernel), input=stream, check=False)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    assert (
+        "encoding 0 has a radial trajectory: the plain.py kernel reconstructs Cartesian" in lines[0]
+    )
+    assert "--recon nufft" in lines[0]
+
+
+def test_a_header_mixing_cartesian_and_radial_encodings_is_refused() -> None:
+    from parallel_recon.engine.kernels import check_trajectories
+    from parallel_recon.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"mixes Cartesian and non-Cartesian encodings"):
+        check_trajectories("auto", ["cartesian", "radial"], non_cartesian=True)
