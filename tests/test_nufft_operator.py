@@ -199,3 +199,14 @@ def test_radial_spokes_from_encode_steps() -> None:
     golden = radial_spoke(8, 2, 12, golden=True)
     angle = math.degrees(math.atan2(-golden[0, 1], -golden[0, 0])) % 360
     assert abs(angle - (2 * 111.24611797) % 360) < 1e-4
+
+
+def test_the_cache_keeps_a_few_trajectories_per_kind() -> None:
+    from parallel_recon.workers.nufft import _CACHE, cached
+
+    clear_caches()
+    made = [cached(("thing", n), lambda n=n: n * 10) for n in range(10)]
+    assert made == [n * 10 for n in range(10)]
+    kept = [key for key in _CACHE if key[0] == "thing"]
+    assert kept == [("thing", n) for n in range(6, 10)]
+    clear_caches()

@@ -48,7 +48,7 @@ __all__ = [
 EPSILON = 1e-4
 """finufft's requested relative precision (far below the errors of any reconstruction)."""
 _CACHE_SIZE = 4
-"""Trajectories whose plans and kernels one worker keeps (LRU)."""
+"""Entries of each kind (plans, Toeplitz kernels, density weights) one worker keeps (LRU)."""
 _OPTIONS: dict[str, Any] = {
     "nthreads": 1,
     "upsampfac": 1.25,
@@ -84,8 +84,8 @@ def cached(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         return _CACHE[key]
     value = make()
     _CACHE[key] = value
-    kinds = [k for k in _CACHE if k[0] == key[0]]
-    while len(kinds) > _CACHE_SIZE * 4:
+    kinds = [k for k in _CACHE if k[0] == key[0]]  # oldest first
+    while len(kinds) > _CACHE_SIZE:
         del _CACHE[kinds.pop(0)]
     return value
 

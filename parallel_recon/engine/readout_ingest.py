@@ -161,7 +161,9 @@ class ReadoutIngest(StreamIngest):
                 key.encoding_space, stored, samples
             )
         trajectory = self.spaces[key.encoding_space]
-        if samples < 1 or samples > self.layout.room:
+        if samples < 1:
+            raise self._problem("an imaging readout of 0 samples: nothing to reconstruct")
+        if samples > self.layout.room:
             raise ConfigurationError(
                 f"acquisition {self.counts['acquisitions'] - 1}: a readout of {samples} samples "
                 f"does not fit a slot's room of {self.layout.room} samples per coil "
