@@ -217,6 +217,8 @@ def _stack_images(kspace: np.ndarray, context: ReconContext, geometry: UnitGeome
         data = kspace.transpose(1, 0, 2).copy().reshape(coils, -1)
         shape = (geometry.partitions, *geometry.shape)
         images = _solve(np.ascontiguousarray(coords), shape, data, context, weights)
+        if geometry.depth == geometry.partitions:
+            return images
         spectrum = np.fft.fftshift(
             np.fft.fft(np.fft.ifftshift(images, axes=1), axis=1, norm="ortho"), axes=1
         )
