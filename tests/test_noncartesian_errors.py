@@ -119,10 +119,10 @@ def test_a_bad_trajectory_is_one_line(case: str) -> None:
     assert message in line, line
 
 
-def test_a_trajectory_in_no_known_unit_names_the_radius_and_the_option() -> None:
+def test_a_trajectory_in_no_known_unit_names_its_reach_and_the_option() -> None:
     scaled = {i: (lambda a: _with_traj(a, a.traj * np.float32(6.2832))) for i in range(60)}
     line = _fails(_stream(scaled))
-    assert "acquisition 0: the first trajectory reaches radius 3.142" in line, line
+    assert "acquisition 0: the first trajectory reaches 3.142" in line, line
     assert "--recon-option traj_units=cycles_per_pixel|grid|per_m|rad_per_m" in line
 
 

@@ -177,7 +177,7 @@ def test_an_ambiguous_or_unknown_range_names_the_radius_and_the_option() -> None
     fov_one_metre = [AxisScale(256, 1000.0), AxisScale(256, 1000.0)]  # grid == per_m
     with pytest.raises(ValueError, match=r"fits grid and per_m .*traj_units="):
         detect_units(_spoke(128.0), fov_one_metre)
-    with pytest.raises(ValueError, match=r"radius 3\.142 .*reaches no convention's edge"):
+    with pytest.raises(ValueError, match=r"reaches 3\.142 .*reaches no convention's edge"):
         detect_units(_spoke(math.pi), AXES)
 
 

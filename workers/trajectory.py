@@ -18,11 +18,12 @@ with ``N`` and ``FOV`` the recon space's matrix and field of view along each axi
 of view also absorbs readout oversampling: a readout sampled twice as finely covers the same
 k-space at twice the density, and the image is the recon field of view).
 
-Detection rule (when ``traj_units`` is not given): the largest normalised radius of the first
-trajectory, ``q = max_s |k_s / edge|``, is computed for each convention; a convention fits
-when ``0.6 <= q <= 1.05`` (a trajectory reaches most of the way to the edge of k-space and
-not beyond it).  Exactly one fitting convention is used; none, or several (e.g. ``grid`` and
-``per_m`` with a field of view near 1 m), is an error that names the radius found and the
+Detection rule (when ``traj_units`` is not given): the largest coordinate of the first
+trajectory relative to each convention's edge, ``q = max over samples and axes of
+|k / edge|``, is computed; a convention fits when ``0.6 <= q <= 1.05`` (a trajectory reaches
+most of the way to the edge of k-space along some axis, and not beyond it: a radial spoke
+along an axis, a spiral's outer turn and a Cartesian line all give about 1).  Exactly one fitting convention is used; none, or several (e.g. ``grid`` and
+``per_m`` with a field of view near 1 m), is an error that names the value found and the
 option.  After conversion no point may lie beyond ``0.5 * 1.05`` cycles per pixel on any axis.
 
 Radial data without stored trajectories (header trajectory ``radial`` or ``goldenangle``)
@@ -55,7 +56,7 @@ UNITS = ("cycles_per_pixel", "grid", "per_m", "rad_per_m")
 """The accepted ``traj_units`` values."""
 
 DETECT_RANGE = (0.6, 1.05)
-"""A convention fits when the first trajectory's largest radius is this fraction of its edge."""
+"""A convention fits when the first trajectory's largest coordinate is this fraction of its edge."""
 EDGE_TOLERANCE = 1.05
 """Points may reach this factor beyond 0.5 cycles per pixel (rounding, gradient overshoot)."""
 GOLDEN_ANGLE_DEG = 180.0 * (math.sqrt(5.0) - 1.0) / 2.0
@@ -119,7 +120,7 @@ def detect_units(coords: np.ndarray, axes: Sequence[AxisScale]) -> str:
     Raises
     ------
     ValueError
-        No convention or more than one fits; the message names the radius and the option.
+        No convention or more than one fits; the message names the value found and the option.
     """
     values = np.asarray(coords, np.float64)
     fitting = []
@@ -127,19 +128,19 @@ def detect_units(coords: np.ndarray, axes: Sequence[AxisScale]) -> str:
         factors = [_factor(units, axis) for axis in axes]
         if any(f is None for f in factors):
             continue
-        radius = float(np.sqrt(((values * np.array(factors) / 0.5) ** 2).sum(axis=1)).max())
-        if DETECT_RANGE[0] <= radius <= DETECT_RANGE[1]:
+        reach = float(np.abs(values * np.array(factors) / 0.5).max()) if values.size else 0.0
+        if DETECT_RANGE[0] <= reach <= DETECT_RANGE[1]:
             fitting.append(units)
     if len(fitting) == 1:
         return fitting[0]
-    largest = float(np.sqrt((values**2).sum(axis=1)).max()) if values.size else 0.0
+    largest = float(np.abs(values).max()) if values.size else 0.0
     edges = ", ".join(_edge_text(u, axes) for u in UNITS)
     matrix = "x".join(str(a.matrix) for a in axes)
     fov = "x".join(f"{a.fov_mm:g}" for a in axes)
     found = f"fits {' and '.join(fitting)}" if fitting else "reaches no convention's edge (60-105%)"
     return_hint = "|".join(UNITS)
     raise ValueError(
-        f"the first trajectory reaches radius {largest:.4g} in its own unit, which {found} "
+        f"the first trajectory reaches {largest:.4g} in its own unit, which {found} "
         f"(edges for the {matrix} matrix and {fov} mm field of view: {edges}); "
         f"say which with --recon-option traj_units={return_hint}"
     )
