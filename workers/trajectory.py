@@ -22,9 +22,10 @@ Detection rule (when ``traj_units`` is not given): the largest coordinate of the
 trajectory relative to each convention's edge, ``q = max over samples and axes of
 |k / edge|``, is computed; a convention fits when ``0.6 <= q <= 1.05`` (a trajectory reaches
 most of the way to the edge of k-space along some axis, and not beyond it: a radial spoke
-along an axis, a spiral's outer turn and a Cartesian line all give about 1).  Exactly one fitting convention is used; none, or several (e.g. ``grid`` and
-``per_m`` with a field of view near 1 m), is an error that names the value found and the
-option.  After conversion no point may lie beyond ``0.5 * 1.05`` cycles per pixel on any axis.
+along an axis, a spiral's outer turn and a Cartesian line all give about 1).  Exactly one
+fitting convention is used; none, or several (e.g. ``grid`` and ``per_m`` with a field of
+view near 1 m), is an error that names the value found and the option.  After conversion
+no point may lie beyond ``0.5 * 1.05`` cycles per pixel on any axis.
 
 Radial data without stored trajectories (header trajectory ``radial`` or ``goldenangle``)
 gets its spokes from ``kspace_encode_step_1``, as Gadgetron does: spoke ``i`` at angle
