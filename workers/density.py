@@ -6,12 +6,15 @@ iteratively: ``w <- w / (K * w)`` evaluated at the samples, where ``K * w`` is t
 convolved with a positive, compact kernel.  At the fixed point the weighted density is flat,
 ``sum_j w_j K(k_i - k_j) = 1``.  The convolution is a spread of the weights onto a fine grid
 followed by an interpolation back to the samples, with finufft's own positive, compact
-kernel (``spreadinterponly``: no FFT), so one iteration costs about two spreading passes.
+kernel (``spreadinterponly``: no FFT, single precision), so one iteration costs about two
+spreading passes.
 
-Units: the weights are areas (volumes) per sample in grid units, ``(1 / FOV)`` squared, so a
-fully sampled Cartesian grid gets weight 1 everywhere and gridding's adjoint NUFFT returns
-the image in the units of the orthonormal DFT.  The fixed point's scale is set by the
-kernel's sum over a unit Cartesian lattice, measured with the very same spreading settings.
+Units: the weights are areas (volumes) per sample in grid units, ``(1 / FOV)`` squared, so
+gridding's adjoint NUFFT returns the image in the units of the orthonormal DFT (a Cartesian
+grid sampled twice as finely as Nyquist gets exactly 1/4 per sample).  The fixed point's
+scale is set by the kernel's mass, measured with the very same spreading settings.  A
+trajectory sparser than the kernel's 2 grid units (a plain Nyquist Cartesian grid, 1 unit
+apart along both axes) is smoothed less well: such a grid gets 0.91 instead of 1.
 
 The grid extends a margin beyond ``+-0.5`` cycles per pixel, so samples at opposite edges
 never see each other through the grid's periodicity.  Everything is deterministic (one
@@ -49,16 +52,16 @@ class _Convolver:
         for axis in reversed(range(coords.shape[1])):
             n = shape[len(shape) - 1 - axis]
             scale = 2 * np.pi * n / (n + 2 * _MARGIN)
-            points.append(np.ascontiguousarray(coords[:, axis] * scale, np.float64))
+            points.append(np.ascontiguousarray(coords[:, axis] * scale, np.float32))
         self._points = points
-        self._spread = finufft.Plan(1, grid, 1, eps=_EPSILON, dtype="complex128", **_OPTIONS)
-        self._interpolate = finufft.Plan(2, grid, 1, eps=_EPSILON, dtype="complex128", **_OPTIONS)
+        self._spread = finufft.Plan(1, grid, 1, eps=_EPSILON, dtype="complex64", **_OPTIONS)
+        self._interpolate = finufft.Plan(2, grid, 1, eps=_EPSILON, dtype="complex64", **_OPTIONS)
         self._spread.setpts(*points)
         self._interpolate.setpts(*points)
 
     def __call__(self, weights: np.ndarray) -> np.ndarray:
-        grid = self._spread.execute(weights.astype(np.complex128))
-        return np.asarray(self._interpolate.execute(grid).real)
+        grid = self._spread.execute(weights.astype(np.complex64))
+        return np.asarray(self._interpolate.execute(grid).real, np.float64)
 
 
 def _lattice_sum(dims: int) -> float:
@@ -89,7 +92,7 @@ def pipe_menon_weights(
 
     Returns
     -------
-    float32 ``[points]``: k-space area per sample in grid units (1 on a Cartesian grid).
+    float32 ``[points]``: k-space area per sample in grid units.
     """
     convolve = _Convolver(coords, shape)
     weights = np.ones(coords.shape[0])
