@@ -311,6 +311,10 @@ def report(
             "",
             *rows,
             "",
+            "On a shared machine the wall-clock `--workers 2` ratio measures the share of the "
+            "two cores the run got; the CPU-bound row is what the same runs need from two free "
+            "cores (reader, workers and their CPU seconds from `--profile-json`).",
+            "",
         ]
     )
 
