@@ -79,7 +79,8 @@ def reconstruct(
         bytes of an MRD stream, or an iterable of messages (``Header``, ``Acquisition``, ...;
         CLOSE is added when missing).
     recon:
-        Kernel: ``"auto"`` (chosen from the data), ``"cartesian"``, or a path to a ``.py``
+        Kernel: ``"auto"`` (chosen from the data), ``"cartesian"``, ``"grappa"``, ``"nufft"``
+        (radial and spiral data), or a path to a ``.py``
         file defining ``reconstruct(kspace, context)``; as ``mrd_stream_recon --recon``.
     workers:
         Worker processes (default: the engine's, one per available core, see

@@ -7,7 +7,7 @@ ended with exit 0 and 1, how many broke a rule (a hang, a traceback, more than 3
 lines, another exit status, a process or a /dev/shm segment left), and the slowest run.
 Every run that broke a rule is listed with its mutation and its last stderr line.
 
-    python perf/fuzz.py                      # 3 seeds x 1000 mutants per stream
+    python perf/fuzz.py                      # 3 seeds x 1000 mutants of each of 4 streams
     python perf/fuzz.py --seeds 1 --mutants 50 --shards 2   # a quick check
 """
 
@@ -64,7 +64,7 @@ def report(outcomes: list[dict[str, Any]], seeds: list[int], mutants: int, wall:
         "",
         f"Made by `python perf/fuzz.py` on {time.strftime('%Y-%m-%d %H:%M')}: seeds "
         f"{', '.join(map(str, seeds))}, {mutants} mutants of each of the four seed streams "
-        f"(three MRD v1, one MRD v2) per seed ({sum(streams.values())} mutants: "
+        f"(four MRD v1, one MRD v2) per seed ({sum(streams.values())} mutants: "
         f"{dict(streams)}), each through the four commands, in {wall:.0f} s on the shared "
         "2-core machine (1-minute load average "
         f"{load:.1f} at the end).  Mutations applied (1 to 3 per mutant): {dict(kinds)}.",

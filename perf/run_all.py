@@ -22,6 +22,7 @@ ORDER = [
     "recon",
     "grappa",
     "sense",
+    "nufft",
     "memory",
     "batch",
     "serve",

@@ -1,14 +1,15 @@
 """Mutation fuzzing of the stream commands: bad input must get one clear line, never a crash.
 
-Four small valid streams (MRD v1 raw data with a noise scan; v1 images; a v1 mixed stream
-with every message type; an MRD v2 stream of raw data, an image, a waveform and an array)
-are mutated with a fixed seed: length fields, message ids, header fields, the XML header;
-for v2 its items, tags, block counts, varints and schema; and random bytes (flips,
-insertions, deletions, truncation, trailing garbage).  Each mutant goes through
-``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5``, ``parallel-recon info -`` and
-``parallel-recon convert - OUT --to ismrmrd``, and every run must end within its timeout
-with exit status 0 or 1, at most 3 lines on stderr and no "Traceback" (nor a Python
-warning), leaving nothing in /dev/shm and no process.
+Five small valid streams (MRD v1 raw data with a noise scan; v1 radial raw data whose
+readouts carry their trajectories; v1 images; a v1 mixed stream with every message type; an
+MRD v2 stream of raw data, an image, a waveform and an array) are mutated with a fixed seed:
+length fields, message ids, header fields, the XML header, trajectory values (NaN,
+infinities, huge and scaled values); for v2 its items, tags, block counts, varints and
+schema; and random bytes (flips, insertions, deletions, truncation, trailing garbage).  Each
+mutant goes through ``mrd_stream_recon --workers 2``, ``stream_to_mrdhdf5``,
+``parallel-recon info -`` and ``parallel-recon convert - OUT --to ismrmrd``, and every run
+must end within its timeout with exit status 0 or 1, at most 3 lines on stderr and no
+"Traceback" (nor a Python warning), leaving nothing in /dev/shm and no process.
 
 Runs are forked from this process, which imports the package once: the child redirects its
 standard streams to files and calls the command's ``main(argv)`` exactly as the console
@@ -93,6 +94,16 @@ def _raw_stream() -> list[bytes]:
     return _stream(list(iter_messages(spec)))
 
 
+def _radial_stream() -> list[bytes]:
+    """A non-Cartesian stream: radial spokes with their trajectories, two slices, noise."""
+    from parallel_recon.phantom import PhantomSpec, iter_messages
+
+    spec = PhantomSpec(
+        matrix=16, coils=2, slices=2, noise_calibration=True, seed=4, trajectory="radial", spokes=8
+    )
+    return _stream(list(iter_messages(spec)))
+
+
 _META = (
     '<?xml version="1.0"?><ismrmrdMeta><meta><name>DataRole</name><value>Image</value>'
     "</meta><meta><name>WindowCenter</name><value>0.5</value></meta></ismrmrdMeta>"
@@ -167,12 +178,13 @@ def _mrd2_stream() -> list[bytes]:
 
 
 def seed_streams() -> dict[str, list[bytes]]:
-    """The four valid streams the mutants come from, as lists of encoded pieces (v1:
+    """The five valid streams the mutants come from, as lists of encoded pieces (v1:
     messages; v2: prologue, header, items, end mark)."""
     raw = _raw_stream()
     header_xml = raw_header_xml(raw)
     return {
         "raw": raw,
+        "radial": _radial_stream(),
         "images": _image_stream(header_xml),
         "mixed": _mixed_stream(header_xml),
         "mrd2": _mrd2_stream(),
@@ -423,6 +435,41 @@ def _mutate_bytes(messages: list[bytes], rng: random.Random) -> str:
     return f"bytes {action}"
 
 
+_TRAJ_OFFSET = 2 + ACQUISITION_HEADER_DTYPE.itemsize
+_DIMS = 2 + ACQUISITION_HEADER_DTYPE.fields["trajectory_dimensions"][1]
+_SAMPLES = 2 + ACQUISITION_HEADER_DTYPE.fields["number_of_samples"][1]
+
+
+def _mutate_trajectory(messages: list[bytes], rng: random.Random) -> str:
+    """One trajectory value (or a whole trajectory, scaled) of an acquisition that has one."""
+
+    def values(message: bytes) -> int:
+        dims = int.from_bytes(message[_DIMS : _DIMS + 2], "little")
+        samples = int.from_bytes(message[_SAMPLES : _SAMPLES + 2], "little")
+        return dims * samples
+
+    candidates = [
+        i for i, m in enumerate(messages) if _mid(m) is MessageId.ACQUISITION and values(m)
+    ]
+    if not candidates:
+        return _mutate_bytes(messages, rng)
+    index = rng.choice(candidates)
+    message = bytearray(messages[index])
+    count = min(values(message), (len(message) - _TRAJ_OFFSET) // 4)
+    traj = np.frombuffer(bytes(message[_TRAJ_OFFSET : _TRAJ_OFFSET + 4 * count]), "<f4").copy()
+    if rng.random() < 0.3:
+        factor = rng.choice([0.0, -1.0, 2.0, 1000.0, 1e-6, 6.2832])
+        traj *= np.float32(factor)
+        change = f"scaled by {factor:g}"
+    else:
+        value = rng.choice([float("nan"), float("inf"), -float("inf"), 1e30, -3.0, 0.7])
+        traj[rng.randrange(count)] = value
+        change = f"one value {value:g}"
+    message[_TRAJ_OFFSET : _TRAJ_OFFSET + 4 * count] = traj.astype("<f4").tobytes()
+    messages[index] = bytes(message)
+    return f"traj {change}"
+
+
 def _mid(message: bytes) -> MessageId | None:
     try:
         return MessageId(int.from_bytes(message[:2], "little"))
@@ -435,6 +482,7 @@ MUTATIONS: dict[str, Callable[[list[bytes], random.Random], str]] = {
     "id": _mutate_id,
     "field": _mutate_header_field,
     "xml": _mutate_xml,
+    "traj": _mutate_trajectory,
     "bytes": _mutate_bytes,
 }
 
@@ -712,6 +760,8 @@ def preload() -> None:
 
     for module_name, _ in COMMANDS.values():
         importlib.import_module(module_name)
+    import finufft  # noqa: F401  (the NUFFT plans import it on their first unit)
+
     from parallel_recon.engine import pipeline  # noqa: F401  (the recon imports it in main)
     from parallel_recon.engine.kernels import load_kernel
 

@@ -488,3 +488,28 @@ def test_other_messages_are_skipped_and_text_passed_through(cpp_binary: Path, go
     assert isinstance(mixed[0], Header) and mixed[1] == Text("before the header")
     assert texts == ["before the header"] + ["before the data"] * 4 + ["after the data"]
     assert [m for m in mixed if isinstance(m, Image)] == [m for m in plain if isinstance(m, Image)]
+
+
+@pytest.mark.parametrize("trajectory", ["radial", "goldenangle", "spiral"])
+def test_non_cartesian_data_is_refused_with_one_line(cpp_binary: Path, trajectory: str) -> None:
+    """The C++ recon grids nothing: a radial or spiral stream (and the JEMRIS spiral, header
+    trajectory ``other``) is one line naming the trajectory, exit status 1."""
+    stream = run_cli(
+        "mrd_phantom", "-m", "16", "-c", "2", "--trajectory", trajectory, "-o", "-", "--force"
+    ).stdout
+    proc = run_cpp(cpp_binary, stream, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and proc.stdout == b"", err
+    assert err.count("\n") == 1, err
+    assert (
+        f"the XML header's trajectory is '{trajectory}': this recon handles Cartesian data only"
+        in err
+    )
+
+
+def test_the_jemris_spiral_is_refused_with_one_line(cpp_binary: Path, shared_data: Path) -> None:
+    path = shared_data / "jemris_spiral_slc90.h5"
+    proc = run_cpp(cpp_binary, run_cli("mrdhdf5_to_stream", str(path)).stdout, check=False)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert "trajectory is 'other': this recon handles Cartesian data only" in err

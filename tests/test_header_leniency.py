@@ -3,7 +3,8 @@
 A capitalised enumeration, a missing recon space, missing encoding limits, an empty optional
 number: each gives the images the schema-following header gives (or the ones its fallback
 implies) and one warning line saying what was assumed.  What cannot be reconstructed is one
-error line: a spiral or radial trajectory is named, not reported as a readout mismatch.
+error line: a spiral or radial trajectory given to a Cartesian kernel is named, not reported
+as a readout mismatch.
 """
 
 from __future__ import annotations
@@ -97,14 +98,19 @@ def test_missing_recon_space_reconstructs_the_encoded_space(baseline: Image) -> 
 
 
 @pytest.mark.parametrize("trajectory", ["spiral", "radial"])
-def test_non_cartesian_data_is_refused_by_name(trajectory: str) -> None:
+@pytest.mark.parametrize("kernel", ["cartesian", "grappa"])
+def test_non_cartesian_data_is_refused_by_name_by_cartesian_kernels(
+    trajectory: str, kernel: str
+) -> None:
     def change(xml: str) -> str:
         return xml.replace(">cartesian<", f">{trajectory}<")
 
-    code, images, lines = recon(stream_with(change, readout=100), check=False)
+    stream = stream_with(change, readout=100)
+    code, images, lines = recon(stream, "--recon", kernel, check=False)
     assert code == 1 and images == [] and len(lines) == 1, lines
     assert f"encoding 0 has a {trajectory} trajectory" in lines[0]
     assert "Cartesian data only" in lines[0] and "readout" not in lines[0]
+    assert "--recon nufft" in lines[0]
 
 
 def test_a_header_without_an_encoded_matrix_is_refused() -> None:

@@ -171,10 +171,11 @@ def test_unknown_config_name_gets_one_warning(shared_data: Path, tmp_path: Path)
     assert chosen == "auto"
     assert stderr.splitlines() == [
         "mrd_stream_recon: warning: -c unknown configuration "
-        "'Generic_Cartesian_Spirit_Magic.xml': running the auto kernel (GRAPPA for accelerated "
-        "data with calibration lines, else FFT) instead; known names include default.xml, "
-        "default_optimized.xml, default_short.xml, Generic_Cartesian_FFT.xml, "
-        "Generic_Cartesian_Image_Chain_FFT.xml and the kernels auto, cartesian, grappa, sense"
+        "'Generic_Cartesian_Spirit_Magic.xml': running the auto kernel (NUFFT for radial and "
+        "spiral data, GRAPPA or SENSE for accelerated data with calibration lines, else FFT) "
+        "instead; known names include default.xml, default_optimized.xml, default_short.xml, "
+        "Generic_Cartesian_FFT.xml, Generic_Cartesian_Image_Chain_FFT.xml and the kernels "
+        "auto, cartesian, grappa, nufft, sense"
     ]
 
 

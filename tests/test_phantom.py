@@ -482,6 +482,7 @@ def test_cli_writes_hdf5_via_umbrella(tmp_path: Path) -> None:
         (["--asymmetric-echo", "0.5"], "--asymmetric-echo", 2),
         (["-p", "8", "-a", "2", "--caipi-shift", "1"], "--caipi-shift needs --acceleration-2", 2),
         (["-p", "8", "-a", "2", "--acceleration-2", "2", "--caipi-shift", "2"], "--caipi-shift", 2),
+        (["--trajectory", "radial", "--asymmetric-echo", "0.7"], "Cartesian scans only", 2),
         (["-n", "-1"], "-n/--noise-level", 2),
         (["-m", "abc"], "invalid int value", 2),
         (["--no-such-option"], "unrecognized arguments", 2),

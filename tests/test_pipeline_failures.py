@@ -308,7 +308,7 @@ def test_unknown_kernel_name() -> None:
     run.feed(stream_bytes(Spec()))
     code, err = run.finish()
     assert code == 2  # a usage error
-    expected = "expected one of auto, cartesian, grappa, sense or a path to a .py file"
+    expected = "expected one of auto, cartesian, grappa, nufft, sense or a path to a .py file"
     assert expected in _one_line(err)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from parallel_recon.protocol import ACQUISITION_HEADER_DTYPE, Image
 
 __all__ = [
+    "NON_CARTESIAN_KSPACE",
     "Calibration",
     "EncodingSpace",
     "Kernel",
@@ -142,6 +143,18 @@ class ReconContext:
     slot is discarded after the call, so an in-place transform saves a copy)."""
     notes: dict[str, str] = field(default_factory=dict)
     """Filled by the kernel for the profile: ``kernel`` (which ran), ``why``, ``warning``."""
+    trajectory: np.ndarray | None = None
+    """Non-Cartesian units only (None for Cartesian ones): float32 ``[readouts, samples,
+    dims]``, the k position of every sample in cycles per pixel of the recon space
+    (``-0.5 .. 0.5`` spans the grid), columns ``(kx, ky)`` (``dims`` 2: 2D, and every
+    partition of a stack of stars or spirals) or ``(kx, ky, kz)`` (3D radial).  ``kx`` runs
+    along the image columns, ``ky`` along the rows.  The engine converted the acquisitions'
+    own unit (see :mod:`.trajectory`), or made the spokes from the encode steps.  The
+    kernel's own copy: it may keep it."""
+    readout_partitions: np.ndarray | None = None
+    """Non-Cartesian units only: int32 ``[readouts]``, the k2 grid index (``0 .. k2 - 1``,
+    ``kspace_encode_step_2`` placed by the encoding limits' centre) of every readout; all 0
+    for 2D and 3D radial data."""
 
     @property
     def space(self) -> EncodingSpace:
@@ -159,9 +172,11 @@ class Kernel(Protocol):
     Parameters
     ----------
     kspace:
-        complex64 ``[k2, k1, coils, k0]`` (k0 = encoded x samples, oversampling included),
-        lines placed by ``kspace_encode_step_1/2`` relative to the limit centres, zeros where
-        nothing was sampled, averages already averaged.  A view of shared memory that the
+        Cartesian units: complex64 ``[k2, k1, coils, k0]`` (k0 = encoded x samples,
+        oversampling included), lines placed by ``kspace_encode_step_1/2`` relative to the
+        limit centres, zeros where nothing was sampled, averages already averaged.
+        Non-Cartesian units (when ``context.trajectory`` is set):
+        :data:`NON_CARTESIAN_KSPACE`.  A view of shared memory that the
         engine reuses after the call: do not keep references to it (and, when
         ``context.overwrite_kspace`` says so, the kernel may overwrite it).
     context:
@@ -175,3 +190,10 @@ class Kernel(Protocol):
     """
 
     def __call__(self, kspace: np.ndarray, context: ReconContext) -> list[Image]: ...
+
+
+NON_CARTESIAN_KSPACE = "complex64 [readouts, coils, samples]"
+"""What ``kspace`` is for a non-Cartesian unit (``context.trajectory`` is set): every readout
+(spoke, interleave) of the unit in arrival order, averages as separate readouts, prewhitened
+like Cartesian lines.  Kernels that take such units list ``"noncartesian"`` in a module-level
+``DATA`` tuple (without one a kernel takes Cartesian units only)."""

@@ -1,7 +1,10 @@
-"""The default kernel: GRAPPA for accelerated data with calibration, Cartesian FFT otherwise.
+"""The default kernel: NUFFT for non-Cartesian units, GRAPPA for accelerated data with
+calibration, Cartesian FFT otherwise.
 
-Per unit, from what the engine saw: the lines that were sampled (checked against the header's
-``accelerationFactor``) and whether calibration lines reached this slice.  Accelerated data
+A unit whose readouts carry trajectories (radial, spiral: ``context.trajectory``) goes to
+:mod:`.noncartesian`.  Per Cartesian unit, from what the engine saw: the lines that were
+sampled (checked against the header's ``accelerationFactor``) and whether calibration lines
+reached this slice.  Accelerated data
 with calibration goes to :mod:`.grappa` (adaptive coil combination by default), fully sampled
 data to :mod:`.cartesian` (root-sum-of-squares by default), and accelerated data without any
 calibration is an error that names the missing flags (``--recon cartesian`` zero-fills it
@@ -13,19 +16,30 @@ unit's notes, which ``--profile`` reports.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
-from parallel_recon.workers import cartesian, grappa, sense
+from parallel_recon.workers import cartesian, grappa, noncartesian, sense
 from parallel_recon.workers.api import ReconContext
 from parallel_recon.workers.options import KernelOption, choice
 from parallel_recon.workers.sampling import IrregularSampling, find_lattice
 
-__all__ = ["OPTIONS", "reconstruct"]
+__all__ = ["DATA", "OPTIONS", "reconstruct"]
+
+DATA = ("cartesian", "noncartesian")
+"""Grid units and readouts with trajectories alike."""
+
+_OWN = {"combine", "coils", "lambda"}
+"""Options whose entry comes from another kernel's table (or this one's)."""
+
+_NONCARTESIAN = tuple(o for o in noncartesian.OPTIONS if o.name not in _OWN)
 
 OPTIONS: tuple[KernelOption, ...] = (
-    *(o for o in grappa.OPTIONS if o.name != "combine"),
+    *_NONCARTESIAN,
+    *(o for o in grappa.OPTIONS if o.name not in {"combine", *(n.name for n in _NONCARTESIAN)}),
     KernelOption(
         "combine",
         "kernel",
@@ -34,27 +48,14 @@ OPTIONS: tuple[KernelOption, ...] = (
         choice("kernel", *cartesian.COMBINE_HISTORY),
     ),
 )
-"""Every option of the kernels it may choose; ``combine`` defaults per chosen kernel."""
+"""Every option of the kernels it may choose; ``combine`` defaults per chosen kernel
+(``lambda`` is GRAPPA's regularisation for Cartesian units, the CG's Tikhonov weight for
+non-Cartesian ones)."""
 
 
 def _with_options(context: ReconContext, options: dict[str, str]) -> ReconContext:
     """The context with other kernel options (the plan is shared: copy)."""
-    plan = type(context.plan)(
-        header_xml=context.plan.header_xml,
-        spaces=context.plan.spaces,
-        output=context.plan.output,
-        series_index=context.plan.series_index,
-        options=options,
-    )
-    return ReconContext(
-        plan=plan,
-        unit=context.unit,
-        calibration=context.calibration,
-        sampled=context.sampled,
-        whitened=context.whitened,
-        overwrite_kspace=context.overwrite_kspace,
-        notes=context.notes,
-    )
+    return replace(context, plan=replace(context.plan, options=options))
 
 
 def _with_combine(context: ReconContext, default: str) -> ReconContext:
@@ -75,7 +76,10 @@ def _for_sense(context: ReconContext) -> ReconContext:
 
 
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
-    """GRAPPA, SENSE or Cartesian, whichever the unit's sampling and calibration call for."""
+    """NUFFT, GRAPPA, SENSE or Cartesian, whichever the unit's data, sampling and
+    calibration call for."""
+    if context.trajectory is not None:
+        return noncartesian.reconstruct(kspace, _with_combine(context, "rss"))
     sampled = (
         context.sampled if context.sampled is not None else np.abs(kspace).sum(axis=(2, 3)) > 0
     )

@@ -27,11 +27,17 @@ import numpy as np
 
 from parallel_recon.workers.api import EncodingSpace
 
-__all__ = ["adaptive_combine", "centre_block", "sensitivity_maps"]
+__all__ = [
+    "CENTRE_LINES",
+    "adaptive_combine",
+    "centre_block",
+    "normalised_maps",
+    "sensitivity_maps",
+]
 
 _FLOOR = 0.02
 """Smallest denominator of the map normalisation, relative to the largest RSS value."""
-_CENTRE_LINES = 24
+CENTRE_LINES = 24
 """Lines (per accelerated axis) used for maps when the unit has no calibration block."""
 
 
@@ -51,7 +57,7 @@ def centre_block(
     Used for maps when no calibration came with the unit (fully sampled data).
     """
     k2, k1 = kspace.shape[:2]
-    size1, size2 = min(k1, _CENTRE_LINES), min(k2, _CENTRE_LINES)
+    size1, size2 = min(k1, CENTRE_LINES), min(k2, CENTRE_LINES)
     start1, start2 = k1 // 2 - size1 // 2, k2 // 2 - size2 // 2
     block = kspace[start2 : start2 + size2, start1 : start1 + size1]
     if sampled is not None:
@@ -97,6 +103,16 @@ def sensitivity_maps(
     lowres[origin[0] : origin[0] + k2c, origin[1] : origin[1] + k1c] = block
     lowres *= window
     images = to_image(lowres, space)  # type: ignore[operator]
+    return normalised_maps(images)
+
+
+def normalised_maps(images: np.ndarray) -> np.ndarray:
+    """Low-resolution coil images ``[z, y, coils, x]`` divided by their root sum of squares
+    (at least 2% of its maximum, so the maps fade to zero where there is no signal).
+
+    Returns complex64 ``[z, y, coils, x]``; any kernel's low-resolution images (a Cartesian
+    calibration block, the centre of a radial acquisition) become maps the same way.
+    """
     rss = np.sqrt(np.einsum("zycx,zycx->zyx", images.real, images.real)
                   + np.einsum("zycx,zycx->zyx", images.imag, images.imag))  # fmt: skip
     floor = _FLOOR * float(rss.max()) if rss.size else 0.0

@@ -28,7 +28,7 @@ from ..phantom import (
     marker_position,
     marker_voxel,
 )
-from ..phantom.spec import CALIBRATION_MODES
+from ..phantom.spec import CALIBRATION_MODES, TRAJECTORIES
 from ..progress import Progress, progress_wanted
 from ..protocol import GENERATIONS, Notes, open_writer
 from ..protocol.messages import Acquisition, Message
@@ -62,7 +62,8 @@ def _point(text: str) -> tuple[float, float, float]:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
-        description="Generate multi-coil Cartesian Shepp-Logan raw data (ISMRMRD HDF5 or stream).",
+        description="Generate multi-coil Shepp-Logan raw data, Cartesian, radial or spiral "
+        "(ISMRMRD HDF5 or stream).",
     )
     add = parser.add_argument
     add("-m", "--matrix", type=int, default=256, help="matrix size (even, >= 8; default 256)")
@@ -160,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="3D CAIPIRINHA: k1 shift of the pattern from one acquired partition to the next "
         "(0..R-1; default 0)",
     )
+    add(
+        "--trajectory",
+        choices=TRAJECTORIES,
+        default="cartesian",
+        help="k-space coverage: cartesian lines (default), radial or goldenangle spokes, or "
+        "spiral interleaves; non-Cartesian samples come from the phantom's analytic spectrum "
+        "and carry their trajectory (cycles per pixel)",
+    )
+    add(
+        "--spokes",
+        type=int,
+        default=0,
+        help="radial spokes or spiral interleaves per slice (default: fully sampled)",
+    )
     add_progress_option(parser)
     add_force_option(parser)
     add_version_option(parser)
@@ -177,7 +192,7 @@ SPEC_OPTIONS = {
     "noise_correlation": "noise_correlation", "noise_lines": "noise_lines",
     "noise_dwell_time_us": "noise_dwell", "calibration": "calibration",
     "acceleration_2": "acceleration_2", "caipi_shift": "caipi_shift",
-    "asymmetric_echo": "asymmetric_echo",
+    "asymmetric_echo": "asymmetric_echo", "trajectory": "trajectory", "spokes": "spokes",
 }  # fmt: skip
 """PhantomSpec field -> the argparse ``dest`` of the option that sets it."""
 

@@ -54,7 +54,8 @@ def kernel_for_config(name: str) -> tuple[str, str | None]:
         return GADGETRON_CONFIGS[stem], None
     known = ", ".join(f"{n}.xml" for n in list(GADGETRON_CONFIGS)[:5])
     return DEFAULT_KERNEL, (
-        f"unknown configuration {plain!r}: running the {DEFAULT_KERNEL} kernel (GRAPPA for "
-        f"accelerated data with calibration lines, else FFT) instead; known names include "
+        f"unknown configuration {plain!r}: running the {DEFAULT_KERNEL} kernel (NUFFT for "
+        "radial and spiral data, GRAPPA or SENSE for accelerated data with calibration lines, "
+        f"else FFT) instead; known names include "
         f"{known} and the kernels {', '.join(KERNELS)}"
     )

@@ -26,9 +26,12 @@ from ..errors import ConfigurationError, UsageError
 __all__ = [
     "KERNELS",
     "KernelFunction",
+    "NON_CARTESIAN_KERNELS",
     "NON_CARTESIAN_TRAJECTORIES",
     "check_options",
     "check_trajectories",
+    "is_non_cartesian",
+    "kernel_data",
     "failure_location",
     "full_traceback",
     "kernel_label",
@@ -42,6 +45,7 @@ KERNELS: dict[str, str] = {
     "auto": "parallel_recon.workers.auto",
     "cartesian": "parallel_recon.workers.cartesian",
     "grappa": "parallel_recon.workers.grappa",
+    "nufft": "parallel_recon.workers.noncartesian",
     "sense": "parallel_recon.workers.sense",
 }
 """``--recon NAME`` -> module that defines ``reconstruct(kspace, context)``."""
@@ -139,25 +143,59 @@ def check_options(spec: str, options: dict[str, str]) -> dict[str, Any]:
 
 
 NON_CARTESIAN_TRAJECTORIES = ("radial", "goldenangle", "spiral")
-"""ismrmrd.xsd trajectories whose readouts do not lie on a Cartesian grid: the engine places
-lines by their encode steps, so no kernel it runs can reconstruct them (``cartesian``,
-``epi`` and ``other`` are placed, EPI lines reversed by their IS_REVERSE flag)."""
+"""ismrmrd.xsd trajectories whose readouts do not lie on a Cartesian grid (``cartesian`` and
+``epi`` are placed by their encode steps, EPI lines reversed by their IS_REVERSE flag;
+``other`` is non-Cartesian when the acquisitions carry trajectories)."""
+
+NON_CARTESIAN_KERNELS = ("nufft",)
+"""Kernels that take only non-Cartesian units: the engine hands them readouts whatever the
+header says (a Cartesian scan's stored trajectories are then used as they are)."""
 
 
-def check_trajectories(spec: str, trajectories: list[str]) -> None:
-    """Refuse encoding spaces with a non-Cartesian trajectory, naming it.
+def kernel_data(spec: str) -> tuple[str, ...]:
+    """What a kernel takes: its module's ``DATA`` (``cartesian``, ``noncartesian``), else
+    Cartesian units only (every kernel written before non-Cartesian units existed)."""
+    return tuple(getattr(_module(spec), "DATA", ("cartesian",)))
 
-    Without this check a spiral or radial scan fails later, in the reader, with a confusing
-    readout-length or encode-step mismatch.
+
+def is_non_cartesian(spec: str, trajectories: list[str], first_trajectory_dims: int) -> bool:
+    """Whether the stream's units are readouts with trajectories rather than grid lines.
+
+    A header trajectory ``radial``, ``goldenangle`` or ``spiral`` always is (a Cartesian-only
+    kernel then refuses it); ``other`` with a trajectory in the first acquisition is when the
+    kernel takes non-Cartesian units (a Cartesian-only kernel places its lines as before); a
+    kernel that takes non-Cartesian units only gets readouts whatever the header says.
     """
-    for number, trajectory in enumerate(trajectories):
-        if trajectory.lower() in NON_CARTESIAN_TRAJECTORIES:
-            raise ConfigurationError(
-                f"encoding {number} has a {trajectory} trajectory: the {kernel_label(spec)} "
-                "kernel reconstructs Cartesian data only (lines placed on a grid by their "
-                "encode steps); non-Cartesian data needs a gridding reconstruction such as "
-                "Gadgetron's or BART's"
-            )
+    kinds = {t.lower() for t in trajectories}
+    takes = kernel_data(spec)
+    if kinds & set(NON_CARTESIAN_TRAJECTORIES):
+        return True
+    if "other" in kinds and first_trajectory_dims > 0 and "noncartesian" in takes:
+        return True
+    return "cartesian" not in takes
+
+
+def check_trajectories(spec: str, trajectories: list[str], non_cartesian: bool = False) -> None:
+    """Refuse data the kernel cannot take, naming the trajectory and the kernel that can.
+
+    Without this check a spiral or radial scan would fail later, in the reader, with a
+    confusing readout-length or encode-step mismatch.  Mixed encodings (one Cartesian, one
+    radial) are refused too: a stream's units are either grid lines or readouts.
+    """
+    kinds = [t.lower() for t in trajectories]
+    grid = [t for t in kinds if t in ("cartesian", "epi")]
+    if non_cartesian and grid and any(t in NON_CARTESIAN_TRAJECTORIES for t in kinds):
+        raise ConfigurationError(
+            f"the header mixes Cartesian and non-Cartesian encodings ({', '.join(trajectories)})"
+            ": a stream is reconstructed as one or the other"
+        )
+    if non_cartesian and "noncartesian" not in kernel_data(spec):
+        number = next((i for i, t in enumerate(kinds) if t in NON_CARTESIAN_TRAJECTORIES), 0)
+        raise ConfigurationError(
+            f"encoding {number} has a {trajectories[number]} trajectory: the "
+            f"{kernel_label(spec)} kernel reconstructs Cartesian data only (lines placed on a "
+            "grid by their encode steps); use --recon nufft (or auto)"
+        )
 
 
 def load_kernel(spec: str) -> KernelFunction:

@@ -34,7 +34,13 @@ from ..errors import PipelineError, ReconError
 from ..progress import Progress
 from ..protocol import MessageId, Notes, StreamReader, open_reader
 from .calibration import CalibrationKeeper, CalibrationStore
-from .kernels import check_options, check_trajectories, kernel_label, load_kernel
+from .kernels import (
+    check_options,
+    check_trajectories,
+    is_non_cartesian,
+    kernel_label,
+    load_kernel,
+)
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
@@ -47,6 +53,7 @@ from .profiling import (
     write_profile_json,
 )
 from .reader import StreamIngest
+from .readout_ingest import ReadoutIngest
 from .ring import Shared, SharedRing, default_memory_limit
 from .sizing import plan_memory
 from .trace import Trace, make_trace, process_start_monotonic, write_trace
@@ -183,7 +190,11 @@ class _Supervisor:
             series_index=opts.series_index,
             options=dict(opts.options),
         )
-        check_trajectories(opts.recon, [space.trajectory for space in plan.spaces])
+        trajectories = [space.trajectory for space in plan.spaces]
+        first = prelude.first_head
+        first_dims = int(first["trajectory_dimensions"]) if first is not None else 0
+        non_cartesian = is_non_cartesian(opts.recon, trajectories, first_dims)
+        check_trajectories(opts.recon, trajectories, non_cartesian)
         bent = read_header(xml).warning()
         if bent:
             _warn(opts.prog, bent)
@@ -198,9 +209,12 @@ class _Supervisor:
             workers=opts.workers,
             memory_limit=limit,
             calibration_lines=opts.calibration_lines,
+            non_cartesian=non_cartesian,
+            unit_samples=int(typed.get("unit_samples", 0) or 0),
         )
         layout, slots, calibration = sizes.layout, sizes.kspace_slots, sizes.calibration
-        kspace = SharedRing("k", layout.slot_bytes, slots)
+        readouts = sizes.readouts
+        kspace = SharedRing("k", sizes.kspace_slot_bytes, slots)
         self.rings.append(kspace)
         images = SharedRing("img", sizes.image_slot_bytes, sizes.image_slots)
         self.rings.append(images)
@@ -223,6 +237,7 @@ class _Supervisor:
         shared, self.status = Shared.create(self.ctx, kspace, images, layout, opts.workers)
         shared.noise = NoiseBlock(self.ctx, layout.coils)
         shared.calibration = store
+        shared.readouts = readouts
         self.shared = shared
         noise = NoiseGate(
             shared.noise,
@@ -235,7 +250,10 @@ class _Supervisor:
             shared.free_slots.put(slot)
         trace.end()
         parent = os.getpid()
-        ingest = StreamIngest(
+        extra: dict[str, Any] = {}
+        if readouts is not None:
+            extra = {"layout": readouts, "traj_units": str(typed.get("traj_units", "auto"))}
+        ingest = (ReadoutIngest if readouts is not None else StreamIngest)(
             stream,
             plan,
             shared,
@@ -245,6 +263,7 @@ class _Supervisor:
             noise=noise,
             calibration=CalibrationKeeper(store, shared.calibration_release),
             trace=self._child_trace(),
+            **extra,
         )
         bodies: dict[str, Callable[[], dict[str, Any]]] = {"reader": ingest.run}
         name = kernel_label(opts.recon)

@@ -66,6 +66,8 @@ class HeaderFacts:
     """``relativeReceiverNoiseBandwidth`` when present and positive."""
     notes: tuple[str, ...]
     """How the header bends ismrmrd.xsd and what was assumed instead (for one warning)."""
+    averages: int = 1
+    """Most averages of any encoding (``maximum + 1`` of its average limit, 1 when absent)."""
 
     def warning(self) -> str | None:
         """One warning line for the notes, or None when the header follows the schema."""
@@ -244,6 +246,7 @@ class _Reader:
             raise HeaderError("XML header: expected at least one <encoding>, found none")
         spaces = tuple(self.space(encoding, i) for i, encoding in enumerate(encodings))
         units = calibrations = 0
+        averages = 1
         for index, encoding in enumerate(encodings):
             limits = _child(encoding, "encodingLimits")
             where = f"<encoding> {index} "
@@ -253,6 +256,7 @@ class _Reader:
                 product *= value
             units += product
             calibrations += counts["slice"] * counts["contrast"]
+            averages = max(averages, self.count(limits, "average", where))
         system = _child(self.root, "acquisitionSystemInformation")
         inside = "<acquisitionSystemInformation>"
         channels = self.number(system, "receiverChannels", int, inside)
@@ -264,6 +268,7 @@ class _Reader:
             receiver_channels=channels if channels is None or channels > 0 else None,
             noise_bandwidth=bandwidth if bandwidth is not None and bandwidth > 0 else None,
             notes=tuple(dict.fromkeys(self.notes)),
+            averages=averages,
         )
 
 

@@ -25,6 +25,7 @@ from ..errors import PipelineError, ReconError
 from ..protocol import Image, encode_buffers
 from .calibration import CalibrationRef, read_calibration
 from .kernels import KernelFunction, failure_location, full_traceback
+from .readouts import readout_context
 from .ring import Shared
 from .trace import NullTrace, Trace
 
@@ -161,6 +162,12 @@ class WorkerLoop:
 
     def _unit(self, info: UnitInfo, slot: int, ref: CalibrationRef | None) -> None:
         shared = self.shared
+        if shared.readouts is not None:
+            kspace, context = readout_context(
+                shared.readouts, shared.kspace, slot, self.plan, info, self._prewhitener()
+            )
+            self._reconstruct(info, slot, kspace, context, None)
+            return
         k2, k1, k0 = self.plan.spaces[info.key.encoding_space].kspace_shape
         kspace = shared.kspace.kspace(slot, (k2, k1, info.coils, k0))
         counts = shared.kspace.counts(slot, shared.layout, (k2, k1))
@@ -181,6 +188,18 @@ class WorkerLoop:
             whitened=whitener is not None,
             overwrite_kspace=True,
         )
+        self._reconstruct(info, slot, kspace, context, counts)
+
+    def _reconstruct(
+        self,
+        info: UnitInfo,
+        slot: int,
+        kspace: np.ndarray,
+        context: ReconContext,
+        counts: np.ndarray | None,
+    ) -> None:
+        """Run the kernel on a prepared unit, deliver its images, give the slot back."""
+        shared = self.shared
         where = describe_unit(info.key, info.sequence)
         trace = self.trace
         try:
@@ -203,8 +222,9 @@ class WorkerLoop:
         trace.begin("deliver images", "write")
         self._deliver(info.sequence, buffers, spans)
         trace.end()
-        counts.fill(0)
-        del kspace, counts
+        if counts is not None:
+            counts.fill(0)
+        del kspace, counts, context
         shared.free_slots.put(slot)
         self.units += 1
         self.images += len(spans)

@@ -130,6 +130,10 @@ class StreamIngest:
         free slots (``--trace``); a no-op by default.
     """
 
+    keeps_trajectories = False
+    """Imaging lines' trajectories are skipped (Cartesian placement); a subclass that lands
+    readouts with their trajectories (:mod:`.readout_ingest`) reads them itself."""
+
     def __init__(
         self,
         stream: StreamReader,
@@ -274,7 +278,7 @@ class StreamIngest:
         reason = skip_reason(flags) if flags & NOT_IMAGING_MASK else None
         if reason == "noise":
             self._check_noise_line(channels, samples)
-        if trajectory:
+        if trajectory and (reason is not None or not self.keeps_trajectories):
             stream.skip(samples * trajectory * 4, "trajectory")
         if reason == "noise":
             self.noise.add(self._read_scratch(channels, samples), self._head)
@@ -305,12 +309,17 @@ class StreamIngest:
                 f"noise acquisition has {channels} active channels; expected at most "
                 f"{room.coils} (the header's receiverChannels or the first acquisition's)"
             )
-        most = room.k2 * room.k1 * room.k0
+        most = self.samples_per_unit()
         if samples > most:
             raise self.stream.error(
                 f"noise acquisition has {samples} samples; expected at most {most} (as many "
                 "as one k-space unit holds)"
             )
+
+    def samples_per_unit(self) -> int:
+        """Samples per coil one k-space unit holds (a noise line may not be longer)."""
+        room = self.shared.layout
+        return room.k2 * room.k1 * room.k0
 
     def _read_scratch(self, channels: int, samples: int) -> np.ndarray:
         n = channels * samples

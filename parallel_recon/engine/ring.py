@@ -262,6 +262,10 @@ class Shared:
     calibration, calibration_release:
         The calibration ring (:class:`~.calibration.CalibrationStore`, None when none was set
         aside) and the queue on which workers return its buffer ids.
+    readouts:
+        Non-Cartesian streams: the slots' :class:`~.readouts.ReadoutLayout` (readouts with
+        trajectories instead of a grid; ``layout`` then only says the coil count); None for
+        Cartesian streams.
     """
 
     kspace: SharedRing
@@ -281,6 +285,7 @@ class Shared:
     noise: Any = None
     calibration: Any = None
     calibration_release: Any = None
+    readouts: Any = None
 
     CURRENT_FIELDS = 7
 

@@ -18,6 +18,7 @@ from parallel_recon.workers.api import ReconPlan
 
 from ..errors import HeaderError, ProtocolError
 from .calibration import CalibrationLayout, default_capacity
+from .readouts import ReadoutLayout, unit_room
 from .ring import RingLayout, choose_slot_count, round_to_page
 
 __all__ = [
@@ -97,8 +98,23 @@ def _image_slot_bytes(plan: ReconPlan, coils: int) -> int:
     return round_to_page(largest + (64 << 10))
 
 
+def _readout_layout(plan: ReconPlan, averages: int, coils: int, unit_samples: int) -> ReadoutLayout:
+    """Slots of a non-Cartesian stream: sized from the header, or ``unit_samples=N``."""
+    if unit_samples:
+        return ReadoutLayout.sized(
+            unit_samples, coils, f"--recon-option unit_samples={unit_samples}"
+        )
+    room = unit_room(plan, averages)
+    return ReadoutLayout.sized(room, coils, "from the header's encoded matrix and limits")
+
+
 def _calibration_layout(
-    plan: ReconPlan, xml: str, layout: RingLayout, workers: int, lines: int | None
+    plan: ReconPlan,
+    xml: str,
+    layout: RingLayout,
+    workers: int,
+    lines: int | None,
+    non_cartesian: bool = False,
 ) -> CalibrationLayout:
     """Room for the calibration of every slice and contrast, plus one per worker in flight.
 
@@ -108,12 +124,15 @@ def _calibration_layout(
     soon as they have copied it), so the same store serves any number of repetitions and
     echoes with any worker count.
 
-    Set aside only when the header declares parallel imaging: without it, calibration-only
-    lines are skipped like before and fully sampled data pays nothing.
+    Set aside only when the header declares parallel imaging (and the data is Cartesian):
+    without it, calibration-only lines are skipped like before and fully sampled data pays
+    nothing.
     """
     from .plan import calibration_keys
 
-    declared = any(max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces)
+    declared = not non_cartesian and any(
+        max(space.acceleration) > 1 or space.calibration_mode for space in plan.spaces
+    )
     capacity = lines or default_capacity(layout.k1, layout.k2)
     keys = calibration_keys(xml)
     buffers = keys + workers + 1 if declared else 0
@@ -125,7 +144,7 @@ class MemoryPlan:
     """Every shared block of one run, in bytes and counts."""
 
     layout: RingLayout
-    """Geometry of a k-space slot (the largest unit)."""
+    """Geometry of a k-space slot (the largest unit); for readouts, only its coil count."""
     kspace_slots: int
     image_slots: int
     image_slot_bytes: int
@@ -133,6 +152,13 @@ class MemoryPlan:
     noise_bytes: int
     units_per_repetition: int
     memory_limit: int
+    readouts: ReadoutLayout | None = None
+    """A non-Cartesian stream's slot layout (readouts with their trajectories), else None."""
+
+    @property
+    def kspace_slot_bytes(self) -> int:
+        """Bytes of one k-space slot (grid lines, or readouts with trajectories)."""
+        return self.readouts.slot_bytes if self.readouts is not None else self.layout.slot_bytes
 
     @property
     def reserved_bytes(self) -> int:
@@ -142,7 +168,7 @@ class MemoryPlan:
     @property
     def total_bytes(self) -> int:
         """All shared memory of the run."""
-        return self.kspace_slots * self.layout.slot_bytes + self.reserved_bytes
+        return self.kspace_slots * self.kspace_slot_bytes + self.reserved_bytes
 
 
 def plan_memory(
@@ -153,8 +179,13 @@ def plan_memory(
     workers: int,
     memory_limit: int,
     calibration_lines: int | None = None,
+    non_cartesian: bool = False,
+    unit_samples: int = 0,
 ) -> MemoryPlan:
     """The shared memory of a run of ``plan`` whose first acquisition has ``first_channels``.
+
+    ``non_cartesian`` units are readouts with their trajectories (sized from the header's
+    encoded matrix and limits, or ``unit_samples`` samples per coil) instead of grid lines.
 
     Raises
     ------
@@ -163,22 +194,31 @@ def plan_memory(
     MemoryLimitError
         When even the fewest slots that let the data stream do not fit ``memory_limit``.
     """
-    from .plan import receiver_channels, units_per_repetition
+    from .plan import read_header, receiver_channels, units_per_repetition
 
     coils = slot_coils(first_channels, receiver_channels(xml))
-    layout = _layout(plan, coils)
+    readouts = None
+    if non_cartesian:
+        readouts = _readout_layout(plan, read_header(xml).averages, coils, unit_samples)
+        layout = RingLayout(k2=1, k1=1, coils=coils, k0=1)
+        slot_bytes = readouts.slot_bytes
+        describe = f" ({readouts.room} samples x {coils} coils with their trajectories)"
+    else:
+        layout = _layout(plan, coils)
+        slot_bytes = layout.slot_bytes
+        describe = f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)"
     units = units_per_repetition(xml)
     images = image_slot_count(workers)
     image_bytes = _image_slot_bytes(plan, coils)
-    calibration = _calibration_layout(plan, xml, layout, workers, calibration_lines)
+    calibration = _calibration_layout(plan, xml, layout, workers, calibration_lines, non_cartesian)
     noise = noise_block_bytes(coils)
     slots = choose_slot_count(
-        slot_bytes=layout.slot_bytes,
+        slot_bytes=slot_bytes,
         units_per_repetition=units,
         workers=workers,
         memory_limit=memory_limit,
         reserved_bytes=images * image_bytes + calibration.nbytes + noise,
-        describe=f" ({layout.k2} x {layout.k1} x {coils} coils x {layout.k0} samples)",
+        describe=describe,
     )
     return MemoryPlan(
         layout=layout,
@@ -189,4 +229,5 @@ def plan_memory(
         noise_bytes=noise,
         units_per_repetition=units,
         memory_limit=memory_limit,
+        readouts=readouts,
     )

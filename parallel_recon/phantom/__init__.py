@@ -1,4 +1,4 @@
-"""Simulated multi-coil Cartesian raw data (Shepp-Logan) with its exact ground truth."""
+"""Simulated multi-coil Shepp-Logan raw data (Cartesian, radial, spiral) with its ground truth."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from .generate import (
     write_stream,
 )
 from .geometry import ORIENTATIONS, marker_position, marker_voxel, voxel_position
-from .spec import PhantomSpec, acquired_lines
+from .noncartesian import readout_count, readout_samples, readout_trajectories
+from .spec import TRAJECTORIES, PhantomSpec, acquired_lines
 
 __all__ = [
     "ORIENTATIONS",
     "PhantomSpec",
+    "TRAJECTORIES",
     "acquisition_count",
     "noise_covariance",
     "acquired_lines",
@@ -28,6 +30,9 @@ __all__ = [
     "marker_voxel",
     "noise_std",
     "object_volume",
+    "readout_count",
+    "readout_samples",
+    "readout_trajectories",
     "slice_order",
     "voxel_position",
     "write_hdf5",

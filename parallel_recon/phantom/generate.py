@@ -13,7 +13,7 @@ The spec, header, object and coil maps live in :mod:`.spec`, :mod:`.header`,
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +27,7 @@ from .coils import coil_sensitivities, coil_sensitivities_3d
 from .geometry import MARKER_VALUE, directions, marker_voxel, slice_centre
 from .header import header_xml
 from .header import repetition_time_ms as _tr_ms
+from .noncartesian import noncartesian_ground_truth, readout_count
 from .shepp_logan import phantom_object
 from .spec import (
     NOISE_BANDWIDTH,
@@ -92,6 +93,11 @@ def ground_truth(
 ) -> np.ndarray:
     """The image a plain recon of fully sampled, noise-free data gives.
 
+    Radial and spiral scans (``spec.trajectory``): what a perfect scan of the trajectory
+    sees, :func:`.noncartesian.noncartesian_ground_truth` (the analytic spectrum on the
+    Cartesian grid kept inside the disc the trajectory covers, transformed back, RSS over
+    coils).  Cartesian scans:
+
     Relation: k-space of coil ``c`` is ``F(pad_x(object * S_c))`` with ``F`` the centered
     orthonormal DFT over (z, y, x) (z only in 3D), ``pad_x`` zero-padding x from ``matrix``
     to ``matrix * oversampling`` samples (the object centred, ``(readout - matrix) // 2``
@@ -109,6 +115,8 @@ def ground_truth(
     float32 ``[partitions, matrix, matrix]`` (rows y, columns x).
     """
     del repetition
+    if not spec.is_cartesian:
+        return noncartesian_ground_truth(spec, slice, contrast)
     return np.abs(object_volume(spec, slice, contrast)).astype(np.float32)
 
 
@@ -363,6 +371,10 @@ def _slice_messages(
 def acquisition_count(spec: PhantomSpec) -> int:
     """How many acquisitions the scan holds (noise scan and reference block included)."""
     per_shot = spec.averages * spec.contrasts
+    noise = spec.noise_lines if spec.noise_calibration else 0
+    if not spec.is_cartesian:
+        readouts = readout_count(spec) * spec.partitions * spec.slices * spec.repetitions
+        return readouts * per_shot + noise
     calibrated = len(_imaging_shots(spec, spec.calibration != "separate"))
     plain = len(_imaging_shots(spec, False))
     first = calibrated if spec.calibration in ("embedded", "first") else plain
@@ -372,11 +384,12 @@ def acquisition_count(spec: PhantomSpec) -> int:
     return total + (spec.noise_lines if spec.noise_calibration else 0)
 
 
-def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
-    """Imaging acquisitions of the whole scan; repetition and measurement flags set here."""
-    scan = _Scan(spec)
-    if spec.noise_calibration:
-        yield from _noise_scan(spec, scan)
+RepetitionSource = Callable[[PhantomSpec, "_Scan"], Iterator[Iterator[Acquisition]]]
+"""Yields, per repetition, the repetition's acquisitions in scanner order (flags of slices set,
+repetition and measurement flags not yet)."""
+
+
+def _cartesian_repetitions(spec: PhantomSpec, scan: _Scan) -> Iterator[Iterator[Acquisition]]:
     maps = (
         coil_sensitivities_3d(spec.matrix, spec.coils, spec.partitions)
         if spec.acceleration_2 > 1
@@ -387,10 +400,10 @@ def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
         {} if volume_bytes * spec.slices <= _CACHE_BYTES and spec.repetitions > 1 else None
     )
     stamp = scan.ticks_per_shot
-    pending: Acquisition | None = None
     separate = spec.calibration == "separate" and spec.calibration_width > 0
-    for repetition in range(spec.repetitions):
-        first_of_repetition = True
+
+    def repetition_messages(repetition: int) -> Iterator[Acquisition]:
+        nonlocal stamp
         calibrated = spec.calibration == "embedded" or (
             spec.calibration == "first" and repetition == 0
         )
@@ -410,15 +423,37 @@ def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
                 )
                 stamp += len(reference) * spec.averages * scan.ticks_per_shot
                 messages = itertools.chain(block, messages)
-            for acq in messages:
-                if first_of_repetition:
-                    acq.head["flags"] |= _bit(AcquisitionFlag.FIRST_IN_REPETITION)
-                    first_of_repetition = False
-                if pending is not None:
-                    yield pending
-                pending = acq
+            yield from messages
             stamp += len(shots) * spec.averages * scan.ticks_per_shot
             del kspace
+
+    for repetition in range(spec.repetitions):
+        yield repetition_messages(repetition)
+
+
+def _repetition_source(spec: PhantomSpec) -> RepetitionSource:
+    if spec.trajectory == "cartesian":
+        return _cartesian_repetitions
+    from .noncartesian import readout_repetitions
+
+    return readout_repetitions
+
+
+def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
+    """Imaging acquisitions of the whole scan; repetition and measurement flags set here."""
+    scan = _Scan(spec)
+    if spec.noise_calibration:
+        yield from _noise_scan(spec, scan)
+    pending: Acquisition | None = None
+    for messages in _repetition_source(spec)(spec, scan):
+        first_of_repetition = True
+        for acq in messages:
+            if first_of_repetition:
+                acq.head["flags"] |= _bit(AcquisitionFlag.FIRST_IN_REPETITION)
+                first_of_repetition = False
+            if pending is not None:
+                yield pending
+            pending = acq
         assert pending is not None
         pending.head["flags"] |= _bit(AcquisitionFlag.LAST_IN_REPETITION)
     assert pending is not None

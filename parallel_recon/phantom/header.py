@@ -10,6 +10,7 @@ import uuid
 
 import ismrmrd.xsd as xsd
 
+from .noncartesian import readout_count
 from .shepp_logan import ECHO_SPACING
 from .spec import NOISE_BANDWIDTH, PhantomSpec, first_line, readout_window
 
@@ -37,6 +38,14 @@ def repetition_time_ms(spec: PhantomSpec) -> float:
     return TE0_MS + (spec.contrasts - 1) * ECHO_SPACING + 5.0
 
 
+_TRAJECTORY_TYPES = {
+    "cartesian": xsd.trajectoryType.CARTESIAN,
+    "radial": xsd.trajectoryType.RADIAL,
+    "goldenangle": xsd.trajectoryType.GOLDENANGLE,
+    "spiral": xsd.trajectoryType.SPIRAL,
+}
+
+
 def _limit(maximum: int, centre: int, minimum: int = 0) -> xsd.limitType:
     return xsd.limitType(minimum=minimum, maximum=maximum, center=centre)
 
@@ -59,9 +68,14 @@ def _encoding(spec: PhantomSpec) -> xsd.encodingType:
         matrixSize=xsd.matrixSizeType(x=spec.matrix, y=spec.matrix, z=spec.partitions),
         fieldOfView_mm=xsd.fieldOfViewMm(x=FOV_MM, y=FOV_MM, z=depth),
     )
+    if spec.is_cartesian:
+        step_1 = _limit(spec.matrix - 1, spec.matrix // 2, first_line(spec))
+    else:
+        readouts = readout_count(spec)  # spokes / interleaves are counted by encode step 1
+        step_1 = _limit(readouts - 1, readouts // 2)
     limits = xsd.encodingLimitsType(
         kspace_encoding_step_0=_limit(spec.readout - 1, spec.readout // 2, readout_window(spec)[0]),
-        kspace_encoding_step_1=_limit(spec.matrix - 1, spec.matrix // 2, first_line(spec)),
+        kspace_encoding_step_1=step_1,
         kspace_encoding_step_2=_limit(spec.partitions - 1, spec.partitions // 2),
         average=_limit(spec.averages - 1, 0),
         slice=_limit(spec.slices - 1, 0),
@@ -75,7 +89,7 @@ def _encoding(spec: PhantomSpec) -> xsd.encodingType:
         encodedSpace=encoded,
         reconSpace=recon,
         encodingLimits=limits,
-        trajectory=xsd.trajectoryType.CARTESIAN,
+        trajectory=_TRAJECTORY_TYPES[spec.trajectory],
     )
     if spec.acceleration > 1 or spec.acceleration_2 > 1:
         encoding.parallelImaging = xsd.parallelImagingType(
@@ -103,7 +117,7 @@ def header_xml(spec: PhantomSpec) -> str:
             measurementID=measurement_id,
             patientPosition=xsd.patientPositionType.HFS,
             protocolName="parallel-recon phantom",
-            sequenceName="cartesian_gre",
+            sequenceName=f"{spec.trajectory}_gre",
         ),
         acquisitionSystemInformation=xsd.acquisitionSystemInformationType(
             systemVendor="parallel-recon",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ECHO_SPACING", "ELLIPSES", "T2", "phantom_object", "shepp_logan"]
+__all__ = ["ECHO_SPACING", "ELLIPSES", "T2", "ellipse_table", "phantom_object", "shepp_logan"]
 
 # intensity, semi-axis x, semi-axis y, centre x, centre y, rotation (degrees); unit square
 # [-1, 1] x [-1, 1] with y pointing up (the "modified" intensities, after Toft)
@@ -48,6 +48,22 @@ def _grid(matrix: int) -> tuple[np.ndarray, np.ndarray]:
     return np.broadcast_to(x, (matrix, matrix)), np.broadcast_to(y, (matrix, matrix))
 
 
+def ellipse_table(depth: float = 0.0, contrast: int = 0) -> np.ndarray:
+    """The ellipses of one slice or partition and contrast, as :data:`ELLIPSES` rows.
+
+    Intensities are weighted by ``exp(-contrast * ECHO_SPACING / T2[e])``; semi-axes and
+    centres shrink by ``sqrt(1 - depth**2)`` and the centres drift down by ``0.05 * depth``.
+    One table serves the image-space phantom (:func:`phantom_object`) and its analytic
+    spectrum (:mod:`.analytic`), so the two always describe the same object.
+    """
+    scale = float(np.sqrt(max(1.0 - depth * depth, 0.0)))
+    table = ELLIPSES.copy()
+    table[:, 0] *= np.exp(-contrast * ECHO_SPACING / T2)
+    table[:, 1:5] *= scale
+    table[:, 4] -= 0.05 * depth
+    return table
+
+
 def phantom_object(matrix: int, depth: float = 0.0, contrast: int = 0) -> np.ndarray:
     """The phantom of one slice or partition.
 
@@ -66,17 +82,15 @@ def phantom_object(matrix: int, depth: float = 0.0, contrast: int = 0) -> np.nda
     float32 ``[matrix, matrix]`` (rows y, top row = +y), values in about [0, 1].
     """
     x, y = _grid(matrix)
-    scale = float(np.sqrt(max(1.0 - depth * depth, 0.0)))
-    weights = np.exp(-contrast * ECHO_SPACING / T2)
     image = np.zeros((matrix, matrix), dtype=np.float64)
-    for (value, ax, ay, cx, cy, angle), weight in zip(ELLIPSES, weights, strict=True):
+    for value, ax, ay, cx, cy, angle in ellipse_table(depth, contrast):
         theta = np.deg2rad(angle)
-        dx = x - cx * scale
-        dy = y - (cy * scale - 0.05 * depth)
+        dx = x - cx
+        dy = y - cy
         u = dx * np.cos(theta) + dy * np.sin(theta)
         v = -dx * np.sin(theta) + dy * np.cos(theta)
-        inside = (u / (ax * scale)) ** 2 + (v / (ay * scale)) ** 2 <= 1.0
-        image[inside] += value * weight
+        inside = (u / ax) ** 2 + (v / ay) ** 2 <= 1.0
+        image[inside] += value
     image[np.abs(image) < 1e-9] = 0.0  # 1 - 0.8 - 0.2 is not exactly 0 in floating point
     return image.astype(np.float32)
 

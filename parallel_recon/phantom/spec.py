@@ -14,6 +14,7 @@ from ..errors import ConfigurationError
 
 __all__ = [
     "CALIBRATION_MODES",
+    "TRAJECTORIES",
     "NOISE_BANDWIDTH",
     "PhantomSpec",
     "acquired_lines",
@@ -26,6 +27,10 @@ __all__ = [
 CALIBRATION_MODES = ("embedded", "first", "separate")
 """Where calibration lines go: in every repetition, in the first only, or in a reference
 block (every slice's calibration region, flagged calibration-only) before the imaging."""
+
+TRAJECTORIES = ("cartesian", "radial", "goldenangle", "spiral")
+"""How k-space is covered: Cartesian lines, radial spokes (uniform over 180 degrees or turning
+by the golden angle), or spiral interleaves (see :mod:`.noncartesian`)."""
 
 NOISE_BANDWIDTH = 0.793
 """relativeReceiverNoiseBandwidth the simulated receiver has (written into the header)."""
@@ -84,6 +89,11 @@ class PhantomSpec:
     asymmetric_echo: float = 1.0
     """Fraction of the readout acquired (0.5..1]: the first samples are skipped, as in an
     asymmetric echo; ``center_sample`` says where the k-space centre lies in what remains."""
+    trajectory: str = "cartesian"
+    """One of :data:`TRAJECTORIES`; non-Cartesian scans store their trajectory in every
+    acquisition and are simulated from the phantom's analytic spectrum."""
+    spokes: int = 0
+    """Radial spokes or spiral interleaves per slice (partition); 0: fully sampled."""
 
     def __post_init__(self) -> None:
         for check in _CHECKS:
@@ -99,6 +109,10 @@ class PhantomSpec:
     @property
     def is_3d(self) -> bool:
         return self.partitions > 1
+
+    @property
+    def is_cartesian(self) -> bool:
+        return self.trajectory == "cartesian"
 
 
 def _count(name: str, low: int, high: int) -> Callable[[PhantomSpec], str | None]:
@@ -195,6 +209,26 @@ def _marker_inside(spec: PhantomSpec) -> str | None:
     return None
 
 
+def _non_cartesian(spec: PhantomSpec) -> str | None:
+    """Options that make sense only for Cartesian lines are refused with a trajectory."""
+    if spec.trajectory not in TRAJECTORIES:
+        return f"trajectory must be one of {', '.join(TRAJECTORIES)}, got {spec.trajectory!r}"
+    if spec.is_cartesian:
+        return "spokes applies to radial and spiral trajectories" if spec.spokes else None
+    cartesian_only = {
+        "acceleration": spec.acceleration != 1,
+        "acceleration_2": spec.acceleration_2 != 1,
+        "calibration_width": spec.calibration_width != 0,
+        "partial_fourier": spec.partial_fourier != 1.0,
+        "asymmetric_echo": spec.asymmetric_echo != 1.0,
+        "caipi_shift": spec.caipi_shift != 0,
+    }
+    for name, given in cartesian_only.items():
+        if given:
+            return f"{name} applies to Cartesian scans only (trajectory {spec.trajectory})"
+    return None
+
+
 _CHECKS: tuple[Callable[[PhantomSpec], str | None], ...] = (
     _count("matrix", 8, 16384),
     _matrix_even,
@@ -232,6 +266,8 @@ _CHECKS: tuple[Callable[[PhantomSpec], str | None], ...] = (
         if s.acceleration_2 <= max(1, s.partitions // 2)
         else f"acceleration_2 must be <= partitions / 2, got {s.acceleration_2}"
     ),
+    _count("spokes", 0, _MAX_COUNTER),
+    _non_cartesian,
 )
 
 
