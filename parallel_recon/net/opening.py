@@ -79,6 +79,9 @@ class Opening:
     header_xml: str = ""
     first_channels: int | None = None
     """The first acquisition's active channels; None when the stream closed without one."""
+    first_trajectory_dims: int = 0
+    """The first acquisition's ``trajectory_dimensions`` (radial and spiral readouts carry
+    their trajectory: the recon then sizes its slots for readouts)."""
     generation: str = "ismrmrd"
     """The stream's generation (``mrd2``: a v2 client, which no TEXT message can reach)."""
 
@@ -109,6 +112,7 @@ def read_opening(source: Any, limit: int = MAX_OPENING_BYTES) -> Opening:
         if mid is MessageId.ACQUISITION:
             head = reader.read_record(ACQUISITION_HEADER_DTYPE, "AcquisitionHeader")
             opening.first_channels = int(head["active_channels"])
+            opening.first_trajectory_dims = int(head["trajectory_dimensions"])
             break
         remainder = message_remainder(reader, mid)
         if reader.offset + remainder > limit:

@@ -150,12 +150,14 @@ def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: 
     """
     if config.command or opening.first_channels is None:
         return 0
+    from ..engine.kernels import is_non_cartesian
     from ..engine.plan import plan_from_header
     from ..engine.sizing import plan_memory
 
     plan = plan_from_header(
         opening.header_xml, output=config.image_type, options=dict(config.recon_options)
     )
+    trajectories = [space.trajectory for space in plan.spaces]
     try:
         sizes = plan_memory(
             plan,
@@ -163,6 +165,8 @@ def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: 
             opening.first_channels,
             workers=config.workers,
             memory_limit=budget,
+            non_cartesian=is_non_cartesian(kernel, trajectories, opening.first_trajectory_dims),
+            unit_samples=int(config.recon_options.get("unit_samples", 0) or 0),
         )
     except MemoryLimitError as exc:
         needed = _mib(exc.needed_bytes)
