@@ -7,6 +7,7 @@ are small: the golden 128x128 8-coil phantom, ``--workers 1`` per connection.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import re
@@ -365,3 +366,30 @@ def test_recon_failure_reaches_the_client_as_one_line(serve, stream: bytes, tmp_
     assert "without sending CLOSE" in err and "no_such_thing" in err
     (line,) = server.wait_for_connections(1)
     assert "reconstruction exited with status 1" in line and "no_such_thing" in line
+
+
+_TGKILL = {"x86_64": 234, "aarch64": 131}
+"""The ``tgkill`` system call's number: a signal to one thread of another process."""
+
+
+def _signal_thread(pid: int, tid: int, signum: int) -> None:
+    machine = os.uname().machine
+    assert machine in _TGKILL, f"no tgkill number known for {machine}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(_TGKILL[machine], pid, tid, signum) == 0, ctypes.get_errno()
+
+
+def test_sigterm_to_a_connection_thread_still_stops_the_server(serve, stream: bytes) -> None:
+    """The kernel may deliver SIGTERM to any thread of the server; one that lands in a
+    connection's thread must still wake the accept loop (which may wait in ``select`` for as
+    long as no client connects) and stop the server."""
+    server = serve("--workers", "1", "--drain-timeout", "1")
+    with connect(server.port) as sock:
+        sock.sendall(stream[: len(stream) // 2])
+        wait_until(lambda: len(server.recons()) == 1, "the recon")
+        threads = [t.id for t in psutil.Process(server.proc.pid).threads()]
+        others = [tid for tid in threads if tid != server.proc.pid]
+        assert others, threads
+        _signal_thread(server.proc.pid, others[0], signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0  # does not hang
+    assert server.lines[-1] == "serve: stopped"

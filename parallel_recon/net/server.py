@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -223,12 +224,31 @@ class ReconServer:
         while not self._stopping.is_set():
             listener = self.listener.fileno()
             ready, _, _ = select.select([listener, self._wake_r], [], [])
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)  # a signal's byte: the handler has run
             if listener in ready and not self._stopping.is_set():
                 return True
         return False
 
+    def _wake_on_signals(self) -> int | None:
+        """Let a signal wake the accept loop whichever thread the kernel delivers it to.
+
+        A signal that lands in a connection's thread runs its Python handler only when the
+        main thread next runs bytecode, and the main thread may sit in ``select`` for as long
+        as no client connects: the C-level handler's write to the wake pipe ends that wait.
+        Returns the previous wake-up descriptor (None when not on the main thread).
+        """
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        try:
+            return signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread (an embedding program's own thread)
+            return None
+
     def serve_forever(self) -> None:
         """Accept until :meth:`request_stop`, then drain running connections."""
+        previous = self._wake_on_signals()
         try:
             while self._wait_readable():
                 try:
@@ -239,6 +259,8 @@ class ReconServer:
         finally:
             self.listener.close()
             self._drain()
+            if previous is not None:
+                signal.set_wakeup_fd(previous)
             os.close(self._wake_r)
             os.close(self._wake_w)
 
