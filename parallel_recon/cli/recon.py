@@ -20,7 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..engine.cores import single_threaded_math
 from ..files import PendingFile, refuse_same_file
+from ..files.inputs import open_input
 from .common import (
     EXIT_OK,
     ExitStatus,
@@ -29,11 +31,9 @@ from .common import (
     add_progress_option,
     add_version_option,
     int_range,
-    open_input,
     open_output,
     parse_recon_options,
     run_command,
-    single_threaded_math,
 )
 
 __all__ = ["IMAGE_TYPES", "build_parser", "main", "max_workers"]

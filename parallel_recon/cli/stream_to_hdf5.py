@@ -21,6 +21,7 @@ import sys
 
 from ..errors import ConfigurationError, OutputFileError, ReconError
 from ..files import PendingFile, refuse_same_file
+from ..files.inputs import open_input
 from ..hdf5 import MrdHdf5Writer
 from ..hdf5.layout import refuse_non_hdf5_output
 from ..progress import Progress, progress_wanted
@@ -32,7 +33,6 @@ from .common import (
     OneLineParser,
     add_progress_option,
     add_version_option,
-    open_input,
     run_command,
 )
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigurationError
+from .geometry import marker_voxel, orientation_problem
 
 __all__ = [
     "CALIBRATION_MODES",
@@ -144,8 +145,6 @@ def _partial_fourier(spec: PhantomSpec) -> str | None:
 
 
 def _orientation(spec: PhantomSpec) -> str | None:
-    from .geometry import orientation_problem  # geometry needs this module's PhantomSpec
-
     return orientation_problem(spec.orientation)
 
 
@@ -164,8 +163,6 @@ def _point(name: str) -> Callable[[PhantomSpec], str | None]:
 
 
 def _marker_inside(spec: PhantomSpec) -> str | None:
-    from .geometry import marker_voxel
-
     try:
         marker_voxel(spec)
     except ConfigurationError as exc:
