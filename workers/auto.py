@@ -10,6 +10,8 @@ instead).  The choice and its reason go into the unit's notes, which ``--profile
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from parallel_recon.errors import ConfigurationError
@@ -19,7 +21,7 @@ from parallel_recon.workers.api import ReconContext
 from parallel_recon.workers.options import KernelOption, choice
 from parallel_recon.workers.sampling import find_lattice
 
-__all__ = ["OPTIONS", "reconstruct"]
+__all__ = ["OPTIONS", "calibration_cache_bytes", "reconstruct"]
 
 OPTIONS: tuple[KernelOption, ...] = (
     *(o for o in grappa.OPTIONS if o.name != "combine"),
@@ -34,6 +36,11 @@ OPTIONS: tuple[KernelOption, ...] = (
 """Every option of the kernels it may choose; ``combine`` defaults per chosen kernel."""
 
 
+calibration_cache_bytes = grappa.calibration_cache_bytes
+"""Room for GRAPPA's shared weights and maps (the only kernel this one may choose that
+derives arrays from the calibration)."""
+
+
 def _with_combine(context: ReconContext, default: str) -> ReconContext:
     """The context with ``combine`` resolved for the chosen kernel (the plan is shared: copy)."""
     options = dict(context.plan.options)
@@ -46,15 +53,7 @@ def _with_combine(context: ReconContext, default: str) -> ReconContext:
         series_index=context.plan.series_index,
         options=options,
     )
-    return ReconContext(
-        plan=plan,
-        unit=context.unit,
-        calibration=context.calibration,
-        sampled=context.sampled,
-        whitened=context.whitened,
-        overwrite_kspace=context.overwrite_kspace,
-        notes=context.notes,
-    )
+    return dataclasses.replace(context, plan=plan)
 
 
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:

@@ -17,21 +17,26 @@ multiplication in x.  So the readout is transformed (and cropped to the recon ma
 oversampling removal of the Cartesian kernel) first, and each x column is filled with its own
 ``(kz ky coils) x coils`` weights: one batched matrix product per unit instead of a
 convolution, on half the points when the readout is 2x oversampled.  Weights (and the coil
-maps of the adaptive combination) depend only on the calibration, so each worker caches them
-per (slice, calibration version): repetitions pay only the apply step.
+maps of the adaptive combination) depend only on the calibration, so they are computed once
+per (slice, calibration version) by the first worker that needs them and shared with the
+others (``context.derived``): repetitions and other workers pay only the apply step.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
-from parallel_recon.workers.api import Calibration, EncodingSpace, ReconContext
+from parallel_recon.workers.api import (
+    Calibration,
+    DerivedArrays,
+    EncodingSpace,
+    ReconContext,
+    ReconPlan,
+)
 from parallel_recon.workers.cartesian import (
     COMBINE_HISTORY,
     centred_ifft_axis,
@@ -60,6 +65,7 @@ __all__ = [
     "GrappaSettings",
     "apply_weights",
     "calibrate",
+    "calibration_cache_bytes",
     "hybrid_weights",
     "missing_calibration",
     "reconstruct",
@@ -88,8 +94,6 @@ OPTIONS: tuple[KernelOption, ...] = (
 """The options of this kernel (``--recon-option``)."""
 
 _TABLE = option_table(COMMON_OPTIONS, OPTIONS)
-_CACHE_BYTES = 256 << 20
-"""Per worker: weights and coil maps kept for reuse by later repetitions."""
 
 
 @dataclass(frozen=True)
@@ -344,65 +348,64 @@ def apply_weights(
         hybrid[p2[rows2], p1[cols]] = values.transpose(1, 2, 0)
 
 
-class _Cache:
-    """Per-worker LRU of weights and coil maps, keyed by slice and calibration version."""
+def calibration_cache_bytes(plan: ReconPlan, coils: int) -> int:
+    """The most bytes :func:`_derive` keeps for one calibration: hybrid weights
+    ``[x, kz * ky * coils, targets * coils]`` and coil maps ``[z, y, coils, x]``, complex64.
 
-    def __init__(self, limit: int = _CACHE_BYTES):
-        self.limit = limit
-        self.items: OrderedDict[tuple[Any, ...], tuple[np.ndarray, ...]] = OrderedDict()
+    Sized from the header's acceleration factors (at least R=2) and the ``ky``/``kz``
+    options; data accelerated more than its header says gets larger weights, which the
+    engine then keeps per worker instead of sharing.
+    """
+    values = {option.name: option.default for option in OPTIONS} | dict(plan.options)
+    try:
+        ky, kz = positive_int(values["ky"]), positive_int(values["kz"])
+    except (ValueError, ConfigurationError):
+        return 0  # the options are refused with their own message before anything runs
+    maps = values["combine"] != "rss"
+    largest = 0
+    for space in plan.spaces:
+        x, y, z = space.recon_matrix
+        depth = kz if space.kspace_shape[0] > 1 else 1
+        r1, r2 = space.acceleration
+        targets = max(r1 * r2 - 1, 1)
+        weights = x * depth * ky * coils * targets * coils * 8
+        planes = max(z, space.encoded_matrix[2])
+        largest = max(largest, weights + (planes * y * x * coils * 8 if maps else 0))
+    return largest
 
-    def get(self, key: tuple[Any, ...]) -> tuple[np.ndarray, ...] | None:
-        value = self.items.get(key)
-        if value is not None:
-            self.items.move_to_end(key)
-        return value
 
-    def put(self, key: tuple[Any, ...], value: tuple[np.ndarray, ...]) -> None:
-        self.items[key] = value
-        while (
-            len(self.items) > 1
-            and sum(a.nbytes for v in self.items.values() for a in v) > self.limit
-        ):
-            self.items.popitem(last=False)
-
-
-_CACHE = _Cache()
+def _derive(
+    shape: tuple[int, ...], context: ReconContext, lattice: Lattice, options: GrappaSettings
+) -> DerivedArrays:
+    """Hybrid weights and (for combine=adaptive) coil maps of the unit's calibration."""
+    calibration = context.calibration
+    assert calibration is not None
+    coils, n0 = shape[2], shape[3]
+    x = context.space.recon_matrix[0]
+    weights = calibrate(
+        _full_block(calibration), lattice.factors, options.kernel, options.regularisation
+    )
+    arrays = {"weights": hybrid_weights(weights, coils, options.kernel, n0, x)}
+    if options.combine == "adaptive":
+        grid = (shape[0], shape[1], n0)
+        arrays["maps"] = sensitivity_maps(
+            calibration.kspace, calibration.origin, grid, to_image_space, context.space
+        )
+    return arrays
 
 
 def _prepared(
     kspace: np.ndarray, context: ReconContext, lattice: Lattice, options: GrappaSettings
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Hybrid weights and (for combine=adaptive) coil maps of the unit's calibration."""
-    calibration = context.calibration
-    assert calibration is not None
-    key = (
-        context.unit.key[:3],
-        calibration.version,
-        lattice.factors,
-        options.kernel,
-        options.regularisation,
-        options.combine,
-        kspace.shape,
+    """Hybrid weights and coil maps of the unit's calibration, computed once per slice,
+    calibration version and everything else they depend on (named in the tag)."""
+    shape = kspace.shape
+    tag = (
+        f"grappa R={lattice.factors} kernel={options.kernel} lambda={options.regularisation!r} "
+        f"combine={options.combine} grid={shape} x={context.space.recon_matrix[0]}"
     )
-    cached = _CACHE.get(key)
-    if cached is not None:
-        return cached[0], (cached[1] if len(cached) > 1 else None)
-    coils, n0 = kspace.shape[2], kspace.shape[3]
-    x = context.space.recon_matrix[0]
-    weights = calibrate(
-        _full_block(calibration), lattice.factors, options.kernel, options.regularisation
-    )
-    hybrid = hybrid_weights(weights, coils, options.kernel, n0, x)
-    entry: tuple[np.ndarray, ...] = (hybrid,)
-    maps = None
-    if options.combine == "adaptive":
-        grid = (kspace.shape[0], kspace.shape[1], n0)
-        maps = sensitivity_maps(
-            calibration.kspace, calibration.origin, grid, to_image_space, context.space
-        )
-        entry = (hybrid, maps)
-    _CACHE.put(key, entry)
-    return hybrid, maps
+    arrays = context.derived(tag, lambda: _derive(shape, context, lattice, options))
+    return arrays["weights"], arrays.get("maps")
 
 
 def _readout_transform(kspace: np.ndarray, sampled: np.ndarray, x: int) -> np.ndarray:

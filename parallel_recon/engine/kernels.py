@@ -27,6 +27,7 @@ __all__ = [
     "KERNELS",
     "KernelFunction",
     "NON_CARTESIAN_TRAJECTORIES",
+    "calibration_cache_bytes",
     "check_options",
     "check_trajectories",
     "failure_location",
@@ -169,6 +170,15 @@ def load_kernel(spec: str) -> KernelFunction:
             "reconstruct(kspace, context) -> list[Image]"
         )
     return function
+
+
+def calibration_cache_bytes(spec: str, plan: Any, coils: int) -> int:
+    """The most bytes the kernel derives from one calibration and shares between workers
+    (its module's ``calibration_cache_bytes(plan, coils)``; 0 when it declares none)."""
+    bound = getattr(_module(spec), "calibration_cache_bytes", None)
+    if not callable(bound):
+        return 0
+    return max(0, int(bound(plan, coils)))
 
 
 def kernel_option_defaults() -> str:

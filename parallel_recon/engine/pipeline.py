@@ -37,6 +37,7 @@ from ..protocol import (
     StreamReader,
 )
 from .calibration import CalibrationKeeper, CalibrationStore
+from .derived import DerivedStore
 from .kernels import check_options, check_trajectories, kernel_label, load_kernel
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
@@ -191,6 +192,7 @@ class _Supervisor:
             workers=opts.workers,
             memory_limit=limit,
             calibration_lines=opts.calibration_lines,
+            kernel=opts.recon,
         )
         layout, slots, calibration = sizes.layout, sizes.kspace_slots, sizes.calibration
         kspace = SharedRing("k", layout.slot_bytes, slots)
@@ -200,10 +202,15 @@ class _Supervisor:
         store = CalibrationStore(calibration) if calibration.buffers else None
         if store is not None:
             self.rings.append(store.ring)
+        derived = DerivedStore(self.ctx, sizes.derived) if sizes.derived.entries else None
+        if derived is not None:
+            self.rings.append(derived.ring)
         self.memory = {
             "calibration_buffers": calibration.buffers,
             "calibration_buffer_bytes": calibration.buffer_bytes,
             "calibration_lines_per_buffer": calibration.capacity,
+            "derived_entries": sizes.derived.entries,
+            "derived_entry_bytes": sizes.derived.entry_bytes,
             "memory_limit_bytes": limit,
             "units_per_repetition": sizes.units_per_repetition,
             "kspace_slots": slots,
@@ -216,6 +223,7 @@ class _Supervisor:
         shared, self.status = Shared.create(self.ctx, kspace, images, layout, opts.workers)
         shared.noise = NoiseBlock(self.ctx, layout.coils)
         shared.calibration = store
+        shared.derived = derived
         self.shared = shared
         noise = NoiseGate(
             shared.noise,

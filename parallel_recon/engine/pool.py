@@ -18,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from parallel_recon.workers.api import Calibration, ReconContext, ReconPlan, UnitInfo
+from parallel_recon.workers.api import (
+    Calibration,
+    LocalCalibrationCache,
+    ReconContext,
+    ReconPlan,
+    UnitInfo,
+)
 from parallel_recon.workers.noise import whiten_lines
 
 from ..errors import PipelineError, ReconError
 from ..protocol import Image, encode_buffers
 from .calibration import CalibrationRef, read_calibration
+from .derived import DerivedCache
 from .kernels import KernelFunction, failure_location, full_traceback
 from .ring import Shared
 from .trace import NullTrace, Trace
@@ -104,6 +111,10 @@ class WorkerLoop:
         self.warned: set[str] = set()
         self._whitener: np.ndarray | None = None
         self.trace = trace if trace is not None else NullTrace()
+        self.local_cache = LocalCalibrationCache()
+        """Derived arrays this worker computed outside the shared store."""
+        self.calibrations: dict[str, int] = {"computed": 0, "shared": 0, "own": 0}
+        self.calibration_wait_s = 0.0
 
     def run(self) -> dict[str, Any]:
         """Reconstruct units until the stop marker; returns this worker's statistics."""
@@ -136,6 +147,10 @@ class WorkerLoop:
             "images": self.images,
             "image_queue_fallbacks": self.fallbacks,
             "kernel_choices": dict(self.choices),
+            "calibrations": self.calibrations["computed"],
+            "calibrations_shared": self.calibrations["shared"],
+            "calibrations_unshared": self.calibrations["own"],
+            "calibration_wait_s": self.calibration_wait_s,
             "trace": trace.events,
         }
 
@@ -152,12 +167,25 @@ class WorkerLoop:
         return self._whitener
 
     def _calibration(self, ref: CalibrationRef | None, coils: int) -> Calibration | None:
-        """A private copy of the unit's calibration; the buffer is released at once."""
+        """A private copy of the unit's calibration (its buffer stays held until the unit
+        is done: the arrays derived from it live in the buffer's entry of the shared store,
+        and a buffer is reused only once every unit holding it has released it)."""
         if ref is None:
             return None
-        calibration = read_calibration(self.shared.calibration, ref, coils)
-        self.shared.calibration_release.put(ref.buffer)
-        return calibration
+        return read_calibration(self.shared.calibration, ref, coils)
+
+    def _derived_cache(self, info: UnitInfo, ref: CalibrationRef | None) -> DerivedCache | None:
+        if ref is None:
+            return None
+        return DerivedCache(
+            self.shared.derived,
+            ref.buffer,
+            ref.version,
+            tuple(info.key[:3]),
+            self.local_cache,
+            self.number,
+            self.calibrations,
+        )
 
     def _unit(self, info: UnitInfo, slot: int, ref: CalibrationRef | None) -> None:
         shared = self.shared
@@ -173,6 +201,7 @@ class WorkerLoop:
             whiten_lines(kspace, whitener, sampled)
             if calibration is not None:
                 whiten_lines(calibration.kspace, whitener, calibration.sampled)
+        cache = self._derived_cache(info, ref)
         context = ReconContext(
             plan=self.plan,
             unit=info,
@@ -180,14 +209,36 @@ class WorkerLoop:
             sampled=sampled,
             whitened=whitener is not None,
             overwrite_kspace=True,
+            calibration_cache=cache,
         )
-        where = describe_unit(info.key, info.sequence)
-        trace = self.trace
         try:
-            trace.begin("kernel", "kernel")
+            buffers, spans = self._reconstruct(kspace, context)
+            self._note(context)
+            self.trace.begin("deliver images", "write")
+            self._deliver(info.sequence, buffers, spans)
+            self.trace.end()
+        finally:  # the images are out: the calibration and its derived arrays may go
+            if ref is not None:
+                shared.calibration_release.put(ref.buffer)
+            if cache is not None:
+                self.calibration_wait_s += cache.wait_s
+        counts.fill(0)
+        del kspace, counts
+        shared.free_slots.put(slot)
+        self.units += 1
+        self.images += len(spans)
+
+    def _reconstruct(
+        self, kspace: np.ndarray, context: ReconContext
+    ) -> tuple[list[bytes | memoryview], list[tuple[int, int]]]:
+        """The kernel's images of one unit, encoded; its failures as one PipelineError."""
+        info = context.unit
+        where = describe_unit(info.key, info.sequence)
+        try:
+            self.trace.begin("kernel", "kernel")
             images = self.kernel(kspace, context)
-            trace.end()
-            buffers, spans = self._encode(images, info)
+            self.trace.end()
+            return self._encode(images, info)
         except PipelineError:
             raise
         except ReconError as exc:
@@ -199,15 +250,6 @@ class WorkerLoop:
             )
             failure.detail = full_traceback(exc)
             raise failure from None
-        self._note(context)
-        trace.begin("deliver images", "write")
-        self._deliver(info.sequence, buffers, spans)
-        trace.end()
-        counts.fill(0)
-        del kspace, counts
-        shared.free_slots.put(slot)
-        self.units += 1
-        self.images += len(spans)
 
     def _note(self, context: ReconContext) -> None:
         """Count which kernel ran and why; pass each distinct warning to the supervisor once."""

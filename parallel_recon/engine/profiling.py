@@ -135,6 +135,11 @@ def build_profile(
             "cpu_s": [w.get("cpu_s", 0.0) for w in workers],
             "units": [w.get("units", 0) for w in workers],
             "image_queue_fallbacks": sum(w.get("image_queue_fallbacks", 0) for w in workers),
+            "calibrations": sum(w.get("calibrations", 0) for w in workers),
+            "calibrations_per_worker": [w.get("calibrations", 0) for w in workers],
+            "calibrations_shared": sum(w.get("calibrations_shared", 0) for w in workers),
+            "calibrations_unshared": sum(w.get("calibrations_unshared", 0) for w in workers),
+            "calibration_wait_s": sum(w.get("calibration_wait_s", 0.0) for w in workers),
         },
         "writer": {
             "wait_s": writer.get("wait_s", 0.0),
@@ -202,6 +207,8 @@ def format_profile(profile: dict[str, Any], prog: str) -> str:
             f"  calib   {calibration['lines']} calibration lines, {calibration['published']} "
             f"calibrations published into {calibration['buffers']} buffers"
         )
+    if w["calibrations"] or w["calibrations_shared"]:
+        lines.append(_derived_line(w))
     if noise.get("lines") or noise.get("coil_std"):
         lines.append(_noise_line(noise))
     if i["config_messages"] or i["text_messages"] or i["other_messages"]:
@@ -210,6 +217,20 @@ def format_profile(profile: dict[str, Any], prog: str) -> str:
             f"(passed through); {i['other_messages'] or 'no other messages'}"
         )
     return "\n".join(lines)
+
+
+def _derived_line(workers: dict[str, Any]) -> str:
+    """``derived 4 calibrations computed (per worker 2, 2), 60 units served from the shared
+    store ...``: how often the kernels' weights and maps were computed and reused."""
+    per_worker = ", ".join(str(n) for n in workers["calibrations_per_worker"])
+    text = (
+        f"  derived {workers['calibrations']} calibrations computed (per worker {per_worker}); "
+        f"{workers['calibrations_shared']} units read them from the shared store; waited "
+        f"{workers['calibration_wait_s']:.2f} s for them"
+    )
+    if workers["calibrations_unshared"]:
+        text += f"; {workers['calibrations_unshared']} kept by one worker only"
+    return text
 
 
 def _noise_line(noise: dict[str, Any]) -> str:

@@ -262,6 +262,9 @@ class Shared:
     calibration, calibration_release:
         The calibration ring (:class:`~.calibration.CalibrationStore`, None when none was set
         aside) and the queue on which workers return its buffer ids.
+    derived:
+        What kernels derive from each calibration buffer (:class:`~.derived.DerivedStore`,
+        None when none was set aside).
     """
 
     kspace: SharedRing
@@ -281,6 +284,7 @@ class Shared:
     noise: Any = None
     calibration: Any = None
     calibration_release: Any = None
+    derived: Any = None
 
     CURRENT_FIELDS = 7
 

@@ -163,6 +163,7 @@ def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: 
             opening.first_channels,
             workers=config.workers,
             memory_limit=budget,
+            kernel=kernel,
         )
     except MemoryLimitError as exc:
         needed = _mib(exc.needed_bytes)
