@@ -14,8 +14,6 @@ import resource
 import time
 from typing import Any
 
-import psutil
-
 from .cores import available_cores
 
 __all__ = [
@@ -34,7 +32,6 @@ class TreeSampler:
         self.interval = interval
         self.peak_rss = 0
         self.samples = 0
-        self._root = psutil.Process(os.getpid())
         self._last = 0.0
 
     def sample(self, force: bool = False) -> None:
@@ -43,9 +40,12 @@ class TreeSampler:
         if not force and now - self._last < self.interval:
             return
         self._last = now
+        import psutil  # here, not at the top: only a profiled run pays for it
+
         total = 0
+        root = psutil.Process(os.getpid())
         try:
-            processes = [self._root, *self._root.children(recursive=True)]
+            processes = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
         for process in processes:

@@ -12,10 +12,12 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import InputFileError, ProtocolError
-from ..protocol import MessageId, StreamReader
+
+if TYPE_CHECKING:
+    from ..protocol import MessageId
 
 __all__ = [
     "classify",
@@ -27,8 +29,6 @@ __all__ = [
 ]
 
 _BUFFER = 1 << 20
-_PRELUDE = {MessageId.HEADER, MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT}
-_RAW = {MessageId.ACQUISITION, MessageId.WAVEFORM}
 _SNIFF_MESSAGES = 8
 
 
@@ -99,6 +99,9 @@ def first_data_message(path: str) -> MessageId | None:
     """The first message after a stream's header (config and text messages may come
     first): ACQUISITION, WAVEFORM, CLOSE, IMAGE, ...; None when the file does not start
     like an MRD stream with a header."""
+    from ..protocol import MessageId, StreamReader
+
+    prelude = {MessageId.HEADER, MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT}
     try:
         with open(path, "rb") as handle:
             reader = StreamReader(handle, require_close=False)
@@ -107,7 +110,7 @@ def first_data_message(path: str) -> MessageId | None:
                 mid = reader.peek()
                 if mid is None:
                     return None
-                if mid not in _PRELUDE:
+                if mid not in prelude:
                     return mid if seen_header else None
                 seen_header |= mid is MessageId.HEADER
                 reader.read_message()
@@ -119,8 +122,10 @@ def first_data_message(path: str) -> MessageId | None:
 def _is_raw_stream(path: str) -> bool:
     """True when the file starts like an MRD raw-data stream: a header (config and text
     messages may come first), then acquisitions or waveforms (or CLOSE)."""
+    from ..protocol import MessageId
+
     first = first_data_message(path)
-    return first in _RAW or first is MessageId.CLOSE
+    return first in (MessageId.ACQUISITION, MessageId.WAVEFORM, MessageId.CLOSE)
 
 
 def classify(path: str) -> str | None:

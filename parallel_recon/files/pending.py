@@ -22,10 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
-import shutil
 import stat
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
@@ -101,7 +98,11 @@ class PendingFile:
         """The target is a device, FIFO or socket: written in place, nothing to rename."""
         self._old = info
         self._open = not self.direct
-        folder = Path(tempfile.gettempdir()) if self.staged else self.target.parent
+        folder = self.target.parent
+        if self.staged:
+            import tempfile
+
+            folder = Path(tempfile.gettempdir())
         self.path = self.target if self.direct else self._create_temporary(folder)
         """Where to write."""
         if keep_content and self.existed and info is not None and info.st_size > 0:
@@ -171,6 +172,8 @@ class PendingFile:
 
     def _copy_through(self) -> None:
         """Copy the finished temporary file through the device or FIFO, then remove it."""
+        import shutil
+
         try:
             with open(self.path, "rb") as source, open(self.target, "wb") as sink:
                 shutil.copyfileobj(source, sink, _COPY_CHUNK)
@@ -187,7 +190,7 @@ class PendingFile:
                 f"cannot write {self.name!r}: folder {str(folder)!r} does not exist"
             )
         for _ in range(_TRIES):
-            path = folder / f".{self.target.name}.{secrets.token_hex(4)}{_SUFFIX}{self._suffix}"
+            path = folder / f".{self.target.name}.{os.urandom(4).hex()}{_SUFFIX}{self._suffix}"
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             except FileExistsError:
@@ -206,6 +209,8 @@ class PendingFile:
 
     def _copy_existing(self, size: int) -> None:
         """Copy the target to the new version (an append), or fail leaving both as they were."""
+        import shutil
+
         try:
             if size > free_bytes(self.target.parent):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
