@@ -22,14 +22,17 @@ if TYPE_CHECKING:
 __all__ = [
     "classify",
     "first_data_message",
+    "has_hdf5_signature",
     "is_standard_stream",
     "is_terminal",
     "open_input",
     "raw_groups",
+    "refuse_non_hdf5_output",
 ]
 
 _BUFFER = 1 << 20
 _SNIFF_MESSAGES = 8
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def is_standard_stream(path: str | None) -> bool:
@@ -133,3 +136,31 @@ def classify(path: str) -> str | None:
     if _is_hdf5(path):
         return "hdf5"
     return "stream" if _is_raw_stream(path) else None
+
+
+def has_hdf5_signature(path: str | Path) -> bool:
+    """True when the file carries the HDF5 format signature where the format puts it: at
+    byte 0, or after a user block at 512, 1024, 2048, ... (read here, without the HDF5
+    library, so that a command can check its output before loading it)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            offset = 0
+            while offset + len(_HDF5_SIGNATURE) <= size:
+                handle.seek(offset)
+                if handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
+
+
+def refuse_non_hdf5_output(path: str | Path) -> None:
+    """Refuse to write HDF5 into an existing, non-empty file that is not HDF5 (a stream,
+    notes): it is someone's data, not an older version of this output."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > 0 and not has_hdf5_signature(path):
+        raise InputFileError(
+            f"output {str(path)!r} exists and is not an HDF5 file; refusing to overwrite it"
+        )
