@@ -21,7 +21,7 @@ from parallel_recon.workers.api import ReconContext
 from parallel_recon.workers.options import KernelOption, choice
 from parallel_recon.workers.sampling import find_lattice
 
-__all__ = ["OPTIONS", "calibration_cache_bytes", "reconstruct"]
+__all__ = ["OPTIONS", "WARM_IMPORTS", "calibration_cache_bytes", "reconstruct"]
 
 OPTIONS: tuple[KernelOption, ...] = (
     *(o for o in grappa.OPTIONS if o.name != "combine"),
@@ -35,6 +35,9 @@ OPTIONS: tuple[KernelOption, ...] = (
 )
 """Every option of the kernels it may choose; ``combine`` defaults per chosen kernel."""
 
+
+WARM_IMPORTS = grappa.WARM_IMPORTS
+"""What GRAPPA imports at its first calibration."""
 
 calibration_cache_bytes = grappa.calibration_cache_bytes
 """Room for GRAPPA's shared weights and maps (the only kernel this one may choose that

@@ -62,6 +62,7 @@ from parallel_recon.workers.sampling import Lattice, fill_range, find_lattice, l
 
 __all__ = [
     "OPTIONS",
+    "WARM_IMPORTS",
     "GrappaSettings",
     "apply_weights",
     "calibrate",
@@ -94,6 +95,10 @@ OPTIONS: tuple[KernelOption, ...] = (
 """The options of this kernel (``--recon-option``)."""
 
 _TABLE = option_table(COMMON_OPTIONS, OPTIONS)
+
+WARM_IMPORTS = ("scipy.linalg", "scipy.linalg.blas")
+"""Imported at the first calibration (see :func:`_regularised_solve`); a long-lived process
+(``serve``'s ready engines) imports them ahead."""
 
 
 @dataclass(frozen=True)

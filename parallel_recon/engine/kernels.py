@@ -35,6 +35,7 @@ __all__ = [
     "kernel_label",
     "kernel_option_defaults",
     "load_kernel",
+    "warm_imports",
 ]
 
 KernelFunction = Callable[..., Any]
@@ -179,6 +180,12 @@ def calibration_cache_bytes(spec: str, plan: Any, coils: int) -> int:
     if not callable(bound):
         return 0
     return max(0, int(bound(plan, coils)))
+
+
+def warm_imports(spec: str) -> tuple[str, ...]:
+    """Modules the kernel imports only when it first needs them (its module's optional
+    ``WARM_IMPORTS``), for a long-lived process to import ahead."""
+    return tuple(getattr(_module(spec), "WARM_IMPORTS", ()))
 
 
 def kernel_option_defaults() -> str:
