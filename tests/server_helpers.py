@@ -140,9 +140,7 @@ class ServerProcess:
 
     def fork_server(self) -> psutil.Process:
         """The server's fork server (its only child named so)."""
-        (found,) = [
-            p for p in psutil.Process(self.proc.pid).children() if _name(p) == FORK_SERVER
-        ]
+        (found,) = [p for p in psutil.Process(self.proc.pid).children() if _name(p) == FORK_SERVER]
         return found
 
     def peak_rss(self) -> int:
