@@ -172,7 +172,8 @@ class DerivedCache:
         The worker's number (recorded in the entry while it computes).
     counts:
         The worker's tally: ``computed`` (calibrations this worker derived), ``shared``
-        (units served from another worker's entry), ``own`` (computed outside the store).
+        (units served from the shared entry), ``own`` (computed outside the store), and
+        ``cpu_s``: CPU seconds spent computing them.
     """
 
     def __init__(
@@ -183,7 +184,7 @@ class DerivedCache:
         key: Hashable,
         local: LocalCalibrationCache,
         worker: int,
-        counts: dict[str, int],
+        counts: dict[str, float],
     ):
         self.store = store
         self.entry = entry
@@ -193,6 +194,13 @@ class DerivedCache:
         self.worker = worker
         self.counts = counts
         self.wait_s = 0.0
+
+    def _compute(self, compute: Callable[[], DerivedArrays]) -> dict[str, np.ndarray]:
+        began = time.process_time()
+        try:
+            return dict(compute())
+        finally:
+            self.counts["cpu_s"] += time.process_time() - began
 
     def fetch(self, tag: str, compute: Callable[[], DerivedArrays]) -> DerivedArrays:
         if self.store is None:
@@ -209,7 +217,7 @@ class DerivedCache:
         if outcome == "own":
             return self._own(tag, compute)
         try:
-            arrays = dict(compute())
+            arrays = self._compute(compute)
         except BaseException:
             self.store.abandon(self.entry, self.version)
             raise
@@ -221,7 +229,7 @@ class DerivedCache:
 
     def _own(self, tag: str, compute: Callable[[], DerivedArrays]) -> DerivedArrays:
         before = self.local.computed
-        arrays = self.local.fetch((self.key, self.version, tag), compute)
+        arrays = self.local.fetch((self.key, self.version, tag), lambda: self._compute(compute))
         if self.local.computed != before:
             self.counts["computed"] += 1
             self.counts["own"] += 1

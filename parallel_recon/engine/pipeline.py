@@ -38,7 +38,7 @@ from ..protocol import (
 )
 from .calibration import CalibrationKeeper, CalibrationStore
 from .derived import DerivedStore
-from .kernels import check_options, check_trajectories, kernel_label, load_kernel
+from .kernels import check_options, check_trajectories, kernel_label, load_kernel, warm_imports
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
 from .pool import WorkerLoop, describe_unit
@@ -202,6 +202,7 @@ class _Supervisor:
         store = CalibrationStore(calibration) if calibration.buffers else None
         if store is not None:
             self.rings.append(store.ring)
+            _warm_imports(opts.recon)
         derived = DerivedStore(self.ctx, sizes.derived) if sizes.derived.entries else None
         if derived is not None:
             self.rings.append(derived.ring)
@@ -364,6 +365,17 @@ class _Supervisor:
         for proc in self.procs.values():
             proc.join(max(0.0, deadline - time.monotonic()))
         self.unlink()
+
+
+def _warm_imports(spec: str) -> None:
+    """Import, once and before forking, what the kernel would import at its first
+    calibration (GRAPPA: scipy.linalg, a tenth of a second of CPU): otherwise every worker
+    that calibrates a slice pays for it again.  Called only when the header declares
+    parallel imaging, so fully sampled data never pays."""
+    import importlib
+
+    for module in warm_imports(spec):
+        importlib.import_module(module)
 
 
 def _writer_body(

@@ -113,7 +113,7 @@ class WorkerLoop:
         self.trace = trace if trace is not None else NullTrace()
         self.local_cache = LocalCalibrationCache()
         """Derived arrays this worker computed outside the shared store."""
-        self.calibrations: dict[str, int] = {"computed": 0, "shared": 0, "own": 0}
+        self.calibrations: dict[str, float] = {"computed": 0, "shared": 0, "own": 0, "cpu_s": 0.0}
         self.calibration_wait_s = 0.0
 
     def run(self) -> dict[str, Any]:
@@ -147,9 +147,10 @@ class WorkerLoop:
             "images": self.images,
             "image_queue_fallbacks": self.fallbacks,
             "kernel_choices": dict(self.choices),
-            "calibrations": self.calibrations["computed"],
-            "calibrations_shared": self.calibrations["shared"],
-            "calibrations_unshared": self.calibrations["own"],
+            "calibrations": int(self.calibrations["computed"]),
+            "calibrations_shared": int(self.calibrations["shared"]),
+            "calibrations_unshared": int(self.calibrations["own"]),
+            "calibration_cpu_s": self.calibrations["cpu_s"],
             "calibration_wait_s": self.calibration_wait_s,
             "trace": trace.events,
         }

@@ -140,6 +140,7 @@ def build_profile(
             "calibrations_shared": sum(w.get("calibrations_shared", 0) for w in workers),
             "calibrations_unshared": sum(w.get("calibrations_unshared", 0) for w in workers),
             "calibration_wait_s": sum(w.get("calibration_wait_s", 0.0) for w in workers),
+            "calibration_cpu_s": sum(w.get("calibration_cpu_s", 0.0) for w in workers),
         },
         "writer": {
             "wait_s": writer.get("wait_s", 0.0),
@@ -224,7 +225,8 @@ def _derived_line(workers: dict[str, Any]) -> str:
     store ...``: how often the kernels' weights and maps were computed and reused."""
     per_worker = ", ".join(str(n) for n in workers["calibrations_per_worker"])
     text = (
-        f"  derived {workers['calibrations']} calibrations computed (per worker {per_worker}); "
+        f"  derived {workers['calibrations']} calibrations computed (per worker {per_worker}, "
+        f"{workers['calibration_cpu_s']:.2f} CPU-s); "
         f"{workers['calibrations_shared']} units read them from the shared store; waited "
         f"{workers['calibration_wait_s']:.2f} s for them"
     )
