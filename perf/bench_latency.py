@@ -28,25 +28,23 @@ import contextlib
 import io
 import json
 import os
-import re
 import socket
 import statistics
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bench_serve import baseline_checkout
+from bench_serve import Server, baseline_checkout
 
 PERF = Path(__file__).resolve().parent
 REPO = PERF.parent
 RESULTS = PERF / "results"
 BIN = Path(sys.executable).parent
-SERVE_MAIN = "import sys; from parallel_recon.cli.serve import main; sys.exit(main())"
+COLD = ("--ready-engines", "0")
 RECON_MAIN = "import sys; from parallel_recon.cli.recon import main; sys.exit(main())"
 CPP_RECON = "ismrmrd_stream_recon_cartesian_2d"
 _HEADER, _TEXT, _IMAGE, _CLOSE = 3, 5, 1022, 4
@@ -123,66 +121,16 @@ def run_command(
     return reader.first_image_at - start, end - start
 
 
-class Server:
-    """A ``serve`` process of this checkout (or of ``code``), ready for connections."""
-
-    def __init__(self, code: Path | None, ready_engines: int | None):
-        env = dict(os.environ)
-        if code is not None:
-            env["PYTHONPATH"] = str(code)
-        args = ["--port", "0", "--workers", "1"]
-        if ready_engines is not None:
-            args += ["--ready-engines", str(ready_engines)]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE_MAIN, *args],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=code or REPO,
-        )
-        assert self.proc.stderr is not None
-        first = self.proc.stderr.readline()
-        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", first)
-        if not match:
-            self.stop()
-            raise SystemExit(f"the server did not start: {first}")
-        self.port = int(match.group(1))
-        if ready_engines:
-            line = self.proc.stderr.readline()
-            if "ready engines" not in line:
-                self.stop()
-                raise SystemExit(f"the server's engines are not ready: {line}")
-        self._drain = threading.Thread(target=self._discard, daemon=True)
-        self._drain.start()
-
-    def _discard(self) -> None:
-        assert self.proc.stderr is not None
-        for _ in self.proc.stderr:
-            pass
-
-    def exchange(self, data: bytes) -> tuple[float, float]:
-        """(first image, end) seconds after the stream's CLOSE was sent."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
-            sock.sendall(data)
-            closed = time.perf_counter()
-            sock.shutdown(socket.SHUT_WR)
-            reader = FirstImage(sock.recv)
-            end = reader.until_end()
-        assert reader.first_image_at is not None
-        return reader.first_image_at - closed, end - closed
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stderr.close()
+def timed_exchange(server: Server, data: bytes) -> tuple[float, float]:
+    """(first image, end) seconds after the stream's CLOSE was sent to ``server``."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(data)
+        closed = time.perf_counter()
+        sock.shutdown(socket.SHUT_WR)
+        reader = FirstImage(sock.recv)
+        end = reader.until_end()
+    assert reader.first_image_at is not None
+    return reader.first_image_at - closed, end - closed
 
 
 def cpp_tools(option: str | None) -> Path | None:
@@ -261,19 +209,19 @@ def main(argv: list[str] | None = None) -> int:
             commands[f"`mrd_stream_recon` of {args.baseline} (command)"] = lambda: run_command(
                 [sys.executable, "-c", RECON_MAIN], stream, base_env, base
             )
-        servers = {"`serve`, ready engines": Server(None, None)}
+        servers = {"`serve`, ready engines": Server("warm", None)}
         try:
-            servers["`serve --ready-engines 0` (cold)"] = Server(None, 0)
+            servers["`serve --ready-engines 0` (cold)"] = Server("cold", None, COLD)
             if base is not None:
-                servers[f"`serve` of {args.baseline}"] = Server(base, None)
+                servers[f"`serve` of {args.baseline}"] = Server("baseline", base)
             results: dict[str, list[tuple[float, float]]] = {
                 name: [] for name in [*servers, *commands]
             }
             for server in servers.values():
-                server.exchange(data)  # a first exchange, not timed
+                timed_exchange(server, data)  # a first exchange, not timed
             for _ in range(rounds):
                 for name, server in servers.items():
-                    results[name].append(server.exchange(data))
+                    results[name].append(timed_exchange(server, data))
                 for name, command in commands.items():
                     results[name].append(command())
         finally:

@@ -14,7 +14,17 @@ from pathlib import Path
 
 PERF = Path(__file__).resolve().parent
 RESULTS = PERF / "results"
-ORDER = ["codec", "adapters", "kernel", "recon", "grappa", "memory", "batch", "serve"]
+ORDER = [
+    "codec",
+    "adapters",
+    "kernel",
+    "recon",
+    "grappa",
+    "latency",
+    "memory",
+    "batch",
+    "serve",
+]
 
 
 def assemble() -> str:

@@ -12,7 +12,10 @@ asked computed, from shared memory, keyed by (slice, calibration version, tag). 
 that wants this declares, in a module-level function ``calibration_cache_bytes(plan,
 coils) -> int``, the most bytes its arrays take for one calibration, so the engine can set
 the room aside in its memory budget before the stream starts; without it (or when the
-arrays turn out larger) each worker keeps what it computed in its own memory.
+arrays turn out larger) each worker keeps what it computed in its own memory.  A module-level
+``WARM_IMPORTS`` tuple names modules the kernel imports only when it first needs them, so that
+the engine (before forking its workers, for data that will need them) and ``serve``'s ready
+engines import them once.
 """
 
 from __future__ import annotations

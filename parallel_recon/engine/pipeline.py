@@ -14,6 +14,7 @@ Children die with the supervisor (``PR_SET_PDEATHSIG``), so none can be orphaned
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -255,6 +256,7 @@ class _Supervisor:
             bodies[f"worker {number}"] = loop.run
         bodies["writer"] = _writer_body(sink, prelude, shared, self._child_trace())
         trace.begin("start the processes", "startup")
+        gc.freeze()  # no collection in a child writes to the objects it shares with us
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for role, body in bodies.items():
@@ -264,6 +266,7 @@ class _Supervisor:
                 proc.start()
                 self.procs[role] = proc
         finally:
+            gc.unfreeze()
             self.unlink()
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         source.close()
@@ -495,5 +498,6 @@ def _write_run_trace(supervisor: _Supervisor, path: str, profile: dict[str, Any]
             "output_bytes": profile["output"]["bytes"],
             "wall_s": profile["wall_s"],
             "cores": profile["cpu"]["cores"],
+            "origin_monotonic_s": supervisor.origin,
         },
     )
