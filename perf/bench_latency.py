@@ -250,8 +250,9 @@ def _table(
         f"{os.cpu_count()} cores; 1-minute load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after.  The tiny stream (`mrd_phantom -m 64 -c 4`, "
         f"{len(data) / 1e3:.0f} kB, one image); {rounds} interleaved rounds, median (best) "
-        "in milliseconds.  Through `serve`: from the stream's CLOSE having been sent; as a "
-        "command: from starting the process.  `--workers 1` per connection.\n",
+        "in milliseconds.  Through `serve`: from the stream's CLOSE having been sent "
+        "(`--workers 1` per connection); as a command: from starting the process (default "
+        "`--workers`).\n",
         "| run | first image ms | end ms |",
         "|---|---|---|",
     ]
