@@ -203,6 +203,25 @@ def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: 
     return sizes.total_bytes
 
 
+_REFUSED_INPUT = 1 << 20
+
+
+def _discard_arrived(sock: socket.socket) -> None:
+    """Read away what a refused client has already sent (at most 1 MiB, without waiting):
+    closing a socket with unread input sends a reset, which can destroy the TEXT telling
+    the client why before it has read it."""
+    buffer = bytearray(64 << 10)
+    taken = 0
+    while taken < _REFUSED_INPUT:
+        try:
+            count = sock.recv_into(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not count:
+            return
+        taken += count
+
+
 class ReconServer:
     """Listens, serves each connection in a thread, drains on :meth:`request_stop`."""
 
@@ -318,6 +337,7 @@ class ReconServer:
             sock.setblocking(False)
             sock.send(encode_message(Text(f"error: {tell}; try again later")))
             sock.shutdown(socket.SHUT_WR)
+            _discard_arrived(sock)
         sock.close()
         self.say(ConnectionReport(peer=peer, outcome=f"refused: {why}").line())
 
