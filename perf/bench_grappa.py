@@ -387,7 +387,7 @@ def main() -> int:
         f"| <= 2.5x: {'met' if max(ratio, ratio_cpu) <= 2.5 else 'missed'} |",
         f"| calibration per slice (weights, hybrid weights, coil maps), same unit | "
         f"{calibration * 1e3:.0f} ms wall, {calibration_cpu * 1e3:.0f} ms CPU | paid once per "
-        "slice and calibration by each worker that gets a unit of the slice | |",
+        "slice and calibration, by the first worker that needs it, for all | |",
         f"| `mrd_stream_recon --workers 2`, {spec.slices} slices x 16 repetitions, {spec.coils} "
         f"coils {spec.matrix}x{spec.matrix} R=2, separate calibration "
         f"({len(stream) / 1e6:.0f} MB, start-up included) | {parallel:.2f} s wall, "
