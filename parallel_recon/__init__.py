@@ -10,8 +10,7 @@ import types
 
 from . import api as _api
 from .api import *  # noqa: F403  (the API's __all__, re-exported as it grows)
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", *_api.__all__]
 

@@ -37,8 +37,8 @@ _STREAM_FORMATS = ("hdf5", "stream", "mrd2")
 
 def _hdf5_group(path: str, group: str | None) -> str:
     """The raw-data group to read: ``group``, else ``dataset`` or the file's only one."""
-    from .batch.discover import raw_groups
     from .errors import InputFileError
+    from .files.inputs import raw_groups
 
     found = raw_groups(path)
     if group is not None:
@@ -53,7 +53,7 @@ def _hdf5_group(path: str, group: str | None) -> str:
 
 
 def _run(stream: BinaryIO, opts: PipelineOptions) -> list[Image]:
-    from .batch.engine_run import run_engine
+    from .engine.run import run_engine
     from .protocol import Image, open_reader
 
     with run_engine(stream, opts) as images:
@@ -108,9 +108,9 @@ def reconstruct(
         Bad input, an unknown kernel, a kernel error, a dataset that does not fit in
         ``memory_limit``: the message says what and where.
     """
-    from .batch.discover import classify
-    from .batch.engine_run import message_source, pipeline_options, raw_file_source
+    from .engine.run import message_source, pipeline_options, raw_file_source
     from .errors import InputFileError
+    from .files.inputs import classify
 
     opts = pipeline_options(
         recon=recon, output=output, options=options, workers=workers, memory_limit=memory_limit
@@ -161,7 +161,7 @@ def read_images(
 
     name = os.fspath(path)
     if not is_hdf5(name):
-        from .cli.common import open_input
+        from .files.inputs import open_input
 
         with open_input(name) as handle:
             return [msg for msg in open_reader(handle) if isinstance(msg, Image)]

@@ -1,17 +1,21 @@
-"""Benchmark of the HDF5 adapters against ismrmrd-python doing the same work.
+"""Benchmark of the HDF5 adapters against the ISMRMRD C++ tools and ismrmrd-python.
 
-Writes ``perf/results/adapters.md``.  Two data sets are generated once into ``perf/data/``
+Writes ``perf/results/adapters.md``.  Three data sets are generated once into ``perf/data/``
 with numpy + :class:`MrdHdf5Writer` (and reused when present):
 
 (a) ``large``: 32 coils, 512 samples, 256 lines x 36 repetitions (about 1.2 GB);
-(b) ``small``: 1 coil, 128 samples, 128 lines x 782 repetitions (100 096 acquisitions).
+(b) ``medium``: the same readouts, 256 lines x 8 repetitions (2048 acquisitions, 269 MB);
+(c) ``small``: 1 coil, 128 samples, 128 lines x 782 repetitions (100 096 acquisitions).
 
 For each, in one run:
 
-* hdf5 -> stream: our ``mrdhdf5_to_stream`` (a fresh process, start-up included) against
-  ``ismrmrd.Dataset.read_acquisition`` + ``ProtocolSerializer`` (in this process);
-* stream -> hdf5: our ``stream_to_mrdhdf5`` against ``ProtocolDeserializer`` +
-  ``Dataset.append_acquisition``;
+* against the ISMRMRD C++ tools (``ismrmrd_stream_to_hdf5``, ``ismrmrd_hdf5_to_stream``,
+  from ``--cpp-tools DIR`` or ``$ISMRMRD_TOOLS``; named "not measured" where absent): the
+  commands as a user runs them (start-up included), interleaved, best of ``--rounds``:
+  stream -> new HDF5 file, stream appended to a file that already holds it (each tool's
+  own file, copied afresh before every try), HDF5 -> stream file;
+* against ismrmrd-python: ``ismrmrd.Dataset.read_acquisition`` + ``ProtocolSerializer``
+  and ``ProtocolDeserializer`` + ``Dataset.append_acquisition`` (in this process);
 * for reference, ``cat stream | cat > /dev/null``.
 
 ismrmrd-python works one acquisition per HDF5 call and is slow; it is timed on the first
@@ -25,6 +29,7 @@ import argparse
 import io
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -93,7 +98,8 @@ def _generate(case: Case, xml: str) -> None:
 
 
 REPEAT = 2
-"""Each measurement is the best of this many runs (the machine is shared)."""
+"""Each ismrmrd-python measurement is the best of this many runs (the machine is shared)."""
+CPP_TOOLS = ("ismrmrd_stream_to_hdf5", "ismrmrd_hdf5_to_stream")
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -146,6 +152,73 @@ def _python_to_hdf5(stream: Path, out: Path, limit: int) -> None:
                     dataset.write_xml_header(item.toXML())
     finally:
         dataset.close()
+
+
+def cpp_tools(option: str | None) -> Path | None:
+    """The folder of the ISMRMRD C++ stream tools, or None where they are not built."""
+    folder = option or os.environ.get("ISMRMRD_TOOLS")
+    if folder and all((Path(folder) / tool).is_file() for tool in CPP_TOOLS):
+        return Path(folder)
+    return None
+
+
+def _timed_run(*cmd: str) -> float:
+    start = time.perf_counter()
+    _run(*cmd)
+    return time.perf_counter() - start
+
+
+def _versus_cpp(case: Case, tools: Path, rounds: int) -> list[str]:
+    """Our commands against the C++ tools, interleaved, best of ``rounds`` each; rows of
+    the table (ratio: the C++ tool's time over ours, >= 1.0 is as fast or faster)."""
+    stream = case.h5.with_suffix(".stream")
+    _run(str(BIN / "mrdhdf5_to_stream"), str(case.h5), "-o", str(stream))
+    work = {name: case.h5.with_suffix(f".{name}.h5") for name in ("ours", "cpp")}
+    base = {name: case.h5.with_suffix(f".{name}-base.h5") for name in ("ours", "cpp")}
+    ours_in = [str(BIN / "stream_to_mrdhdf5"), "-i", str(stream), "-o"]
+    cpp_in = [str(tools / "ismrmrd_stream_to_hdf5"), "-i", str(stream), "-o"]
+    writers = {"ours": ours_in, "cpp": cpp_in}
+    for name, command in writers.items():
+        base[name].unlink(missing_ok=True)
+        _run(*command, str(base[name]))
+    best: dict[tuple[str, str], float] = {}
+
+    def keep(key: tuple[str, str], seconds: float) -> None:
+        best[key] = min(best.get(key, float("inf")), seconds)
+
+    for _ in range(rounds):
+        for name, command in writers.items():
+            work[name].unlink(missing_ok=True)
+            keep(("new", name), _timed_run(*command, str(work[name])))
+        for name, command in writers.items():
+            shutil.copyfile(base[name], work[name])  # not timed: the file to append to
+            os.sync()
+            keep(("append", name), _timed_run(*command, str(work[name])))
+        out = case.h5.with_suffix(".out.stream")
+        keep(
+            ("read", "ours"),
+            _timed_run(str(BIN / "mrdhdf5_to_stream"), str(case.h5), "-o", str(out)),
+        )
+        keep(
+            ("read", "cpp"),
+            _timed_run(str(tools / "ismrmrd_hdf5_to_stream"), "-i", str(case.h5), "-o", str(out)),
+        )
+        out.unlink()
+    for path in (*work.values(), *base.values(), stream):
+        path.unlink(missing_ok=True)
+    nbytes = case.count * (case.coils * case.samples * 8 + 342)
+    rows = []
+    for what, label in (
+        ("new", "stream -> new HDF5 file"),
+        ("append", "stream appended to a file holding it once"),
+        ("read", "HDF5 -> stream"),
+    ):
+        ours, cpp = best[(what, "ours")], best[(what, "cpp")]
+        rows.append(
+            f"| {case.name} | {label} | {ours:.3f} | {cpp:.3f} | {nbytes / ours / 1e6:,.0f} | "
+            f"{cpp / ours:.2f}x |"
+        )
+    return rows
 
 
 def _bench(case: Case, subset: int) -> list[str]:
@@ -204,28 +277,66 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated HDF5 files")
     parser.add_argument("--output", default=str(RESULTS / "adapters.md"))
+    parser.add_argument("--cpp-tools", help="folder with the ISMRMRD C++ stream tools")
+    parser.add_argument("--rounds", type=int, default=3, help="tries of each C++ comparison")
     args = parser.parse_args(argv)
+    tools = cpp_tools(args.cpp_tools)
     xml = read_header_xml(HEADER_SOURCE)
     assert xml is not None
     if args.quick:
         cases = [Case("large", 4, 256, 64, 2), Case("small", 1, 128, 128, 16)]
     else:
-        cases = [Case("large", 32, 512, 256, 36), Case("small", 1, 128, 128, 782)]
-    subsets = {"large": args.subset or 1000, "small": args.subset or 5000}
+        cases = [
+            Case("large", 32, 512, 256, 36),
+            Case("medium", 32, 512, 256, 8),
+            Case("small", 1, 128, 128, 782),
+        ]
+    subsets = {"large": args.subset or 1000, "medium": args.subset or 1000}
+    subsets["small"] = args.subset or 5000
     lines = []
+    versus: list[str] = []
+    load_before = os.getloadavg()[0]
     for case in cases:
         _generate(case, xml)
+        if tools is not None:
+            versus += _versus_cpp(case, tools, 1 if args.quick else args.rounds)
         summary, *rows = _bench(case, subsets[case.name])
         lines.append((summary, rows))
         if not args.keep:
             case.h5.unlink()
     command = ".venv/bin/python perf/bench_adapters.py" + (" --quick" if args.quick else "")
     report = [
-        "# HDF5 adapters vs ismrmrd-python",
+        "# HDF5 adapters vs the ISMRMRD C++ tools and ismrmrd-python",
         "",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}; machine: {platform.machine()}, "
         f"nproc {os.cpu_count()}, RAM {_ram_gb():.0f} GiB, Python {platform.python_version()}, "
-        f"ismrmrd-python {getattr(ismrmrd, '__version__', '?')}.",
+        f"ismrmrd-python {getattr(ismrmrd, '__version__', '?')}; 1-minute load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
+        "",
+        "## Against the ISMRMRD C++ tools",
+        "",
+    ]
+    if tools is None:
+        report += [
+            "Not measured: the ISMRMRD C++ stream tools were not found (build them from the "
+            "ismrmrd repository and give `--cpp-tools DIR` or `ISMRMRD_TOOLS`).",
+            "",
+        ]
+    else:
+        report += [
+            "Both as commands (start-up included), writing a file on the same disk; best of "
+            f"{1 if args.quick else args.rounds} interleaved tries.  *ratio* is the C++ "
+            "tool's time over ours: >= 1.0x is as fast or faster.  An append writes to a "
+            "copy of the file that replaces it when complete (so a failed append changes "
+            "nothing, see README); the C++ tool appends in place.",
+            "",
+            "| data | what | ours s | C++ s | ours MB/s | ratio |",
+            "|---|---|---|---|---|---|",
+            *versus,
+            "",
+        ]
+    report += [
+        "## Against ismrmrd-python",
         "",
         f"Command: `{command}` (data generated into perf/data/, deleted afterwards); "
         f"each time is the best of {REPEAT} runs.",

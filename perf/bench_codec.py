@@ -123,7 +123,7 @@ def ensure_stream(case: StreamCase) -> Path:
 
 # ------------------------------------------------------------ reader children
 def _child_ours() -> tuple[int, int]:
-    from parallel_recon.cli.common import open_input
+    from parallel_recon.files.inputs import open_input
 
     with open_input(None) as source, contextlib.closing(source):
         _ready()
@@ -135,7 +135,7 @@ def _child_ours() -> tuple[int, int]:
 def _child_oracle() -> tuple[int, int]:
     from ismrmrd.serialization import ProtocolDeserializer
 
-    from parallel_recon.cli.common import open_input
+    from parallel_recon.files.inputs import open_input
 
     with open_input(None) as source, contextlib.closing(source):
         _ready()

@@ -59,15 +59,16 @@ def make_stream(matrix: int, coils: int, repetitions: int) -> bytes:
 
 class Server:
     """A ``serve`` process on a free loopback port, running the code under ``code``
-    (None: this checkout, as installed)."""
+    (None: this checkout, as installed), with more ``args``; ready for connections once
+    constructed (a server with ready engines logs its port only once they are ready)."""
 
-    def __init__(self, name: str, code: Path | None):
+    def __init__(self, name: str, code: Path | None, args: tuple[str, ...] = ()):
         self.name = name
         env = dict(os.environ)
         if code is not None:
             env["PYTHONPATH"] = str(code)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVE_MAIN, "--port", "0", "--workers", "1"],
+            [sys.executable, "-c", SERVE_MAIN, "--port", "0", "--workers", "1", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

@@ -23,6 +23,7 @@ ORDER = [
     "grappa",
     "sense",
     "nufft",
+    "latency",
     "memory",
     "batch",
     "serve",

@@ -25,6 +25,10 @@ from conftest import script
 
 STARTUP_S = 30
 MiB = 1 << 20
+FORK_SERVER = "pr-forkserver"
+READY_ENGINE = "pr-ready"
+"""Process names (``comm``) of serve's fork server and of its engines waiting for a
+connection: part of the server itself, not of any connection."""
 _T = TypeVar("_T")
 
 
@@ -110,18 +114,34 @@ class ServerProcess:
         )
 
     def children(self) -> list[psutil.Process]:
-        """Every process below the server (recons and their workers)."""
+        """Every process below the server that serves a connection (recons and their
+        workers): all but the fork server and its ready engines."""
         try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
+            below = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
+        return [p for p in below if _name(p) not in (FORK_SERVER, READY_ENGINE, None)]
 
     def recons(self) -> list[psutil.Process]:
-        """The server's direct children: one reconstruction per running connection."""
+        """One process per running connection: a recon (or filter) the server started, or an
+        engine of its fork server that took a connection."""
         try:
-            return psutil.Process(self.proc.pid).children(recursive=False)
+            direct = psutil.Process(self.proc.pid).children(recursive=False)
         except psutil.NoSuchProcess:
             return []
+        found = []
+        for process in direct:
+            if _name(process) != FORK_SERVER:
+                found.append(process)
+                continue
+            with contextlib.suppress(psutil.NoSuchProcess):
+                found += [e for e in process.children() if _name(e) == "pr-recon"]
+        return found
+
+    def fork_server(self) -> psutil.Process:
+        """The server's fork server (its only child named so)."""
+        (found,) = [p for p in psutil.Process(self.proc.pid).children() if _name(p) == FORK_SERVER]
+        return found
 
     def peak_rss(self) -> int:
         """The server process's resident-memory high-water mark (``VmHWM``), in bytes."""
@@ -144,6 +164,14 @@ class ServerProcess:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         return self.proc.returncode
+
+
+def _name(process: psutil.Process) -> str | None:
+    """The process's name, None once it is gone."""
+    try:
+        return str(process.name())
+    except psutil.NoSuchProcess:
+        return None
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from parallel_recon.batch.discover import classify, discover
+from parallel_recon.batch.discover import discover
 from parallel_recon.batch.model import BatchSettings, FileJob
 from parallel_recon.batch.outputs import (
     is_up_to_date,
@@ -18,6 +18,7 @@ from parallel_recon.batch.outputs import (
     partial_path,
     sweep_partials,
 )
+from parallel_recon.files.inputs import classify
 from parallel_recon.phantom import PhantomSpec, write_hdf5, write_stream
 
 TINY = PhantomSpec(matrix=8, coils=1)

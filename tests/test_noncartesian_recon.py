@@ -183,7 +183,7 @@ def test_stack_of_stars_transforms_kz_then_each_partition() -> None:
 def _rotated_stack_stream(matrix: int, partitions: int) -> tuple[bytes, np.ndarray]:
     """A stack of golden-angle stars whose spokes turn with the partition (no two partitions
     share a trajectory), samples from the analytic spectrum, Cartesian DFT along kz."""
-    from parallel_recon.phantom.generate import _depth
+    from parallel_recon.phantom.scan import slice_depth
 
     spec = PhantomSpec(matrix=matrix, coils=1, trajectory="goldenangle", partitions=partitions)
     messages = list(iter_messages(spec))
@@ -200,7 +200,7 @@ def _rotated_stack_stream(matrix: int, partitions: int) -> tuple[bytes, np.ndarr
             kx, ky = radius * math.cos(angle), radius * math.sin(angle)
             data = np.zeros(samples, np.complex128)
             for p in range(partitions):
-                depth = _depth(spec, 0, p)
+                depth = slice_depth(spec, 0, p)
                 weight = np.exp(
                     -2j * np.pi * (kz - partitions // 2) * (p - partitions // 2) / partitions
                 )

@@ -26,8 +26,13 @@ from parallel_recon.phantom import (
     voxel_position,
     write_stream,
 )
-from parallel_recon.phantom.geometry import MARKER_VALUE, directions
-from parallel_recon.phantom.header import FOV_MM, PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM
+from parallel_recon.phantom.geometry import (
+    FOV_MM,
+    MARKER_VALUE,
+    PARTITION_THICKNESS_MM,
+    SLICE_THICKNESS_MM,
+    directions,
+)
 
 OFF_CENTRE = (12.5, -20.25, 31.0)
 

@@ -393,3 +393,14 @@ def test_sigterm_to_a_connection_thread_still_stops_the_server(serve, stream: by
         _signal_thread(server.proc.pid, others[0], signal.SIGTERM)
         assert server.proc.wait(timeout=60) == 0  # does not hang
     assert server.lines[-1] == "serve: stopped"
+
+
+def test_accelerated_data_through_ready_engines_gives_the_local_bytes(serve, golden: Path) -> None:
+    """GRAPPA's calibration runs BLAS: the ready engines must run it single-threaded like the
+    command line (a fork server that imported numpy with its default thread pool gave images
+    that differ in the last bits)."""
+    stream = (golden / "sirf_grappa2_1rep.stream").read_bytes()
+    local = run_cli("mrd_stream_recon", "--workers", "1", input=stream).stdout
+    server = serve("--workers", "1")
+    server.wait_for(lambda lines: any("ready engines" in x for x in lines), "the engines")
+    assert send(server.address, stream).stdout == local

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -192,3 +193,23 @@ def test_default_workers_under_a_cpu_affinity(raw: bytes, tmp_path: Path) -> Non
         preexec_fn=lambda: os.sched_setaffinity(0, {0}),  # as under taskset -c 0
     )
     assert json.loads(profile.read_text())["workers"]["count"] == 1
+
+
+def test_the_start_up_stands_before_the_first_image_on_one_clock(
+    raw: bytes, tmp_path: Path
+) -> None:
+    """The supervisor's track starts with the interpreter's start-up, from the moment the
+    process was created: within a few clock ticks of when this test started it (both on
+    CLOCK_MONOTONIC, which every process shares), and it ends where the engine starts; the
+    first image is emitted after it."""
+    path = tmp_path / "run.json"
+    launched = time.monotonic()
+    run_cli("mrd_stream_recon", "--workers", "1", "--trace", str(path), input=raw)
+    document = json.loads(path.read_text())
+    origin = document["otherData"]["origin_monotonic_s"]
+    (startup,) = [e for e in document["traceEvents"] if e["name"].startswith("interpreter")]
+    began = origin + startup["ts"] / 1e6
+    assert startup["ts"] + startup["dur"] in (-1, 0, 1)  # it ends where the engine starts
+    assert launched - 0.03 <= began <= launched + startup["dur"] / 1e6, (launched, began)
+    emits = [e for e in document["traceEvents"] if e["name"].startswith("emit unit")]
+    assert min(e["ts"] for e in emits) > 0

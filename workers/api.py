@@ -3,12 +3,25 @@
 A kernel is a plain function ``reconstruct(kspace, context) -> list[Image]`` living in a
 module (``workers/cartesian.py`` or a user's own file).  The engine calls it inside a worker
 process, once per closed k-space unit, with the unit's k-space as a view of shared memory.
-Everything a kernel needs besides the samples travels in the picklable ``ReconContext``.
+Everything a kernel needs besides the samples travels in the ``ReconContext``.
+
+What a kernel derives from a slice's calibration (GRAPPA weights, coil maps) depends only on
+that calibration, so it is computed once and shared: the kernel asks
+``context.derived(tag, compute)``, and the engine hands it the arrays the first worker that
+asked computed, from shared memory, keyed by (slice, calibration version, tag).  A kernel
+that wants this declares, in a module-level function ``calibration_cache_bytes(plan,
+coils) -> int``, the most bytes its arrays take for one calibration, so the engine can set
+the room aside in its memory budget before the stream starts; without it (or when the
+arrays turn out larger) each worker keeps what it computed in its own memory.  A module-level
+``WARM_IMPORTS`` tuple names modules the kernel imports only when it first needs them, so that
+the engine (before forking its workers, for data that will need them) and ``serve``'s ready
+engines import them once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -19,13 +32,19 @@ from parallel_recon.protocol import ACQUISITION_HEADER_DTYPE, Image
 __all__ = [
     "NON_CARTESIAN_KSPACE",
     "Calibration",
+    "CalibrationCache",
+    "DerivedArrays",
     "EncodingSpace",
     "Kernel",
+    "LocalCalibrationCache",
     "ReconContext",
     "ReconPlan",
     "UnitInfo",
     "UnitKey",
 ]
+
+DerivedArrays = Mapping[str, np.ndarray]
+"""Named arrays a kernel derives from one calibration (e.g. ``weights``, ``maps``)."""
 
 
 class UnitKey(NamedTuple):
@@ -126,6 +145,54 @@ class Calibration:
     """Unique per calibration the stream gave (with the unit key, a cache key for weights)."""
 
 
+class CalibrationCache(Protocol):
+    """Where a unit's kernel finds what was derived from the unit's calibration.
+
+    The engine gives each unit one bound to that unit's calibration (its slice, contrast and
+    version): the first worker to ask for a ``tag`` runs ``compute`` and publishes the arrays
+    in shared memory; the others wait for them and get read-only views, valid during the
+    kernel call (do not keep them).  The tag names everything besides the calibration that
+    the arrays depend on (kernel, options, sampling pattern, shapes), so a unit that needs
+    other arrays never gets these.
+    """
+
+    def fetch(self, tag: str, compute: Callable[[], DerivedArrays]) -> DerivedArrays: ...
+
+
+class LocalCalibrationCache:
+    """A process's own least-recently-used store of derived arrays, bounded in bytes.
+
+    What a kernel gets when no shared store serves its unit: called outside the engine, or
+    inside it for arrays that do not fit the engine's shared room.
+    """
+
+    def __init__(self, limit_bytes: int = 256 << 20):
+        self.limit_bytes = limit_bytes
+        self.items: OrderedDict[Hashable, DerivedArrays] = OrderedDict()
+        self.computed = 0
+        """How many times ``compute`` ran (for the profile)."""
+
+    def fetch(self, key: Hashable, compute: Callable[[], DerivedArrays]) -> DerivedArrays:
+        """The arrays kept under ``key``, computed (and kept) when missing."""
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+            return value
+        value = dict(compute())
+        self.computed += 1
+        self.items[key] = value
+        while len(self.items) > 1 and self._nbytes() > self.limit_bytes:
+            self.items.popitem(last=False)
+        return value
+
+    def _nbytes(self) -> int:
+        return sum(array.nbytes for arrays in self.items.values() for array in arrays.values())
+
+
+_LOCAL_CACHE = LocalCalibrationCache()
+"""Used by kernels called outside the engine (tests, notebooks, benchmarks)."""
+
+
 @dataclass(frozen=True)
 class ReconContext:
     """Everything a kernel gets besides the samples."""
@@ -155,6 +222,24 @@ class ReconContext:
     """Non-Cartesian units only: int32 ``[readouts]``, the k2 grid index (``0 .. k2 - 1``,
     ``kspace_encode_step_2`` placed by the encoding limits' centre) of every readout; all 0
     for 2D and 3D radial data."""
+    calibration_cache: CalibrationCache | None = None
+    """The engine's store of arrays derived from this unit's calibration (see
+    :meth:`derived`); None outside the engine."""
+
+    def derived(self, tag: str, compute: Callable[[], DerivedArrays]) -> DerivedArrays:
+        """Arrays derived from this unit's calibration: computed once (by ``compute``) per
+        slice, calibration version and ``tag``, and shared by every unit that asks.
+
+        ``compute`` must depend only on the calibration and what ``tag`` names, so that the
+        images do not depend on which worker computed the arrays.  The arrays may be
+        read-only views of shared memory: use them during this call only.
+        """
+        if self.calibration is None:
+            raise ValueError("derived(): this unit has no calibration to derive arrays from")
+        if self.calibration_cache is not None:
+            return self.calibration_cache.fetch(tag, compute)
+        key = (tuple(self.unit.key[:3]), self.calibration.version, tag)
+        return _LOCAL_CACHE.fetch(key, compute)
 
     @property
     def space(self) -> EncodingSpace:

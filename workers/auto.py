@@ -27,7 +27,7 @@ from parallel_recon.workers.api import ReconContext
 from parallel_recon.workers.options import KernelOption, choice
 from parallel_recon.workers.sampling import IrregularSampling, find_lattice
 
-__all__ = ["DATA", "OPTIONS", "reconstruct"]
+__all__ = ["DATA", "OPTIONS", "WARM_IMPORTS", "calibration_cache_bytes", "reconstruct"]
 
 DATA = ("cartesian", "noncartesian")
 """Grid units and readouts with trajectories alike."""
@@ -56,6 +56,14 @@ non-Cartesian ones)."""
 def _with_options(context: ReconContext, options: dict[str, str]) -> ReconContext:
     """The context with other kernel options (the plan is shared: copy)."""
     return replace(context, plan=replace(context.plan, options=options))
+
+
+WARM_IMPORTS = grappa.WARM_IMPORTS
+"""What GRAPPA imports at its first calibration."""
+
+calibration_cache_bytes = grappa.calibration_cache_bytes
+"""Room for GRAPPA's shared weights and maps (the only kernel this one may choose that
+derives arrays from the calibration)."""
 
 
 def _with_combine(context: ReconContext, default: str) -> ReconContext:

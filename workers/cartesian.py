@@ -70,6 +70,7 @@ __all__ = [
     "recover_partial_fourier",
     "setting",
     "to_image_space",
+    "map_settings",
     "unit_maps",
     "wants_maps",
 ]
@@ -207,11 +208,16 @@ def choose(context: ReconContext) -> tuple[Output, Callable[[np.ndarray, Output]
     return output, COIL_MODES[setting(context, "coils")]
 
 
+def map_settings(context: ReconContext) -> dict[str, Any]:
+    """The typed ``maps=`` option and the ESPIRiT parameters of the unit's plan."""
+    return {o.name: setting(context, o.name) for o in MAPS_OPTIONS}
+
+
 def unit_maps(kspace: np.ndarray, context: ReconContext) -> np.ndarray:
     """Coil sensitivities ``[z, y, coils, x]`` on the recon grid by the ``maps=`` method
     (adaptive or espirit): from the calibration lines when the unit has them, else from the
     central lines of its own k-space."""
-    values = {o.name: setting(context, o.name) for o in MAPS_OPTIONS}
+    values = map_settings(context)
     return estimate_maps(kspace, context, values["maps"], MapGrid.recon(context.space), values)
 
 

@@ -6,18 +6,19 @@ own k-space.  ``adaptive`` (:mod:`.coils`) divides low-resolution coil images by
 of squares; ``espirit`` (:mod:`.espirit`) takes the eigenvector of the calibration's
 image-space operator and is zero in the signal-free background.
 
-Maps depend only on the calibration (a version number per calibration the stream gave), so a
-worker keeps them for later repetitions of the slice (:class:`MapCache`); maps from a unit's own
-centre are made for that unit alone.  With ``save_maps=on`` a kernel also returns the maps as
-one complex image ``[coils, z, y, x]`` in the series after its images' (meta ``DataRole`` =
-``CoilMaps``), which ``stream_to_mrdhdf5`` stores as its own ``image_<series>`` group and
-``parallel-recon view -s <series>`` shows coil by coil.
+Maps depend only on the calibration (a version number per calibration the stream gave), so
+they are computed once per slice and calibration, by the first worker that needs them, and
+shared with the others and the slice's later units (``ReconContext.derived``: shared memory
+in the engine); maps from a unit's own centre are made for that unit alone.  With
+``save_maps=on`` a kernel also returns the maps as one complex image ``[coils, z, y, x]`` in
+the series after its images' (meta ``DataRole`` = ``CoilMaps``), which ``stream_to_mrdhdf5``
+stores as its own ``image_<series>`` group and ``parallel-recon view -s <series>`` shows coil
+by coil.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,16 +37,15 @@ from .options import KernelOption, choice, switch
 __all__ = [
     "MAP_METHODS",
     "MAPS_OPTIONS",
-    "MapCache",
     "MapGrid",
     "MapSource",
+    "compute_maps",
     "estimate_maps",
     "map_source",
     "maps_image",
     "maps_options",
+    "maps_tag",
 ]
-
-_CACHE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,6 @@ class MapSource:
     """bool ``[k2c, k1c]``."""
     origin: tuple[int, int]
     """Grid ``(k2, k1)`` of ``block[0, 0]``."""
-    cache_key: Hashable | None
-    """Identifies the calibration (None: the unit's own data, not worth keeping)."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +88,10 @@ def map_source(kspace: np.ndarray, context: ReconContext) -> MapSource:
     """The calibration block of the unit's slice, else the central lines of its own k-space."""
     calibration = context.calibration
     if calibration is not None:
-        key = (context.unit.key[:3], calibration.version)
-        return MapSource(calibration.kspace, calibration.sampled, calibration.origin, key)
+        return MapSource(calibration.kspace, calibration.sampled, calibration.origin)
     block, origin = centre_block(kspace, context.sampled)
     sampled = np.abs(block).sum(axis=(2, 3)) > 0
-    return MapSource(block, sampled, origin, None)
+    return MapSource(block, sampled, origin)
 
 
 def _transform(kspace: np.ndarray, space: EncodingSpace) -> np.ndarray:
@@ -164,28 +161,18 @@ MAPS_OPTIONS = maps_options("adaptive")
 """The map options of the Cartesian and GRAPPA kernels (adaptive by default)."""
 
 
-class MapCache:
-    """Per-worker LRU of maps keyed by calibration and settings."""
-
-    def __init__(self, limit: int = _CACHE_BYTES):
-        self.limit = limit
-        self.items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
-
-    def get_or_make(self, key: Hashable | None, make: Callable[[], np.ndarray]) -> np.ndarray:
-        if key is None:
-            return make()
-        found = self.items.get(key)
-        if found is not None:
-            self.items.move_to_end(key)
-            return found
-        made = make()
-        self.items[key] = made
-        while len(self.items) > 1 and sum(a.nbytes for a in self.items.values()) > self.limit:
-            self.items.popitem(last=False)
-        return made
+def maps_tag(method: str, grid: MapGrid, values: dict[str, Any], shape: tuple[int, ...]) -> str:
+    """Everything besides the calibration that maps depend on, as a cache tag."""
+    espirit = tuple(values.get(o.name) for o in ESPIRIT_OPTIONS) if method == "espirit" else ()
+    return f"maps method={method} grid={grid.shape}/{grid.periods} espirit={espirit} k={shape}"
 
 
-_CACHE = MapCache()
+def compute_maps(
+    kspace: np.ndarray, context: ReconContext, method: str, grid: MapGrid, values: dict[str, Any]
+) -> np.ndarray:
+    """complex64 ``[z, y, coils, x]`` maps of the unit by ``method`` on ``grid``, computed now
+    (for a kernel that derives them together with other arrays of the calibration)."""
+    return MAP_METHODS[method](map_source(kspace, context), grid, context, values)
 
 
 def estimate_maps(
@@ -194,14 +181,16 @@ def estimate_maps(
     """complex64 ``[z, y, coils, x]`` maps of the unit by ``method`` on ``grid``.
 
     ``values`` are the kernel's parsed options (the ESPIRiT ones are read for ``espirit``).
-    Maps of a calibration are kept for the later units of the slice.
+    Maps of a calibration are computed once and shared (``context.derived``); the arrays may
+    be read-only views of shared memory.
     """
-    source = map_source(kspace, context)
-    key = None
-    if source.cache_key is not None:
-        espirit = tuple(values.get(o.name) for o in ESPIRIT_OPTIONS)
-        key = (source.cache_key, method, grid, espirit if method == "espirit" else (), kspace.shape)
-    return _CACHE.get_or_make(key, lambda: MAP_METHODS[method](source, grid, context, values))
+    if context.calibration is None:
+        return compute_maps(kspace, context, method, grid, values)
+    tag = maps_tag(method, grid, values, kspace.shape)
+    arrays = context.derived(
+        tag, lambda: {"maps": compute_maps(kspace, context, method, grid, values)}
+    )
+    return arrays["maps"]
 
 
 def maps_image(maps: np.ndarray, context: ReconContext, method: str) -> Image:

@@ -17,13 +17,13 @@ multiplication in x.  So the readout is transformed (and cropped to the recon ma
 oversampling removal of the Cartesian kernel) first, and each x column is filled with its own
 ``(kz ky coils) x coils`` weights: one batched matrix product per unit instead of a
 convolution, on half the points when the readout is 2x oversampled.  Weights (and the coil
-maps of the adaptive combination) depend only on the calibration, so each worker caches them
-per (slice, calibration version): repetitions pay only the apply step.
+maps of the adaptive combination) depend only on the calibration, so they are computed once
+per (slice, calibration version) by the first worker that needs them and shared with the
+others (``context.derived``): repetitions and other workers pay only the apply step.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +31,20 @@ import numpy as np
 
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
-from parallel_recon.workers.api import Calibration, EncodingSpace, ReconContext
+from parallel_recon.workers.api import (
+    Calibration,
+    DerivedArrays,
+    EncodingSpace,
+    ReconContext,
+    ReconPlan,
+)
 from parallel_recon.workers.cartesian import (
     COMBINE_HISTORY,
     centred_ifft_axis,
     choose,
     combination,
     images_from_coils,
+    map_settings,
     recover_partial_fourier,
     unit_maps,
     wants_maps,
@@ -45,6 +52,7 @@ from parallel_recon.workers.cartesian import (
 from parallel_recon.workers.cartesian import (
     OPTIONS as CARTESIAN_OPTIONS,
 )
+from parallel_recon.workers.coil_maps import MapGrid, compute_maps, maps_tag
 from parallel_recon.workers.fourier import readout_images
 from parallel_recon.workers.options import (
     COMMON_OPTIONS,
@@ -59,9 +67,11 @@ from parallel_recon.workers.sampling import Lattice, fill_range, find_lattice, l
 
 __all__ = [
     "OPTIONS",
+    "WARM_IMPORTS",
     "GrappaSettings",
     "apply_weights",
     "calibrate",
+    "calibration_cache_bytes",
     "hybrid_weights",
     "missing_calibration",
     "reconstruct",
@@ -90,8 +100,10 @@ OPTIONS: tuple[KernelOption, ...] = (
 """The options of this kernel (``--recon-option``)."""
 
 _TABLE = option_table(COMMON_OPTIONS, OPTIONS)
-_CACHE_BYTES = 256 << 20
-"""Per worker: weights kept for reuse by later repetitions (coil maps: :mod:`.coil_maps`)."""
+
+WARM_IMPORTS = ("scipy.linalg", "scipy.linalg.blas")
+"""Imported at the first calibration (see :func:`_regularised_solve`); a long-lived process
+(``serve``'s ready engines) imports them ahead."""
 
 
 @dataclass(frozen=True)
@@ -347,56 +359,74 @@ def apply_weights(
         hybrid[p2[rows2], p1[cols]] = values.transpose(1, 2, 0)
 
 
-class _Cache:
-    """Per-worker LRU of weights, keyed by slice and calibration version."""
+def calibration_cache_bytes(plan: ReconPlan, coils: int) -> int:
+    """The most bytes :func:`_derive` keeps for one calibration: hybrid weights
+    ``[x, kz * ky * coils, targets * coils]`` and coil maps ``[z, y, coils, x]``, complex64.
 
-    def __init__(self, limit: int = _CACHE_BYTES):
-        self.limit = limit
-        self.items: OrderedDict[tuple[Any, ...], tuple[np.ndarray, ...]] = OrderedDict()
+    Sized from the header's acceleration factors (at least R=2) and the ``ky``/``kz``
+    options; data accelerated more than its header says gets larger weights, which the
+    engine then keeps per worker instead of sharing.
+    """
+    values = {option.name: option.default for option in OPTIONS} | dict(plan.options)
+    try:
+        ky, kz = positive_int(values["ky"]), positive_int(values["kz"])
+    except (ValueError, ConfigurationError):
+        return 0  # the options are refused with their own message before anything runs
+    maps = values["combine"] != "rss"
+    largest = 0
+    for space in plan.spaces:
+        x, y, z = space.recon_matrix
+        depth = kz if space.kspace_shape[0] > 1 else 1
+        r1, r2 = space.acceleration
+        targets = max(r1 * r2 - 1, 1)
+        weights = x * depth * ky * coils * targets * coils * 8
+        planes = max(z, space.encoded_matrix[2])
+        largest = max(largest, weights + (planes * y * x * coils * 8 if maps else 0))
+    return largest
 
-    def get(self, key: tuple[Any, ...]) -> tuple[np.ndarray, ...] | None:
-        value = self.items.get(key)
-        if value is not None:
-            self.items.move_to_end(key)
-        return value
 
-    def put(self, key: tuple[Any, ...], value: tuple[np.ndarray, ...]) -> None:
-        self.items[key] = value
-        while (
-            len(self.items) > 1
-            and sum(a.nbytes for v in self.items.values() for a in v) > self.limit
-        ):
-            self.items.popitem(last=False)
-
-
-_CACHE = _Cache()
-
-
-def _prepared(
-    kspace: np.ndarray, context: ReconContext, lattice: Lattice, options: GrappaSettings
-) -> np.ndarray:
-    """Hybrid weights of the unit's calibration (kept for the slice's later units)."""
+def _derive(
+    kspace: np.ndarray,
+    context: ReconContext,
+    lattice: Lattice,
+    options: GrappaSettings,
+    maps: tuple[str, MapGrid, dict[str, Any]] | None,
+) -> DerivedArrays:
+    """Hybrid weights and (when the combination or ``save_maps`` wants them) coil maps of the
+    unit's calibration."""
     calibration = context.calibration
     assert calibration is not None
-    key = (
-        context.unit.key[:3],
-        calibration.version,
-        lattice.factors,
-        options.kernel,
-        options.regularisation,
-        kspace.shape,
-    )
-    cached = _CACHE.get(key)
-    if cached is not None:
-        return cached[0]
-    coils, n0 = kspace.shape[2], kspace.shape[3]
+    shape = kspace.shape
+    coils, n0 = shape[2], shape[3]
     x = context.space.recon_matrix[0]
     weights = calibrate(
         _full_block(calibration), lattice.factors, options.kernel, options.regularisation
     )
-    hybrid = hybrid_weights(weights, coils, options.kernel, n0, x)
-    _CACHE.put(key, (hybrid,))
-    return hybrid
+    arrays = {"weights": hybrid_weights(weights, coils, options.kernel, n0, x)}
+    if maps is not None:
+        method, grid, values = maps
+        arrays["maps"] = compute_maps(kspace, context, method, grid, values)
+    return arrays
+
+
+def _prepared(
+    kspace: np.ndarray, context: ReconContext, lattice: Lattice, options: GrappaSettings
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Hybrid weights and coil maps of the unit's calibration, computed once per slice,
+    calibration version and everything else they depend on (named in the tag), by the first
+    worker that needs them, and shared (``context.derived``)."""
+    tag = (
+        f"grappa R={lattice.factors} kernel={options.kernel} lambda={options.regularisation!r} "
+        f"grid={kspace.shape} x={context.space.recon_matrix[0]}"
+    )
+    maps = None
+    if wants_maps(context, options.combine):
+        values = map_settings(context)
+        grid = MapGrid.recon(context.space)
+        maps = (str(values["maps"]), grid, values)
+        tag += " " + maps_tag(maps[0], grid, values, kspace.shape)
+    arrays = context.derived(tag, lambda: _derive(kspace, context, lattice, options, maps))
+    return arrays["weights"], arrays.get("maps")
 
 
 def _phase_axes(hybrid: np.ndarray, space: EncodingSpace) -> np.ndarray:
@@ -436,8 +466,7 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         )
     if context.calibration is None:
         raise ConfigurationError(missing_calibration(space, lattice))
-    weights = _prepared(kspace, context, lattice, options)
-    maps = unit_maps(kspace, context) if wants_maps(context, options.combine) else None
+    weights, maps = _prepared(kspace, context, lattice, options)
     r2, r1 = lattice.factors
     context.notes["why"] = (
         f"R={r1}" + (f"x{r2}" if r2 > 1 else "") + f", {int(context.calibration.sampled.sum())} "

@@ -25,19 +25,17 @@ from pathlib import Path
 import h5py
 
 from ..engine.prelude import no_acquisitions
-from ..errors import ProtocolError, ReconError
-from ..protocol import MessageId, open_reader
+from ..errors import ReconError
+from ..files.inputs import classify, first_data_message, raw_groups
+from ..protocol import MessageId
 from .model import FAILED, FileJob, FileResult
 from .outputs import is_partial_name
 
-__all__ = ["Discovery", "classify", "discover", "raw_groups"]
+__all__ = ["Discovery", "discover"]
 
 OUTPUT_SUFFIX = ".h5"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_PRELUDE = {MessageId.HEADER, MessageId.CONFIG_FILE, MessageId.CONFIG_TEXT, MessageId.TEXT}
-_RAW = {MessageId.ACQUISITION, MessageId.WAVEFORM}
-_SNIFF_MESSAGES = 8
 
 
 @dataclass
@@ -69,60 +67,6 @@ class Discovery:
     jobs: list[FileJob] = field(default_factory=list)
     failures: list[FileResult] = field(default_factory=list)
     ignored: int = 0
-
-
-def raw_groups(path: str | Path) -> list[str]:
-    """Top-level groups of an HDF5 file that hold an ``xml`` header and ``data``."""
-    with h5py.File(path, "r") as handle:
-        return [
-            name
-            for name, node in handle.items()
-            if isinstance(node, h5py.Group)
-            and isinstance(node.get("xml"), h5py.Dataset)
-            and isinstance(node.get("data"), h5py.Dataset)
-        ]
-
-
-def _is_hdf5(path: str) -> bool:
-    try:
-        return bool(h5py.is_hdf5(path))
-    except OSError:
-        return False
-
-
-def _first_data_message(path: str) -> MessageId | None:
-    """The first message after a stream's header (config and text messages may come
-    first): ACQUISITION, WAVEFORM, CLOSE, IMAGE, ...; None when the file does not start
-    like an MRD stream with a header."""
-    try:
-        with open(path, "rb") as handle:
-            reader = open_reader(handle, require_close=False)
-            seen_header = False
-            for _ in range(_SNIFF_MESSAGES):
-                mid = reader.peek()
-                if mid is None:
-                    return None
-                if mid not in _PRELUDE:
-                    return mid if seen_header else None
-                seen_header |= mid is MessageId.HEADER
-                reader.read_message()
-    except (OSError, ProtocolError):
-        return None
-    return None
-
-
-def _is_raw_stream(path: str) -> bool:
-    """True when the file starts like an MRD raw-data stream: a header (config and text
-    messages may come first), then acquisitions or waveforms (or CLOSE)."""
-    first = _first_data_message(path)
-    return first in _RAW or first is MessageId.CLOSE
-
-
-def classify(path: str) -> str | None:
-    """``"hdf5"``, ``"stream"`` (raw data) or None, from the file's content."""
-    if _is_hdf5(path):
-        return "hdf5"
-    return "stream" if _is_raw_stream(path) else None
 
 
 def _is_temporary(name: str) -> bool:
@@ -231,7 +175,7 @@ def _jobs_of(
     it: anything that is not HDF5 or a stream, MRD image files)."""
     kind = classify(candidate.path)
     if kind is None:
-        if _first_data_message(candidate.path) is MessageId.IMAGE:
+        if first_data_message(candidate.path) is MessageId.IMAGE:
             return [], str(no_acquisitions(images=1)), True
         return [], "not an MRD raw-data file (expected ISMRMRD HDF5 or an MRD stream)", True
     relative = os.path.relpath(candidate.path, common)

@@ -178,7 +178,7 @@ def _run_batch(
     log: TextIO | None,
 ) -> BatchOutcome:
     from ..engine.kernels import load_kernel
-    from .engine_run import resolve_recon
+    from ..engine.run import resolve_recon
 
     log = log if log is not None else sys.stderr
     started = time.monotonic()

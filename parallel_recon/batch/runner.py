@@ -52,11 +52,10 @@ def engine_share(settings: BatchSettings, files_at_once: int) -> tuple[int, int 
 def import_engine(settings: BatchSettings) -> None:
     """Import what every job needs, once, before runners are forked from this process
     (so that no runner pays for the imports, and none pays twice)."""
-    from ..engine import pipeline, plan, pool, reader, writer  # noqa: F401
+    from ..engine import feed, pipeline, plan, pool, reader, writer  # noqa: F401
     from ..engine.kernels import load_kernel
+    from ..engine.run import resolve_recon
     from ..hdf5 import read, write  # noqa: F401
-    from . import feed  # noqa: F401
-    from .engine_run import resolve_recon
 
     load_kernel(resolve_recon(settings.recon))
     if settings.png:
@@ -73,7 +72,7 @@ def _internal(exc: BaseException) -> str:
 
 def _make_outputs(job: FileJob, settings: BatchSettings, files_at_once: int) -> Written:
     """Reconstruct ``job`` and write its outputs, or, for a refresh, only its exports."""
-    from .engine_run import pipeline_options, raw_file_source, run_engine
+    from ..engine.run import pipeline_options, raw_file_source, run_engine
     from .outputs import make_stamp, refresh_outputs, write_outputs
 
     if job.refresh:  # images up to date: only the exports or the montage change
@@ -100,7 +99,7 @@ def run_job(job: FileJob, settings: BatchSettings, files_at_once: int = 1) -> Fi
     """Reconstruct one job in this process and write its outputs; never raises for a
     problem of the input (only for Ctrl-C and termination)."""
     from ..engine.kernels import kernel_label
-    from .engine_run import resolve_recon
+    from ..engine.run import resolve_recon
 
     started = time.monotonic()
     host = f"{socket.gethostname()}:{os.getpid()}"

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True, help="pid to die with")
     parser.add_argument("--reply-fd", type=int, required=True, help="where results go")
     args = parser.parse_args(argv)
-    from ..cli.common import single_threaded_math
+    from ..engine.cores import single_threaded_math
     from ..engine.lifetime import die_with_parent
 
     single_threaded_math()

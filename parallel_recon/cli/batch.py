@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from ..engine.cores import single_threaded_math
 from .common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
@@ -21,7 +22,6 @@ from .common import (
     int_range,
     parse_recon_options,
     run_command,
-    single_threaded_math,
 )
 
 __all__ = ["build_parser", "main"]

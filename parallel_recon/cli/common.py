@@ -17,9 +17,10 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, NoReturn
 
-from .. import __version__
 from ..errors import ConfigurationError, InputFileError, ReconError, UsageError
 from ..files import PendingFile, is_disk_full
+from ..files.inputs import is_standard_stream, is_terminal
+from ..version import __version__
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -33,13 +34,11 @@ __all__ = [
     "add_progress_option",
     "add_version_option",
     "int_range",
-    "open_input",
     "open_output",
     "parse_recon_options",
     "port_number",
     "refuse_terminal_output",
     "run_command",
-    "single_threaded_math",
 ]
 
 EXIT_OK = 0
@@ -49,7 +48,6 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 _BUFFER = 1 << 20
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _silence_stdout() -> None:
@@ -80,13 +78,6 @@ def parse_recon_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def single_threaded_math() -> None:
-    """One BLAS/OpenMP thread per process (set before numpy is imported): the pool is the
-    parallelism, and N workers x M threads would only oversubscribe the cores."""
-    for name in _THREAD_VARIABLES:
-        os.environ.setdefault(name, "1")
-
-
 def run_command(prog: str, body: Callable[[], int]) -> int:
     """Run a command body, turning user errors into one stderr line and an exit code
     (2 for a :class:`UsageError`, 1 for any other :class:`ReconError`)."""
@@ -114,47 +105,9 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
         return EXIT_ERROR
 
 
-def _is_std(path: str | None) -> bool:
-    return path is None or path == "-"
-
-
-def _is_terminal(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def open_input(path: str | None, *, file_option: str = "-i FILE") -> Iterator[BinaryIO]:
-    """A buffered binary reader for ``path``, or stdin for None / ``-``.
-
-    Stdin that is a terminal is refused at once (one line saying what is expected) instead
-    of waiting silently for binary data nobody will type; ``file_option`` names the
-    command's way to give a file instead.
-    """
-    if _is_std(path):
-        fd = sys.stdin.fileno()
-        if _is_terminal(fd):
-            raise InputFileError(
-                "standard input is a terminal: expected an MRD stream piped or redirected "
-                f"into it (... | CMD, or CMD < raw.bin), or a file ({file_option})"
-            )
-        with os.fdopen(os.dup(fd), "rb", buffering=_BUFFER) as stdin:
-            yield stdin
-        return
-    assert path is not None
-    try:
-        handle = open(path, "rb", buffering=_BUFFER)  # noqa: SIM115
-    except OSError as exc:
-        raise InputFileError(f"cannot open input {path!r}: {exc.strerror}") from None
-    with handle:
-        yield handle
-
-
 def refuse_terminal_output(path: str | None, force: bool, file_option: str = "-o FILE") -> None:
     """Refuse binary output on a terminal stdout unless forced (gzip's rule)."""
-    if force or not _is_std(path) or not _is_terminal(sys.stdout.fileno()):
+    if force or not is_standard_stream(path) or not is_terminal(sys.stdout.fileno()):
         return
     raise ConfigurationError(
         "binary output is not written to a terminal: redirect standard output (> out.bin), "
@@ -173,7 +126,7 @@ def open_output(
     previous file, if any, is left as it was.  A terminal stdout is refused unless ``force``
     (see :func:`refuse_terminal_output`).
     """
-    if _is_std(path):
+    if is_standard_stream(path):
         refuse_terminal_output(path, force, file_option)
         sink = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=_BUFFER)
         try:

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from ..errors import ConfigurationError
 from ..files import refuse_same_file
+from ..files.inputs import open_input
 from ..progress import Progress, progress_wanted
 from ..protocol import FORMAT_NAMES, GENERATIONS, Message, Notes, open_reader, open_writer
 from ..protocol.decode import HDF5_SIGNATURE, StreamReader, after_close_warning
@@ -28,7 +29,6 @@ from .common import (
     add_force_option,
     add_progress_option,
     add_version_option,
-    open_input,
     open_output,
     run_command,
 )

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import InputFileError, UsageError
 from ..export import FORMATS, ExportInput, export, read_hdf5_input, read_stream_input
 from ..export.supplied import parse_positive_triple
+from ..files.inputs import open_input
 from ..inspect.summary_hdf5 import is_hdf5
 from ..progress import Progress, progress_wanted
 from .common import (
@@ -23,7 +24,6 @@ from .common import (
     OneLineParser,
     add_progress_option,
     add_version_option,
-    open_input,
     run_command,
 )
 

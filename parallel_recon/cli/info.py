@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputFileError, ReconError
+from ..files.inputs import open_input
 from ..hdf5.layout import open_mrd_file
 from ..inspect.summary import summarize_stream
 from ..inspect.summary_hdf5 import is_hdf5, list_mrd_groups, summarize_hdf5_group
 from ..protocol import FORMAT_NAMES
-from .common import EXIT_OK, OneLineParser, add_version_option, open_input, run_command
+from .common import EXIT_OK, OneLineParser, add_version_option, run_command
 
 __all__ = ["build_parser", "collect", "format_text", "main"]
 

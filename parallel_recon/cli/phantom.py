@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import ConfigurationError, UsageError
 from ..files import PendingFile
-from ..hdf5.layout import refuse_non_hdf5_output
+from ..files.inputs import refuse_non_hdf5_output
 from ..phantom import (
     ORIENTATIONS,
     PhantomSpec,

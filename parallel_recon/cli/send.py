@@ -13,6 +13,7 @@ import sys
 
 from ..errors import ReconError
 from ..files import refuse_same_file
+from ..files.inputs import open_input
 from ..net.client import parse_address, send_stream
 from ..progress import Progress, progress_wanted
 from .common import (
@@ -20,7 +21,6 @@ from .common import (
     add_force_option,
     add_progress_option,
     add_version_option,
-    open_input,
     open_output,
     run_command,
 )

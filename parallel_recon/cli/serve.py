@@ -24,6 +24,7 @@ from ..errors import ConfigurationError
 from ..net.server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_PER_ADDRESS,
+    DEFAULT_READY_ENGINES,
     WAITING,
     ReconServer,
     ServerConfig,
@@ -46,6 +47,16 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, found {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, found {text}")
     return value
 
 
@@ -120,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="connections one client address may have open at once; more are refused "
         f"(default {DEFAULT_MAX_PER_ADDRESS})",
+    )
+    parser.add_argument(
+        "--ready-engines",
+        type=_non_negative_int,
+        default=DEFAULT_READY_ENGINES,
+        metavar="N",
+        help="recon processes kept ready, forked from a process that has already imported "
+        "numpy, the engine and the kernels, so a connection's reconstruction starts at "
+        f"once (default {DEFAULT_READY_ENGINES}; 0: start a fresh interpreter per connection)",
     )
     parser.add_argument(
         "--recon",
@@ -207,6 +227,7 @@ def _config(args: argparse.Namespace) -> ServerConfig:
         recon_options=options,
         memory_limit=args.memory_limit,
         max_per_address=args.max_per_address,
+        ready_engines=0 if command else args.ready_engines,
     )
 
 

@@ -18,24 +18,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, OutputFileError, ReconError
 from ..files import PendingFile, refuse_same_file
-from ..hdf5 import MrdHdf5Writer
-from ..hdf5.layout import refuse_non_hdf5_output
+from ..files.inputs import has_hdf5_signature, open_input, refuse_non_hdf5_output
 from ..progress import Progress, progress_wanted
-from ..protocol import Notes, open_reader
-from ..protocol.decode import StreamReader, after_close_warning
-from ..protocol.messages import Text
-from ..protocol.text import printable
 from .common import (
     EXIT_OK,
     OneLineParser,
     add_progress_option,
     add_version_option,
-    open_input,
     run_command,
 )
+
+if TYPE_CHECKING:
+    from ..hdf5 import MrdHdf5Writer
+    from ..protocol.decode import StreamReader
 
 __all__ = ["build_parser", "main"]
 
@@ -85,9 +84,7 @@ def _stored_counts(path: str, group: str) -> dict[str, int]:
     (``data``) -> rows; {} for a new file or group (no data is read)."""
     import h5py
 
-    from ..inspect.summary_hdf5 import is_hdf5
-
-    if not os.path.isfile(path) or not is_hdf5(path):  # never read a FIFO or device output
+    if not os.path.isfile(path) or not has_hdf5_signature(path):  # never a FIFO or device
         return {}
     with h5py.File(path, "r") as handle:
         node = handle.get(group)
@@ -119,6 +116,9 @@ def _report_appends(before: dict[str, int], after: dict[str, int], group: str) -
 def _store(reader: StreamReader, writer: MrdHdf5Writer, progress: Progress) -> ReconError | None:
     """Store messages up to CLOSE; returns the problem that stopped it early, if any (a
     damaged stream, or a message the file cannot take), with what came before it stored."""
+    from ..protocol.messages import Text
+    from ..protocol.text import printable
+
     try:
         for msg in reader:
             if type(msg) is Text:
@@ -137,11 +137,17 @@ def _run(args: argparse.Namespace) -> int:
     refuse_same_file([args.input], [output])
     refuse_non_hdf5_output(output)
     progress = Progress(PROG, enabled=progress_wanted(args.progress), unit="messages")
-    before = _stored_counts(output, args.group)
     with (
         open_input(args.input) as source,
         PendingFile(output, keep_content=True, seekable=True) as pending,
     ):
+        # the copy of an existing file runs in the kernel meanwhile: these imports (numpy,
+        # h5py) are most of this command's start-up
+        from ..hdf5 import MrdHdf5Writer
+        from ..protocol import Notes, open_reader
+        from ..protocol.decode import after_close_warning
+
+        before = _stored_counts(output, args.group)
         notes = Notes()
         reader = open_reader(source, require_close=True, notes=notes)
         writer = MrdHdf5Writer(pending.path, args.group, replace_header=args.replace_header)

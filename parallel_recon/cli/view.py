@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigurationError, InputFileError
 from ..files import refuse_same_file
+from ..files.inputs import open_input
 from ..inspect.montage import MIN_TILE, render_montage
 from ..inspect.montage_sources import ViewOptions, tiles_from_hdf5, tiles_from_stream
 from ..inspect.summary_hdf5 import is_hdf5
@@ -23,7 +24,6 @@ from .common import (
     add_force_option,
     add_version_option,
     int_range,
-    open_input,
     open_output,
     run_command,
 )

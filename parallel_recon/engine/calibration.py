@@ -211,7 +211,8 @@ class CalibrationKeeper:
 
         Waiting cannot deadlock: at most ``layout.keys`` buffers hold live calibrations (one
         per key, see :meth:`_open`), so when none is free the others belong to units in
-        flight, and each comes back once a worker has copied it, whatever the reader does.
+        flight, and each comes back once a worker has finished its unit (a worker never
+        waits for the reader), whatever the reader does.
         """
         self._drain(block=False)
         while not self.free:

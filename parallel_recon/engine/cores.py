@@ -23,7 +23,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["READER_SHARE", "available_cores", "default_workers"]
+__all__ = [
+    "READER_SHARE",
+    "available_cores",
+    "default_workers",
+    "single_threaded_environment",
+    "single_threaded_math",
+]
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 READER_SHARE = 0.4
 """Measured ``R / (R + K)`` of the Cartesian kernel on a 32-coil 2D stream: the most CPU the
@@ -45,3 +53,21 @@ def default_workers(cores: int | None = None, reader_share: float = READER_SHARE
     count = available_cores() if cores is None else max(1, cores)
     reserve = 1 if count >= 3 and count * reader_share >= 1 else 0
     return count - reserve
+
+
+def single_threaded_math() -> None:
+    """One BLAS/OpenMP thread per process (set before numpy is imported): the pool is the
+    parallelism, and N workers x M threads would only oversubscribe the cores."""
+    for name in _THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+
+
+def single_threaded_environment() -> dict[str, str]:
+    """This process's environment with one BLAS/OpenMP thread, for a child that imports
+    numpy before it could call :func:`single_threaded_math` itself (its BLAS must run the
+    same single-threaded kernels as the command line's, or the images differ in the last
+    bits)."""
+    env = dict(os.environ)
+    for name in _THREAD_VARIABLES:
+        env.setdefault(name, "1")
+    return env

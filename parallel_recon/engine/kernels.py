@@ -28,6 +28,7 @@ __all__ = [
     "KernelFunction",
     "NON_CARTESIAN_KERNELS",
     "NON_CARTESIAN_TRAJECTORIES",
+    "calibration_cache_bytes",
     "check_options",
     "check_trajectories",
     "is_non_cartesian",
@@ -37,6 +38,7 @@ __all__ = [
     "kernel_label",
     "kernel_option_defaults",
     "load_kernel",
+    "warm_imports",
 ]
 
 KernelFunction = Callable[..., Any]
@@ -208,6 +210,21 @@ def load_kernel(spec: str) -> KernelFunction:
             "reconstruct(kspace, context) -> list[Image]"
         )
     return function
+
+
+def calibration_cache_bytes(spec: str, plan: Any, coils: int) -> int:
+    """The most bytes the kernel derives from one calibration and shares between workers
+    (its module's ``calibration_cache_bytes(plan, coils)``; 0 when it declares none)."""
+    bound = getattr(_module(spec), "calibration_cache_bytes", None)
+    if not callable(bound):
+        return 0
+    return max(0, int(bound(plan, coils)))
+
+
+def warm_imports(spec: str) -> tuple[str, ...]:
+    """Modules the kernel imports only when it first needs them (its module's optional
+    ``WARM_IMPORTS``), for a long-lived process to import ahead."""
+    return tuple(getattr(_module(spec), "WARM_IMPORTS", ()))
 
 
 def kernel_option_defaults() -> str:

@@ -14,6 +14,7 @@ Children die with the supervisor (``PR_SET_PDEATHSIG``), so none can be orphaned
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -34,12 +35,14 @@ from ..errors import PipelineError, ReconError
 from ..progress import Progress
 from ..protocol import MessageId, Notes, StreamReader, open_reader
 from .calibration import CalibrationKeeper, CalibrationStore
+from .derived import DerivedStore
 from .kernels import (
     check_options,
     check_trajectories,
     is_non_cartesian,
     kernel_label,
     load_kernel,
+    warm_imports,
 )
 from .lifetime import die_with_parent
 from .noise import NoiseBlock, NoiseGate, noise_from_file
@@ -211,6 +214,7 @@ class _Supervisor:
             calibration_lines=opts.calibration_lines,
             non_cartesian=non_cartesian,
             unit_samples=int(typed.get("unit_samples", 0) or 0),
+            kernel=opts.recon,
         )
         layout, slots, calibration = sizes.layout, sizes.kspace_slots, sizes.calibration
         readouts = sizes.readouts
@@ -221,10 +225,16 @@ class _Supervisor:
         store = CalibrationStore(calibration) if calibration.buffers else None
         if store is not None:
             self.rings.append(store.ring)
+            _warm_imports(opts.recon)
+        derived = DerivedStore(self.ctx, sizes.derived) if sizes.derived.entries else None
+        if derived is not None:
+            self.rings.append(derived.ring)
         self.memory = {
             "calibration_buffers": calibration.buffers,
             "calibration_buffer_bytes": calibration.buffer_bytes,
             "calibration_lines_per_buffer": calibration.capacity,
+            "derived_entries": sizes.derived.entries,
+            "derived_entry_bytes": sizes.derived.entry_bytes,
             "memory_limit_bytes": limit,
             "units_per_repetition": sizes.units_per_repetition,
             "kspace_slots": slots,
@@ -238,6 +248,7 @@ class _Supervisor:
         shared.noise = NoiseBlock(self.ctx, layout.coils)
         shared.calibration = store
         shared.readouts = readouts
+        shared.derived = derived
         self.shared = shared
         noise = NoiseGate(
             shared.noise,
@@ -274,6 +285,7 @@ class _Supervisor:
             sink, prelude, shared, self._child_trace(), self.output_generation, opts.prog
         )
         trace.begin("start the processes", "startup")
+        gc.freeze()  # no collection in a child writes to the objects it shares with us
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for role, body in bodies.items():
@@ -283,6 +295,7 @@ class _Supervisor:
                 proc.start()
                 self.procs[role] = proc
         finally:
+            gc.unfreeze()
             self.unlink()
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         source.close()
@@ -400,6 +413,17 @@ def _recon_from_config(opts: PipelineOptions, prelude: Prelude) -> PipelineOptio
     if warning:
         _warn(opts.prog, f"CONFIG_FILE {warning}")
     return replace(opts, recon=kernel)
+
+
+def _warm_imports(spec: str) -> None:
+    """Import, once and before forking, what the kernel would import at its first
+    calibration (GRAPPA: scipy.linalg, a tenth of a second of CPU): otherwise every worker
+    that calibrates a slice pays for it again.  Called only when the header declares
+    parallel imaging, so fully sampled data never pays."""
+    import importlib
+
+    for module in warm_imports(spec):
+        importlib.import_module(module)
 
 
 def _writer_body(
@@ -528,5 +552,6 @@ def _write_run_trace(supervisor: _Supervisor, path: str, profile: dict[str, Any]
             "output_bytes": profile["output"]["bytes"],
             "wall_s": profile["wall_s"],
             "cores": profile["cpu"]["cores"],
+            "origin_monotonic_s": supervisor.origin,
         },
     )

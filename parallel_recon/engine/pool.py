@@ -18,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from parallel_recon.workers.api import Calibration, ReconContext, ReconPlan, UnitInfo
+from parallel_recon.workers.api import (
+    Calibration,
+    LocalCalibrationCache,
+    ReconContext,
+    ReconPlan,
+    UnitInfo,
+)
 from parallel_recon.workers.noise import whiten_lines
 
 from ..errors import PipelineError, ReconError
 from ..protocol import Image, encode_buffers
 from .calibration import CalibrationRef, read_calibration
+from .derived import DerivedCache
 from .kernels import KernelFunction, failure_location, full_traceback
 from .readouts import readout_context
 from .ring import Shared
@@ -105,6 +112,10 @@ class WorkerLoop:
         self.warned: set[str] = set()
         self._whitener: np.ndarray | None = None
         self.trace = trace if trace is not None else NullTrace()
+        self.local_cache = LocalCalibrationCache()
+        """Derived arrays this worker computed outside the shared store."""
+        self.calibrations: dict[str, float] = {"computed": 0, "shared": 0, "own": 0, "cpu_s": 0.0}
+        self.calibration_wait_s = 0.0
 
     def run(self) -> dict[str, Any]:
         """Reconstruct units until the stop marker; returns this worker's statistics."""
@@ -137,6 +148,11 @@ class WorkerLoop:
             "images": self.images,
             "image_queue_fallbacks": self.fallbacks,
             "kernel_choices": dict(self.choices),
+            "calibrations": int(self.calibrations["computed"]),
+            "calibrations_shared": int(self.calibrations["shared"]),
+            "calibrations_unshared": int(self.calibrations["own"]),
+            "calibration_cpu_s": self.calibrations["cpu_s"],
+            "calibration_wait_s": self.calibration_wait_s,
             "trace": trace.events,
         }
 
@@ -153,21 +169,60 @@ class WorkerLoop:
         return self._whitener
 
     def _calibration(self, ref: CalibrationRef | None, coils: int) -> Calibration | None:
-        """A private copy of the unit's calibration; the buffer is released at once."""
+        """A private copy of the unit's calibration (its buffer stays held until the unit
+        is done: the arrays derived from it live in the buffer's entry of the shared store,
+        and a buffer is reused only once every unit holding it has released it)."""
         if ref is None:
             return None
-        calibration = read_calibration(self.shared.calibration, ref, coils)
-        self.shared.calibration_release.put(ref.buffer)
-        return calibration
+        return read_calibration(self.shared.calibration, ref, coils)
+
+    def _derived_cache(self, info: UnitInfo, ref: CalibrationRef | None) -> DerivedCache | None:
+        if ref is None:
+            return None
+        return DerivedCache(
+            self.shared.derived,
+            ref.buffer,
+            ref.version,
+            tuple(info.key[:3]),
+            self.local_cache,
+            self.number,
+            self.calibrations,
+        )
 
     def _unit(self, info: UnitInfo, slot: int, ref: CalibrationRef | None) -> None:
         shared = self.shared
-        if shared.readouts is not None:
+        counts: np.ndarray | None = None
+        cache: DerivedCache | None = None
+        if shared.readouts is not None:  # readouts with trajectories: no calibration
             kspace, context = readout_context(
                 shared.readouts, shared.kspace, slot, self.plan, info, self._prewhitener()
             )
-            self._reconstruct(info, slot, kspace, context, None)
-            return
+        else:
+            kspace, counts, context, cache = self._grid_unit(info, slot, ref)
+        try:
+            buffers, spans = self._reconstruct(kspace, context)
+            self._note(context)
+            self.trace.begin("deliver images", "write")
+            self._deliver(info.sequence, buffers, spans)
+            self.trace.end()
+        finally:  # the images are out: the calibration and its derived arrays may go
+            if ref is not None:
+                shared.calibration_release.put(ref.buffer)
+            if cache is not None:
+                self.calibration_wait_s += cache.wait_s
+        if counts is not None:
+            counts.fill(0)
+        del kspace, counts, context
+        shared.free_slots.put(slot)
+        self.units += 1
+        self.images += len(spans)
+
+    def _grid_unit(
+        self, info: UnitInfo, slot: int, ref: CalibrationRef | None
+    ) -> tuple[np.ndarray, np.ndarray, ReconContext, DerivedCache | None]:
+        """A Cartesian unit made ready for its kernel: unsampled lines cleared, averages
+        divided, prewhitened with its calibration; its k-space, counts, context and cache."""
+        shared = self.shared
         k2, k1, k0 = self.plan.spaces[info.key.encoding_space].kspace_shape
         kspace = shared.kspace.kspace(slot, (k2, k1, info.coils, k0))
         counts = shared.kspace.counts(slot, shared.layout, (k2, k1))
@@ -180,6 +235,7 @@ class WorkerLoop:
             whiten_lines(kspace, whitener, sampled)
             if calibration is not None:
                 whiten_lines(calibration.kspace, whitener, calibration.sampled)
+        cache = self._derived_cache(info, ref)
         context = ReconContext(
             plan=self.plan,
             unit=info,
@@ -187,26 +243,21 @@ class WorkerLoop:
             sampled=sampled,
             whitened=whitener is not None,
             overwrite_kspace=True,
+            calibration_cache=cache,
         )
-        self._reconstruct(info, slot, kspace, context, counts)
+        return kspace, counts, context, cache
 
     def _reconstruct(
-        self,
-        info: UnitInfo,
-        slot: int,
-        kspace: np.ndarray,
-        context: ReconContext,
-        counts: np.ndarray | None,
-    ) -> None:
-        """Run the kernel on a prepared unit, deliver its images, give the slot back."""
-        shared = self.shared
+        self, kspace: np.ndarray, context: ReconContext
+    ) -> tuple[list[bytes | memoryview], list[tuple[int, int]]]:
+        """The kernel's images of one unit, encoded; its failures as one PipelineError."""
+        info = context.unit
         where = describe_unit(info.key, info.sequence)
-        trace = self.trace
         try:
-            trace.begin("kernel", "kernel")
+            self.trace.begin("kernel", "kernel")
             images = self.kernel(kspace, context)
-            trace.end()
-            buffers, spans = self._encode(images, info)
+            self.trace.end()
+            return self._encode(images, info)
         except PipelineError:
             raise
         except ReconError as exc:
@@ -218,16 +269,6 @@ class WorkerLoop:
             )
             failure.detail = full_traceback(exc)
             raise failure from None
-        self._note(context)
-        trace.begin("deliver images", "write")
-        self._deliver(info.sequence, buffers, spans)
-        trace.end()
-        if counts is not None:
-            counts.fill(0)
-        del kspace, counts, context
-        shared.free_slots.put(slot)
-        self.units += 1
-        self.images += len(spans)
 
     def _note(self, context: ReconContext) -> None:
         """Count which kernel ran and why; pass each distinct warning to the supervisor once."""

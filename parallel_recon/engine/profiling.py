@@ -14,8 +14,6 @@ import resource
 import time
 from typing import Any
 
-import psutil
-
 from .cores import available_cores
 
 __all__ = [
@@ -34,7 +32,6 @@ class TreeSampler:
         self.interval = interval
         self.peak_rss = 0
         self.samples = 0
-        self._root = psutil.Process(os.getpid())
         self._last = 0.0
 
     def sample(self, force: bool = False) -> None:
@@ -43,9 +40,12 @@ class TreeSampler:
         if not force and now - self._last < self.interval:
             return
         self._last = now
+        import psutil  # here, not at the top: only a profiled run pays for it
+
         total = 0
+        root = psutil.Process(os.getpid())
         try:
-            processes = [self._root, *self._root.children(recursive=True)]
+            processes = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
         for process in processes:
@@ -135,6 +135,12 @@ def build_profile(
             "cpu_s": [w.get("cpu_s", 0.0) for w in workers],
             "units": [w.get("units", 0) for w in workers],
             "image_queue_fallbacks": sum(w.get("image_queue_fallbacks", 0) for w in workers),
+            "calibrations": sum(w.get("calibrations", 0) for w in workers),
+            "calibrations_per_worker": [w.get("calibrations", 0) for w in workers],
+            "calibrations_shared": sum(w.get("calibrations_shared", 0) for w in workers),
+            "calibrations_unshared": sum(w.get("calibrations_unshared", 0) for w in workers),
+            "calibration_wait_s": sum(w.get("calibration_wait_s", 0.0) for w in workers),
+            "calibration_cpu_s": sum(w.get("calibration_cpu_s", 0.0) for w in workers),
         },
         "writer": {
             "wait_s": writer.get("wait_s", 0.0),
@@ -202,6 +208,8 @@ def format_profile(profile: dict[str, Any], prog: str) -> str:
             f"  calib   {calibration['lines']} calibration lines, {calibration['published']} "
             f"calibrations published into {calibration['buffers']} buffers"
         )
+    if w["calibrations"] or w["calibrations_shared"]:
+        lines.append(_derived_line(w))
     if noise.get("lines") or noise.get("coil_std"):
         lines.append(_noise_line(noise))
     if i["config_messages"] or i["text_messages"] or i["other_messages"]:
@@ -210,6 +218,21 @@ def format_profile(profile: dict[str, Any], prog: str) -> str:
             f"(passed through); {i['other_messages'] or 'no other messages'}"
         )
     return "\n".join(lines)
+
+
+def _derived_line(workers: dict[str, Any]) -> str:
+    """``derived 4 calibrations computed (per worker 2, 2), 60 units served from the shared
+    store ...``: how often the kernels' weights and maps were computed and reused."""
+    per_worker = ", ".join(str(n) for n in workers["calibrations_per_worker"])
+    text = (
+        f"  derived {workers['calibrations']} calibrations computed (per worker {per_worker}, "
+        f"{workers['calibration_cpu_s']:.2f} CPU-s); "
+        f"{workers['calibrations_shared']} units read them from the shared store; waited "
+        f"{workers['calibration_wait_s']:.2f} s for them"
+    )
+    if workers["calibrations_unshared"]:
+        text += f"; {workers['calibrations_unshared']} kept by one worker only"
+    return text
 
 
 def _noise_line(noise: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ import contextlib
 import math
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
@@ -106,7 +105,7 @@ class SharedRing:
     def __init__(self, tag: str, slot_bytes: int, count: int):
         self.slot_bytes = round_to_page(slot_bytes)
         self.count = count
-        name = f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_{tag}"
+        name = f"{SEGMENT_PREFIX}{os.getpid()}_{os.urandom(4).hex()}_{tag}"
         with _untracked():
             self._shm = shared_memory.SharedMemory(
                 name=name, create=True, size=self.slot_bytes * count
@@ -178,9 +177,8 @@ def parse_memory_size(text: str, total: int | None = None) -> int:
 
 
 def _total_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().total)
+    """Physical memory in bytes (what ``free`` reports as total)."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def default_memory_limit() -> int:
@@ -266,6 +264,9 @@ class Shared:
         Non-Cartesian streams: the slots' :class:`~.readouts.ReadoutLayout` (readouts with
         trajectories instead of a grid; ``layout`` then only says the coil count); None for
         Cartesian streams.
+    derived:
+        What kernels derive from each calibration buffer (:class:`~.derived.DerivedStore`,
+        None when none was set aside).
     """
 
     kspace: SharedRing
@@ -286,6 +287,7 @@ class Shared:
     calibration: Any = None
     calibration_release: Any = None
     readouts: Any = None
+    derived: Any = None
 
     CURRENT_FIELDS = 7
 

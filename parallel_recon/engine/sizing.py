@@ -2,9 +2,11 @@
 
 The header (encoding matrices, limits, receiverChannels) and the first acquisition's
 channel count fix every shared block of a run: the k-space slots, the image slots, the
-calibration ring and the noise statistics (``2 + 2 x coils^2`` doubles, which grow with the
-square of the coil count).  All of them count in the memory limit, and every size the stream
-declares is checked first, so that a few kilobytes of header cannot claim gigabytes.
+calibration ring, the arrays kernels derive from calibrations (:mod:`.derived`; their size
+is the kernel's own bound) and the noise statistics (``2 + 2 x coils^2`` doubles, which
+grow with the square of the coil count).  All of them count in the memory limit, and every
+size the stream declares is checked first, so that a few kilobytes of header cannot claim
+gigabytes.
 
 The supervisor allocates exactly what :func:`plan_memory` says; the recon server calls the
 same function to reserve a connection's share of its budget before starting its recon.
@@ -12,12 +14,13 @@ same function to reserve a connection's share of its budget before starting its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from parallel_recon.workers.api import ReconPlan
 
 from ..errors import HeaderError, ProtocolError
 from .calibration import CalibrationLayout, default_capacity
+from .derived import DerivedLayout, entry_bytes
 from .readouts import ReadoutLayout, unit_room
 from .ring import RingLayout, choose_slot_count, round_to_page
 
@@ -120,9 +123,9 @@ def _calibration_layout(
 
     That is what can be live at once: one calibration per (slice, contrast) for units the
     reader has yet to close (a new one retires the old, see ``calibration.py``), and the
-    rest held by units in flight, which the reader waits for (workers release a buffer as
-    soon as they have copied it), so the same store serves any number of repetitions and
-    echoes with any worker count.
+    rest held by units in flight, which the reader waits for (workers release a buffer when
+    their unit is done, never waiting for the reader), so the same store serves any number
+    of repetitions and echoes with any worker count.
 
     Set aside only when the header declares parallel imaging (and the data is Cartesian):
     without it, calibration-only lines are skipped like before and fully sampled data pays
@@ -154,6 +157,9 @@ class MemoryPlan:
     memory_limit: int
     readouts: ReadoutLayout | None = None
     """A non-Cartesian stream's slot layout (readouts with their trajectories), else None."""
+    derived: DerivedLayout = field(default_factory=DerivedLayout)
+    """Arrays derived from calibrations, one entry per calibration buffer (none when the
+    kernel declares no bound, or when they would cost k-space slots)."""
 
     @property
     def kspace_slot_bytes(self) -> int:
@@ -163,7 +169,12 @@ class MemoryPlan:
     @property
     def reserved_bytes(self) -> int:
         """Everything but the k-space slots."""
-        return self.image_slots * self.image_slot_bytes + self.calibration.nbytes + self.noise_bytes
+        return (
+            self.image_slots * self.image_slot_bytes
+            + self.calibration.nbytes
+            + self.derived.nbytes
+            + self.noise_bytes
+        )
 
     @property
     def total_bytes(self) -> int:
@@ -181,11 +192,17 @@ def plan_memory(
     calibration_lines: int | None = None,
     non_cartesian: bool = False,
     unit_samples: int = 0,
+    kernel: str | None = None,
 ) -> MemoryPlan:
     """The shared memory of a run of ``plan`` whose first acquisition has ``first_channels``.
 
     ``non_cartesian`` units are readouts with their trajectories (sized from the header's
     encoded matrix and limits, or ``unit_samples`` samples per coil) instead of grid lines.
+
+    ``kernel`` (its ``--recon`` name or path) sizes the room for the arrays it derives from
+    calibrations, shared by the workers.  That room is set aside only when every k-space
+    slot the run wants still fits beside it: without it each worker computes and keeps its
+    own, which costs CPU but never the ability to stream.
 
     Raises
     ------
@@ -212,17 +229,22 @@ def plan_memory(
     image_bytes = _image_slot_bytes(plan, coils)
     calibration = _calibration_layout(plan, xml, layout, workers, calibration_lines, non_cartesian)
     noise = noise_block_bytes(coils)
+    reserved = images * image_bytes + calibration.nbytes + noise
     slots = choose_slot_count(
         slot_bytes=slot_bytes,
         units_per_repetition=units,
         workers=workers,
         memory_limit=memory_limit,
-        reserved_bytes=images * image_bytes + calibration.nbytes + noise,
+        reserved_bytes=reserved,
         describe=describe,
     )
+    slots = min(slots, MAX_SLOTS)
+    derived = _derived_layout(kernel, plan, coils, calibration.buffers)
+    if reserved + derived.nbytes + slots * slot_bytes > memory_limit:
+        derived = DerivedLayout()
     return MemoryPlan(
         layout=layout,
-        kspace_slots=min(slots, MAX_SLOTS),
+        kspace_slots=slots,
         image_slots=images,
         image_slot_bytes=image_bytes,
         calibration=calibration,
@@ -230,4 +252,15 @@ def plan_memory(
         units_per_repetition=units,
         memory_limit=memory_limit,
         readouts=readouts,
+        derived=derived,
     )
+
+
+def _derived_layout(kernel: str | None, plan: ReconPlan, coils: int, buffers: int) -> DerivedLayout:
+    """One entry per calibration buffer, of the kernel's declared size (none without one)."""
+    if kernel is None or not buffers:
+        return DerivedLayout()
+    from .kernels import calibration_cache_bytes
+
+    size = entry_bytes(calibration_cache_bytes(kernel, plan, coils))
+    return DerivedLayout(buffers, size) if size else DerivedLayout()

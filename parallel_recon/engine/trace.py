@@ -151,14 +151,20 @@ def make_trace(enabled: bool, origin: float) -> Trace:
 
 
 def process_start_monotonic() -> float | None:
-    """When this process started, on the ``time.monotonic()`` clock (None if unknown)."""
-    try:
-        import psutil
+    """When this process started, on the ``time.monotonic()`` clock (None if unknown).
 
-        created = psutil.Process().create_time()
-    except Exception:
+    From the kernel's start time of the process (``/proc/self/stat``, in clock ticks since
+    boot: 10 ms steps) against ``CLOCK_BOOTTIME``, the clock it is counted on; the wall
+    clock's boot time would be off by up to a second.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat(5)
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
-    return time.monotonic() - (time.time() - created)
+    return time.monotonic() - age
 
 
 def write_trace(path: str, events: list[dict[str, Any]], metadata: dict[str, Any]) -> None:

@@ -30,8 +30,8 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from .. import __version__
 from ..files import pending_folder
+from ..version import __version__
 from .geometry import ImageGeometry, Plane
 from .inputs import TICK_MS, ExportInput, ImageSeries
 from .pixels import Part, Scaling, choose_scaling, image_parts, meta_rescale

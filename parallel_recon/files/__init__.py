@@ -9,14 +9,16 @@ nothing that was there, and no command writes over one of its own inputs.
   whatever the names, links and standard streams say).
 - :class:`SpaceReservation`: disk space claimed before it is written, so that a full disk
   is a clean error instead of a half-written file.
+- :mod:`.inputs`: opening an input (a file or stdin) and telling what a file holds.
+
+Names are imported on first use: every command opens files, and none should pay for the
+modules of the others before its first byte.
 """
 
 from __future__ import annotations
 
-from .folder import pending_folder
-from .pending import PendingFile, disk_full_message
-from .same_file import refuse_same_file
-from .space import SpaceReservation, is_disk_full
+import importlib
+from typing import Any
 
 __all__ = [
     "PendingFile",
@@ -26,3 +28,18 @@ __all__ = [
     "pending_folder",
     "refuse_same_file",
 ]
+
+_HOME = {
+    "PendingFile": "pending",
+    "SpaceReservation": "space",
+    "disk_full_message": "pending",
+    "is_disk_full": "space",
+    "pending_folder": "folder",
+    "refuse_same_file": "same_file",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)

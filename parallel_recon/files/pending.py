@@ -5,7 +5,10 @@ the same folder and renamed over ``NAME`` at the end (a rename within one filesy
 atomic), so an error, a full disk, Ctrl-C or a crash leaves either the previous file or
 none.  An append starts from a copy of the existing file, so a failed append leaves the
 original untouched, byte for byte; the price is the copy (time and free space for one more
-copy of the file while the append runs).
+copy of the file while the append runs).  The copy is made by a thread, in the kernel, while
+the command goes on with its start-up (the first use of :attr:`PendingFile.path` waits for
+it): a reflink where the filesystem shares blocks between files (Btrfs, XFS: no data is
+copied until one of them changes), else ``sendfile``.
 
 The replaced file keeps its path (a symbolic link keeps pointing at it: the file the link
 names is replaced), its permission bits and, where allowed, its owner; a hard link elsewhere
@@ -22,10 +25,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
-import shutil
 import stat
-import tempfile
+import threading
 from pathlib import Path
 from types import TracebackType
 
@@ -72,7 +73,8 @@ class PendingFile:
         regular file (``/dev/null``, a FIFO) is then written through a temporary file in
         the system's temporary folder, copied through the target when complete.
 
-    Write to :attr:`path`, then :meth:`commit`.  As a context manager it commits when the
+    Write to :attr:`path` (which waits for the copy of an existing file), then
+    :meth:`commit`.  As a context manager it commits when the
     block ends normally and discards on any exception; a disk-full OSError then becomes one
     :class:`OutputFileError` line that also says what became of the target.
     """
@@ -101,11 +103,33 @@ class PendingFile:
         """The target is a device, FIFO or socket: written in place, nothing to rename."""
         self._old = info
         self._open = not self.direct
-        folder = Path(tempfile.gettempdir()) if self.staged else self.target.parent
-        self.path = self.target if self.direct else self._create_temporary(folder)
-        """Where to write."""
+        folder = self.target.parent
+        if self.staged:
+            import tempfile
+
+            folder = Path(tempfile.gettempdir())
+        self._path = self.target if self.direct else self._create_temporary(folder)
+        self._copying: threading.Thread | None = None
+        self._copy_error: OutputFileError | None = None
         if keep_content and self.existed and info is not None and info.st_size > 0:
-            self._copy_existing(info.st_size)
+            self._copying = threading.Thread(
+                target=self._copy_existing, args=(info.st_size,), name="copy", daemon=True
+            )
+            self._copying.start()
+
+    @property
+    def path(self) -> Path:
+        """Where to write (for an append: once the copy of the existing file is complete;
+        a copy that failed raises its error here)."""
+        self._wait_for_copy()
+        return self._path
+
+    def _wait_for_copy(self) -> None:
+        copying, self._copying = self._copying, None
+        if copying is not None:
+            copying.join()
+        if self._copy_error is not None:
+            raise self._copy_error
 
     # ----------------------------------------------------------------- state
     @property
@@ -121,6 +145,7 @@ class PendingFile:
 
     def commit(self) -> None:
         """Rename the new version over the target (keeping the old file's mode and owner)."""
+        self._wait_for_copy()
         if not self._open:
             return
         self._open = False
@@ -130,10 +155,10 @@ class PendingFile:
         old = self._old
         try:
             if old is not None:
-                os.chmod(self.path, stat.S_IMODE(old.st_mode))
+                os.chmod(self._path, stat.S_IMODE(old.st_mode))
                 with contextlib.suppress(PermissionError):
-                    os.chown(self.path, old.st_uid, old.st_gid)
-            os.replace(self.path, self.target)
+                    os.chown(self._path, old.st_uid, old.st_gid)
+            os.replace(self._path, self.target)
         except OSError as exc:
             self._remove()
             raise OutputFileError(
@@ -142,6 +167,8 @@ class PendingFile:
 
     def discard(self) -> None:
         """Remove the new version; the target stays as it was (or absent)."""
+        with contextlib.suppress(OutputFileError):
+            self._wait_for_copy()  # a copy still running would write on after the unlink
         if self._open:
             self._open = False
             self._remove()
@@ -167,12 +194,14 @@ class PendingFile:
     # --------------------------------------------------------------- helpers
     def _remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(self._path)
 
     def _copy_through(self) -> None:
         """Copy the finished temporary file through the device or FIFO, then remove it."""
+        import shutil
+
         try:
-            with open(self.path, "rb") as source, open(self.target, "wb") as sink:
+            with open(self._path, "rb") as source, open(self.target, "wb") as sink:
                 shutil.copyfileobj(source, sink, _COPY_CHUNK)
         except OSError as exc:
             raise OutputFileError(
@@ -187,7 +216,7 @@ class PendingFile:
                 f"cannot write {self.name!r}: folder {str(folder)!r} does not exist"
             )
         for _ in range(_TRIES):
-            path = folder / f".{self.target.name}.{secrets.token_hex(4)}{_SUFFIX}{self._suffix}"
+            path = folder / f".{self.target.name}.{os.urandom(4).hex()}{_SUFFIX}{self._suffix}"
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
             except FileExistsError:
@@ -205,25 +234,47 @@ class PendingFile:
         raise OutputFileError(f"cannot create a temporary file beside {self.name!r}")
 
     def _copy_existing(self, size: int) -> None:
-        """Copy the target to the new version (an append), or fail leaving both as they were."""
+        """Copy the target to the new version (an append), in a thread; a failure leaves both
+        as they were and is raised by the next use of :attr:`path`."""
+        import shutil
+
         try:
-            if size > free_bytes(self.target.parent):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
-            shutil.copyfile(self.target, self.path)
+            if not _reflink(self.target, self._path):
+                if size > free_bytes(self.target.parent):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self._path))
+                shutil.copyfile(self.target, self._path)
         except OSError as exc:
             self._open = False
             self._remove()
             if is_disk_full(exc):
-                raise OutputFileError(
+                self._copy_error = OutputFileError(
                     disk_full_message(
                         self.name,
                         self.target.parent,
                         f"appending needs room for a copy of it ({_human(size)}); {self.outcome}",
                     )
-                ) from None
-            raise OutputFileError(
-                f"cannot copy {self.name!r} to append to it: {exc.strerror}; {self.outcome}"
-            ) from None
+                )
+            else:
+                self._copy_error = OutputFileError(
+                    f"cannot copy {self.name!r} to append to it: {exc.strerror}; {self.outcome}"
+                )
+
+
+_FICLONE = 0x40049409
+"""``ioctl(dest, FICLONE, source)`` (linux/fs.h): dest shares source's blocks."""
+
+
+def _reflink(source: Path, dest: Path) -> bool:
+    """Make ``dest`` a copy-on-write clone of ``source``; False where the filesystem (or the
+    system) cannot, and nothing was changed."""
+    import fcntl
+
+    try:
+        with open(source, "rb") as src, open(dest, "r+b") as dst:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+    except OSError:
+        return False
+    return True
 
 
 def _stat(path: Path) -> os.stat_result | None:

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputFileError
+from ..files.inputs import refuse_non_hdf5_output
 from ..protocol.layout import (
     ACQUISITION_HEADER_DTYPE,
     DATA_TYPE_TO_DTYPE,
@@ -48,7 +49,6 @@ __all__ = [
     "ndarray_name",
     "open_group",
     "open_mrd_file",
-    "refuse_non_hdf5_output",
     "to_file_pixels",
 ]
 
@@ -154,16 +154,6 @@ def open_mrd_file(path: str | Path, mode: str = "r") -> Iterator[h5py.File]:
         raise InputFileError(f"cannot open HDF5 file {str(path)!r}: {exc}") from None
     with handle:
         yield handle
-
-
-def refuse_non_hdf5_output(path: str | Path) -> None:
-    """Refuse to write HDF5 into an existing, non-empty file that is not HDF5 (a stream,
-    notes): it is someone's data, not an older version of this output."""
-    path = Path(path)
-    if path.is_file() and path.stat().st_size > 0 and not h5py.is_hdf5(path):
-        raise InputFileError(
-            f"output {str(path)!r} exists and is not an HDF5 file; refusing to overwrite it"
-        )
 
 
 def list_groups(path: str | Path) -> list[str]:

@@ -9,7 +9,9 @@ CONFIG_TEXT and TEXT messages are appended to the vlen string datasets ``config_
 Existing content is never changed: a group's XML header describes the data stored under
 it, so a different header is refused (unless ``replace_header``).  Disk space for every
 block is claimed before the block is written (:class:`~parallel_recon.files.SpaceReservation`):
-the HDF5 library cannot recover from a write that fails on a full disk.
+the HDF5 library cannot recover from a write that fails on a full disk.  Acquisitions are
+copied into a reused block buffer and written from it with one call per block
+(:mod:`.acquisition_block`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import numpy as np
 from ..errors import InputFileError, ReconError
 from ..files import SpaceReservation
 from ..protocol.layout import (
-    ACQUISITION_HEADER_DTYPE,
     DTYPE_TO_DATA_TYPE,
     IMAGE_HEADER_DTYPE,
     WAVEFORM_HEADER_DTYPE,
@@ -42,6 +43,7 @@ from ..protocol.messages import (
     Text,
     Waveform,
 )
+from .acquisition_block import AcquisitionBlock, BlockWrite
 from .layout import (
     ACQUISITION_FILE_DTYPE,
     ACQUISITIONS,
@@ -62,6 +64,9 @@ __all__ = ["MrdHdf5Writer"]
 
 _BLOCK_ROWS = 4096
 _BLOCK_BYTES = 64 << 20
+_ACQUISITION_BLOCK_BYTES = 16 << 20
+"""Samples of one acquisition block: small enough to stay warm in memory, large enough that
+a block is thousands of small readouts or a hundred large ones."""
 _ROW_CHUNK = 1024
 
 # Disk space claimed before each append (tests/test_hdf5_space.py checks these bounds
@@ -91,19 +96,56 @@ def _claim_for_append(
 ) -> None:
     """Claim the disk space that appending ``rows`` (plus ``heap_bytes`` of variable-length
     data) to ``dataset`` (None: a new one with ``chunks``) can take, before it is written."""
+    _claim_rows(space, dataset, len(rows), rows.dtype, rows.shape[1:], chunks, heap_bytes)
+
+
+def _claim_rows(
+    space: SpaceReservation,
+    dataset: h5py.Dataset | None,
+    count: int,
+    dtype: np.dtype,
+    item_shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    heap_bytes: int,
+) -> None:
+    """:func:`_claim_for_append` for ``count`` rows of ``dtype`` items of ``item_shape``."""
     start = 0 if dataset is None else len(dataset)
     chunk_rows = chunks[0] if dataset is None else (dataset.chunks or chunks)[0]
-    new_chunks = -(-(start + len(rows)) // chunk_rows) - -(-start // chunk_rows)
-    row_bytes = rows.dtype.itemsize * int(np.prod(rows.shape[1:], dtype=np.int64))
-    if rows.dtype.hasobject:
+    new_chunks = -(-(start + count) // chunk_rows) - -(-start // chunk_rows)
+    row_bytes = dtype.itemsize * int(np.prod(item_shape, dtype=np.int64))
+    if dtype.hasobject:
         row_bytes *= 2  # variable-length references are wider in the file than in memory
-    per_object = _HEAP_OBJECT_BYTES * len(rows) if rows.dtype.hasobject else 0
+    per_object = _HEAP_OBJECT_BYTES * count if dtype.hasobject else 0
     space.grow(
         new_chunks * (chunk_rows * row_bytes + _CHUNK_INDEX_BYTES)
         + int(heap_bytes * _HEAP_FACTOR)
         + 2 * per_object
         + (_DATASET_BYTES if dataset is None else 0)
     )
+
+
+def _create_rows(
+    group: h5py.Group,
+    name: str,
+    dtype: np.dtype,
+    item_shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+) -> h5py.Dataset:
+    return group.create_dataset(
+        name,
+        shape=(0, *item_shape),
+        maxshape=(None, *item_shape),
+        dtype=dtype,
+        chunks=chunks,
+    )
+
+
+def _refuse_other_shape(dataset: h5py.Dataset | None, item_shape: tuple[int, ...]) -> None:
+    if dataset is not None and dataset.shape[1:] != item_shape:
+        raise InputFileError(
+            f"cannot append to {dataset.name!r}: it holds items of shape {dataset.shape[1:]}, "
+            f"the new ones have shape {item_shape}"
+        )
 
 
 def _append(
@@ -117,20 +159,10 @@ def _append(
     """Append ``rows`` along axis 0 of ``group[name]``, creating it when missing; the disk
     space is claimed first (``heap_bytes``: the variable-length data the rows carry)."""
     dataset = group.get(name)
-    if dataset is not None and dataset.shape[1:] != rows.shape[1:]:
-        raise InputFileError(
-            f"cannot append to {dataset.name!r}: it holds items of shape {dataset.shape[1:]}, "
-            f"the new ones have shape {rows.shape[1:]}"
-        )
+    _refuse_other_shape(dataset, rows.shape[1:])
     _claim_for_append(space, dataset, rows, chunks, heap_bytes)
     if dataset is None:
-        dataset = group.create_dataset(
-            name,
-            shape=(0, *rows.shape[1:]),
-            maxshape=(None, *rows.shape[1:]),
-            dtype=rows.dtype,
-            chunks=chunks,
-        )
+        dataset = _create_rows(group, name, rows.dtype, rows.shape[1:], chunks)
     start = len(dataset)
     dataset.resize(start + len(rows), axis=0)
     dataset[start:] = rows
@@ -202,7 +234,10 @@ class MrdHdf5Writer:
             raise
         self._replace_header = replace_header
         self._group = self._file.require_group(group)
-        self._acq: tuple[list[bytes], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        self._acq = AcquisitionBlock(_ACQUISITION_BLOCK_BYTES, _BLOCK_ROWS)
+        self._spare = AcquisitionBlock(_ACQUISITION_BLOCK_BYTES, _BLOCK_ROWS)
+        self._writing: BlockWrite | None = None
+        """The block of acquisitions a thread is writing while the next one fills."""
         self._wfm: tuple[list[bytes], list[np.ndarray]] = ([], [])
         self._images: dict[int, _ImageSeries] = {}
         self._pending_rows = 0
@@ -224,11 +259,13 @@ class MrdHdf5Writer:
     # ----------------------------------------------------------------- public
     def write(self, msg: Message) -> None:
         """Store one message (buffered; see :meth:`flush`)."""
+        if type(msg) is Acquisition and not self._acq.fits(msg.data.nbytes + msg.traj.nbytes):
+            self._flush()
         self._writers[type(msg)](msg)
         name = type(msg).__name__
         self.counts[name] = self.counts.get(name, 0) + 1
         if self._pending_rows >= _BLOCK_ROWS or self._pending_bytes >= _BLOCK_BYTES:
-            self.flush()
+            self._flush()
 
     def write_all(self, messages: Iterable[Message]) -> None:
         """Store every message of an iterable."""
@@ -237,6 +274,12 @@ class MrdHdf5Writer:
 
     def flush(self) -> None:
         """Append everything buffered to the file (its disk space claimed first)."""
+        self._flush()
+        self._wait_for_block()
+
+    def _flush(self) -> None:
+        """Append everything buffered; the last block of acquisitions may still be being
+        written by its thread when this returns."""
         self._pending_rows = self._pending_bytes = 0
         self._flush_acquisitions()
         self._flush_waveforms()
@@ -254,7 +297,9 @@ class MrdHdf5Writer:
 
     def abort(self) -> None:
         """Close the file without writing what is buffered (after a failure elsewhere)."""
-        self._acq = ([], [], [])
+        with contextlib.suppress(BaseException):
+            self._wait_for_block()
+        self._acq.clear()
         self._wfm = ([], [])
         self._images.clear()
         with contextlib.suppress(Exception):
@@ -306,10 +351,8 @@ class MrdHdf5Writer:
         dataset[0] = xml.encode("utf-8")
 
     def _write_acquisition(self, msg: Acquisition) -> None:
-        heads, trajs, datas = self._acq
-        heads.append(msg.head.tobytes())
-        trajs.append(np.ascontiguousarray(msg.traj, dtype=np.float32).reshape(-1))
-        datas.append(np.ascontiguousarray(msg.data, dtype=np.complex64).view(np.float32).ravel())
+        traj = np.asarray(msg.traj, dtype=np.float32)
+        self._acq.add(msg.head, traj, np.asarray(msg.data, dtype=np.complex64))
         self._pending(msg.data.nbytes + msg.traj.nbytes)
 
     def _write_waveform(self, msg: Waveform) -> None:
@@ -344,17 +387,27 @@ class MrdHdf5Writer:
 
     # ----------------------------------------------------------------- blocks
     def _flush_acquisitions(self) -> None:
-        heads, trajs, datas = self._acq
-        if not heads:
+        block = self._acq
+        if not block.count:
             return
-        rows = np.empty(len(heads), ACQUISITION_FILE_DTYPE)
-        rows["head"] = np.frombuffer(b"".join(heads), ACQUISITION_HEADER_DTYPE)
-        rows["traj"] = _object_column(trajs)
-        rows["data"] = _object_column(datas)
-        heap = sum(a.nbytes for a in trajs) + sum(a.nbytes for a in datas)
-        _append(self._group, ACQUISITIONS, rows, (_ROW_CHUNK,), self._space, heap)
-        for pending in self._acq:
-            pending.clear()
+        dataset = self._group.get(ACQUISITIONS)
+        _refuse_other_shape(dataset, ())
+        chunks = (_ROW_CHUNK,)
+        heap = int(block.lengths[: block.count].sum()) * 4
+        _claim_rows(self._space, dataset, block.count, ACQUISITION_FILE_DTYPE, (), chunks, heap)
+        if dataset is None:
+            dataset = _create_rows(self._group, ACQUISITIONS, ACQUISITION_FILE_DTYPE, (), chunks)
+        self._wait_for_block()  # the previous block is written: rows go in order
+        start = len(dataset)
+        dataset.resize(start + block.count, axis=0)
+        self._writing = BlockWrite(block, dataset, start)
+        self._acq, self._spare = self._spare, block
+
+    def _wait_for_block(self) -> None:
+        """Wait until the block a thread is writing is written (raising its error)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.wait()
 
     def _flush_waveforms(self) -> None:
         heads, datas = self._wfm

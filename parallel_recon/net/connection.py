@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol
 
 from ..errors import ProtocolError, ReconError, TruncatedStreamError
 from ..protocol import MessageId, Text, encode_message, open_reader, skip_message
@@ -41,7 +41,7 @@ from .client import TeeReader
 from .opening import NoHeader, Opening, read_opening
 from .wire import MIN_PROGRESS_BYTES, Stalled, Wire, client_gone
 
-__all__ = ["OUTCOMES", "Connection", "ConnectionReport", "MemoryRefusal"]
+__all__ = ["OUTCOMES", "ChildProcess", "Connection", "ConnectionReport", "MemoryRefusal", "popen"]
 
 OUTCOMES = {
     "ok": "the reply was complete and the client took it",
@@ -64,6 +64,33 @@ _STDERR_KEEP = 64 << 10
 _CHILD_EXIT_WAIT = 10.0
 _LINGER = 1.0
 _CHUNK = 1 << 20
+
+
+class ChildProcess(Protocol):
+    """What a connection needs of its recon process: a ``subprocess.Popen``, or an engine of
+    the server's ready pool (:class:`~.engines.PooledChild`)."""
+
+    pid: int
+    stdin: IO[bytes] | None
+    stdout: IO[bytes] | None
+    stderr: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def terminate(self) -> None: ...
+
+
+def popen(command: Sequence[str]) -> ChildProcess:
+    """Start ``command`` as a fresh process in a session of its own, piped both ways."""
+    return subprocess.Popen(
+        list(command),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 class MemoryRefusal(ReconError):
@@ -134,6 +161,8 @@ class Connection:
         The accepted socket and its ``host:port``.
     command:
         The child's command line for the chosen kernel and its memory (bytes).
+    spawn:
+        Starts that command line (:func:`popen`, or the server's ready engines).
     choose:
         The kernel for the opening (its config name), '' for a filter.
     memory:
@@ -153,6 +182,7 @@ class Connection:
         peer: str,
         *,
         command: Callable[[str, int], Sequence[str]],
+        spawn: Callable[[Sequence[str]], ChildProcess] = popen,
         choose: Callable[[Opening], str],
         memory: Callable[[Opening, str], int],
         admission: Admission,
@@ -161,8 +191,9 @@ class Connection:
     ):
         self.sock = sock
         self.report = ConnectionReport(peer=peer)
-        self.child: subprocess.Popen[bytes] | None = None
+        self.child: ChildProcess | None = None
         self._command = command
+        self._spawn = spawn
         self._choose = choose
         self._memory = memory
         self._admission = admission
@@ -275,13 +306,7 @@ class Connection:
         try:
             with self._lock:  # against interrupt_waiting(): a child, or a stop, not both
                 if not self.stopping:
-                    self.child = subprocess.Popen(
-                        command,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        start_new_session=True,
-                    )
+                    self.child = self._spawn(command)
         except OSError as exc:
             self._fail(f"error: cannot start {command[0]!r}: {exc.strerror or exc}")
             return

@@ -8,6 +8,12 @@ supervisor cleans up its workers and shared memory.  Children start isolated fro
 server's working directory (``python -I``): a ``psutil.py`` in the folder the server was
 started from is never imported.
 
+The recon child is not a fresh interpreter: the server keeps ``ready_engines`` processes
+forked from a fork server that has already imported numpy, the engine and the kernels
+(:mod:`.engines`, :mod:`.forkserver`), and hands each connection to one of them, so a scan's
+first image is not delayed by the interpreter's start-up.  With ``ready_engines=0`` (or when
+the fork server is gone) each recon starts cold, as ``python -I -c ... mrd_stream_recon``.
+
 What a client can take is bounded before it takes it:
 
 - connections are accepted as they arrive (none waits unseen in the listen backlog); more
@@ -45,17 +51,20 @@ from ..engine.kernels import KERNELS
 from ..errors import MemoryLimitError
 from ..protocol import Text, encode_message
 from .admission import Admission
-from .connection import Connection, ConnectionReport, MemoryRefusal
+from .connection import ChildProcess, Connection, ConnectionReport, MemoryRefusal, popen
+from .engines import EnginePool, EnginesGone
 from .opening import Opening
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PER_ADDRESS",
+    "DEFAULT_READY_ENGINES",
     "WAITING",
     "ConnectionReport",
     "ReconServer",
     "ServerConfig",
     "choose_kernel",
+    "recon_arguments",
     "recon_command",
 ]
 
@@ -69,7 +78,12 @@ WAITING = 64
 """Connections open beyond ``max_connections`` (waiting for their header, a slot or memory);
 more are refused at once."""
 
+DEFAULT_READY_ENGINES = 2
+"""Engines kept ready, forked from the fork server (``--ready-engines``)."""
+
 _CHILD_EXIT_WAIT = 10.0
+_ENGINES_READY_S = 60.0
+_RECON_ENTRY = "parallel_recon.cli.recon:main"
 _RECON_MAIN = "import sys; from parallel_recon.cli.recon import main; sys.exit(main())"
 
 
@@ -101,6 +115,8 @@ class ServerConfig:
     """Shared memory for all connections together, in bytes (None: the recon's default)."""
     max_per_address: int = DEFAULT_MAX_PER_ADDRESS
     """Connections one client address may have open at once."""
+    ready_engines: int = DEFAULT_READY_ENGINES
+    """Recon processes kept ready, forked from an imported process (0: start each cold)."""
 
 
 def choose_kernel(config_name: str | None, config: ServerConfig) -> str:
@@ -118,20 +134,30 @@ def choose_kernel(config_name: str | None, config: ServerConfig) -> str:
     return config.recon
 
 
-def recon_command(config: ServerConfig, kernel: str, memory: int) -> list[str]:
-    """The child command line for one connection, with its share of the budget.
+def recon_arguments(config: ServerConfig, kernel: str, memory: int) -> list[str]:
+    """``mrd_stream_recon``'s arguments for one connection, with its share of the budget."""
+    args = ["--recon", kernel, "--workers", str(config.workers), "--memory-limit", str(memory)]
+    args += ["--image-type", config.image_type]
+    for key, value in config.recon_options.items():
+        args += ["--recon-option", f"{key}={value}"]
+    return args
+
+
+def _cold_recon() -> list[str]:
+    """A fresh interpreter running ``mrd_stream_recon``.
 
     ``-I``: the child's imports never come from the server's working directory (nor from
     PYTHONPATH or the user's site folder), whatever files are there.
     """
+    return [sys.executable, "-I", "-c", _RECON_MAIN]
+
+
+def recon_command(config: ServerConfig, kernel: str, memory: int) -> list[str]:
+    """The child command line for one connection started cold (the filter's, with
+    ``command``)."""
     if config.command:
         return list(config.command)
-    cmd = [sys.executable, "-I", "-c", _RECON_MAIN, "--recon", kernel]
-    cmd += ["--workers", str(config.workers), "--memory-limit", str(memory)]
-    cmd += ["--image-type", config.image_type]
-    for key, value in config.recon_options.items():
-        cmd += ["--recon-option", f"{key}={value}"]
-    return cmd
+    return [*_cold_recon(), *recon_arguments(config, kernel, memory)]
 
 
 def _mib(nbytes: int) -> str:
@@ -168,6 +194,7 @@ def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: 
             memory_limit=budget,
             non_cartesian=is_non_cartesian(kernel, trajectories, opening.first_trajectory_dims),
             unit_samples=int(config.recon_options.get("unit_samples", 0) or 0),
+            kernel=kernel,
         )
     except MemoryLimitError as exc:
         needed = _mib(exc.needed_bytes)
@@ -179,6 +206,25 @@ def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: 
             f"{needed} of shared memory",
         ) from None
     return sizes.total_bytes
+
+
+_REFUSED_INPUT = 1 << 20
+
+
+def _discard_arrived(sock: socket.socket) -> None:
+    """Read away what a refused client has already sent (at most 1 MiB, without waiting):
+    closing a socket with unread input sends a reset, which can destroy the TEXT telling
+    the client why before it has read it."""
+    buffer = bytearray(64 << 10)
+    taken = 0
+    while taken < _REFUSED_INPUT:
+        try:
+            count = sock.recv_into(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not count:
+            return
+        taken += count
 
 
 class ReconServer:
@@ -202,6 +248,23 @@ class ReconServer:
         self._stopping = threading.Event()
         self._force = threading.Event()
         self._next_id = 0
+        self._cold_warned = False
+        self.pool: EnginePool | None = None
+        if not config.command and config.ready_engines > 0:
+            self.pool = self._start_engines()
+
+    def _start_engines(self) -> EnginePool | None:
+        """The fork server with its first engines ready (None, logged, when it fails: the
+        recons then start cold)."""
+        config = self.config
+        kernels = dict.fromkeys([config.recon, *config.config_map.values()])
+        pool = EnginePool(_RECON_ENTRY, list(kernels), config.ready_engines, self.say)
+        if not pool.wait_ready(_ENGINES_READY_S):
+            pool.close()
+            self._cold_warned = True
+            self.say("the fork server did not start: starting each recon cold")
+            return None
+        return pool
 
     def say(self, text: str) -> None:
         """One log line on the server's stderr."""
@@ -248,6 +311,12 @@ class ReconServer:
 
     def serve_forever(self) -> None:
         """Accept until :meth:`request_stop`, then drain running connections."""
+        if self.pool is not None:
+            pids = ", ".join(map(str, self.pool.ready_pids))
+            self.say(
+                f"{len(self.pool.ready_pids)} ready engines (pids {pids}), forked from a "
+                "process that has imported the recon"
+            )
         previous = self._wake_on_signals()
         try:
             while self._wait_readable():
@@ -261,6 +330,8 @@ class ReconServer:
             self._drain()
             if previous is not None:
                 signal.set_wakeup_fd(previous)
+            if self.pool is not None:
+                self.pool.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
 
@@ -292,6 +363,7 @@ class ReconServer:
             sock.setblocking(False)
             sock.send(encode_message(Text(f"error: {tell}; try again later")))
             sock.shutdown(socket.SHUT_WR)
+            _discard_arrived(sock)
         sock.close()
         self.say(ConnectionReport(peer=peer, outcome=f"refused: {why}").line())
 
@@ -303,6 +375,7 @@ class ReconServer:
             sock,
             peer,
             command=lambda kernel, memory: recon_command(config, kernel, memory),
+            spawn=self._spawn,
             choose=lambda opening: (
                 "" if config.command else choose_kernel(opening.config_name, config)
             ),
@@ -316,6 +389,18 @@ class ReconServer:
         thread = threading.Thread(target=self._handle, args=(ident, host, conn), daemon=True)
         self._active[ident] = (thread, conn)
         thread.start()
+
+    def _spawn(self, command: Sequence[str]) -> ChildProcess:
+        """A ready engine for a recon command line, else a cold start of it."""
+        cold = _cold_recon()
+        if self.pool is not None and list(command[: len(cold)]) == cold:
+            try:
+                return self.pool.spawn(list(command[len(cold) :]))
+            except EnginesGone as exc:
+                if not self._cold_warned:
+                    self._cold_warned = True
+                    self.say(f"no ready engines ({exc}): starting each recon cold")
+        return popen(command)
 
     def _handle(self, ident: int, host: str, conn: Connection) -> None:
         try:

@@ -7,15 +7,14 @@ from .generate import (
     ground_truth,
     iter_messages,
     noise_covariance,
-    noise_std,
     object_volume,
-    slice_order,
     write_hdf5,
     write_stream,
 )
 from .geometry import ORIENTATIONS, marker_position, marker_voxel, voxel_position
-from .noncartesian import readout_count, readout_samples, readout_trajectories
-from .spec import TRAJECTORIES, PhantomSpec, acquired_lines
+from .noncartesian import readout_samples, readout_trajectories
+from .scan import noise_std, slice_order
+from .spec import TRAJECTORIES, PhantomSpec, acquired_lines, readout_count
 
 __all__ = [
     "ORIENTATIONS",

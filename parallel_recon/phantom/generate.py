@@ -22,18 +22,29 @@ import scipy.fft
 
 from ..protocol.encode import StreamWriter
 from ..protocol.layout import AcquisitionFlag
-from ..protocol.messages import Acquisition, Header, Message, new_acquisition_head
+from ..protocol.messages import Acquisition, Header, Message
 from .coils import coil_sensitivities, coil_sensitivities_3d
-from .geometry import MARKER_VALUE, directions, marker_voxel, slice_centre
+from .geometry import MARKER_VALUE, marker_voxel, slice_centre
 from .header import header_xml
-from .header import repetition_time_ms as _tr_ms
-from .noncartesian import noncartesian_ground_truth, readout_count
+from .noncartesian import noncartesian_ground_truth
+from .scan import (
+    CACHE_BYTES,
+    SAMPLE_TIME_US,
+    Scan,
+    coil_correlation,
+    coloured_noise,
+    complex_noise,
+    noise_std,
+    slice_depth,
+    slice_order,
+)
 from .shepp_logan import phantom_object
 from .spec import (
     NOISE_BANDWIDTH,
     PhantomSpec,
     calibration_range,
     partition_lines,
+    readout_count,
     readout_window,
 )
 
@@ -42,33 +53,14 @@ __all__ = [
     "ground_truth",
     "noise_covariance",
     "iter_messages",
-    "noise_std",
     "object_volume",
-    "slice_order",
     "write_hdf5",
     "write_stream",
 ]
 
-_CACHE_BYTES = 256 << 20  # keep clean k-space of all slices when it fits in this
-_TICK_MS = 2.5  # ISMRMRD time stamps count 2.5 ms ticks
-_SAMPLE_TIME_US = 5.0
-_MEASUREMENT_UID = 1
-
 
 def _bit(flag: AcquisitionFlag) -> int:
     return 1 << (int(flag) - 1)
-
-
-def slice_order(slices: int) -> list[int]:
-    """Interleaved slice order of one repetition: 0, 2, 4, ..., then 1, 3, 5, ..."""
-    return [*range(0, slices, 2), *range(1, slices, 2)]
-
-
-def _depth(spec: PhantomSpec, slice: int, partition: int) -> float:
-    total = spec.slices * spec.partitions
-    if total == 1:
-        return 0.0
-    return (slice * spec.partitions + partition + 0.5) / total - 0.5
 
 
 def object_volume(spec: PhantomSpec, slice: int = 0, contrast: int = 0) -> np.ndarray:
@@ -78,7 +70,7 @@ def object_volume(spec: PhantomSpec, slice: int = 0, contrast: int = 0) -> np.nd
     """
     volume = np.stack(
         [
-            phantom_object(spec.matrix, _depth(spec, slice, p), contrast)
+            phantom_object(spec.matrix, slice_depth(spec, slice, p), contrast)
             for p in range(spec.partitions)
         ]
     )
@@ -120,11 +112,6 @@ def ground_truth(
     return np.abs(object_volume(spec, slice, contrast)).astype(np.float32)
 
 
-def noise_std(spec: PhantomSpec) -> float:
-    """Standard deviation (``E|n|**2``) of the complex noise on each stored sample."""
-    return spec.noise_level / float(np.sqrt(spec.readout * spec.matrix * spec.partitions))
-
-
 def _clean_kspace(spec: PhantomSpec, slice: int, maps: np.ndarray) -> np.ndarray:
     """Noise-free k-space of one slice, complex64 ``[contrasts, partitions, ky, coils, kx]``."""
     out = np.empty(
@@ -145,29 +132,6 @@ def _clean_kspace(spec: PhantomSpec, slice: int, maps: np.ndarray) -> np.ndarray
     return out
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
-    """Complex64 Gaussian noise with ``E|n|**2 == std**2``."""
-    if std == 0.0:
-        return np.zeros(shape, np.complex64)
-    pairs = rng.standard_normal((*shape, 2), dtype=np.float32)
-    pairs *= np.float32(std / np.sqrt(2.0))
-    return pairs.view(np.complex64)[..., 0]
-
-
-def _coil_correlation(spec: PhantomSpec) -> np.ndarray:
-    """float64 ``[coils, coils]``: ``g_i g_j rho**d(i, j)``, d the distance on the coil ring.
-
-    Gains ``g`` run from 0.7 to 1.3 (mean square 1), so coils also differ in noise power.
-    """
-    coils = spec.coils
-    index = np.arange(coils)
-    distance = np.abs(index[:, None] - index[None, :])
-    distance = np.minimum(distance, coils - distance)
-    gains = 1.0 + 0.3 * (np.linspace(-1.0, 1.0, coils) if coils > 1 else np.zeros(1))
-    gains /= np.sqrt(np.mean(gains**2))
-    return np.outer(gains, gains) * spec.noise_correlation ** distance.astype(np.float64)
-
-
 def noise_covariance(spec: PhantomSpec) -> np.ndarray:
     """The coil noise covariance of one imaging sample, complex128 ``[coils, coils]``.
 
@@ -176,69 +140,16 @@ def noise_covariance(spec: PhantomSpec) -> np.ndarray:
     ``NOISE_BANDWIDTH * 5 us / noise_dwell_time_us`` (its bandwidth is wider by the dwell-time
     ratio, and the receiver's noise bandwidth is 0.793 of it).
     """
-    base = _coil_correlation(spec) if spec.noise_correlation > 0 else np.eye(spec.coils)
+    base = coil_correlation(spec) if spec.noise_correlation > 0 else np.eye(spec.coils)
     return (noise_std(spec) ** 2 * base).astype(np.complex128)
 
 
-def _colour(spec: PhantomSpec, noise: np.ndarray) -> np.ndarray:
-    """White noise ``[..., coils, samples]`` -> correlated noise (unchanged when rho = 0)."""
-    if spec.noise_correlation == 0:
-        return noise
-    mixing = np.linalg.cholesky(_coil_correlation(spec)).astype(np.complex64)
-    return np.matmul(mixing, noise).astype(np.complex64)
-
-
-class _Scan:
-    """Mutable acquisition state: counters and time stamps that run across the whole scan."""
-
-    def __init__(self, spec: PhantomSpec):
-        self.spec = spec
-        self.scan_counter = 0
-        self.head = new_acquisition_head()
-        head = self.head
-        head["measurement_uid"] = _MEASUREMENT_UID
-        head["available_channels"] = spec.coils
-        head["active_channels"] = spec.coils
-        head["number_of_samples"] = spec.readout
-        head["center_sample"] = spec.readout // 2
-        head["sample_time_us"] = _SAMPLE_TIME_US
-        mask = np.zeros(16, np.uint64)
-        for c in range(spec.coils):
-            mask[c // 64] |= np.uint64(1) << np.uint64(c % 64)
-        head["channel_mask"] = mask
-        head["read_dir"], head["phase_dir"], head["slice_dir"] = directions(spec)
-        self.ticks_per_shot = max(int(np.ceil(_tr_ms(spec) / _TICK_MS)), spec.contrasts)
-        self.traj_x = (np.arange(spec.readout) - spec.readout // 2) / spec.readout
-        self.traj_dims = (3 if spec.is_3d else 2) if spec.kspace_coordinates else 0
-        head["trajectory_dimensions"] = self.traj_dims
-
-    def acquisition(
-        self, data: np.ndarray, flags: int, stamp: int, traj: np.ndarray | None = None
-    ) -> Acquisition:
-        """A new acquisition with the scan-wide header fields and the next scan counter."""
-        self.scan_counter += 1
-        head = self.head.copy()
-        head["flags"] = flags
-        head["scan_counter"] = self.scan_counter
-        head["acquisition_time_stamp"] = stamp
-        return Acquisition.from_arrays(data, traj, head)
-
-    def trajectory(self, ky: int, kz: int) -> np.ndarray:
-        spec = self.spec
-        traj = np.empty((spec.readout, self.traj_dims), np.float32)
-        traj[:, 0] = self.traj_x
-        traj[:, 1] = (ky - spec.matrix // 2) / spec.matrix
-        if self.traj_dims == 3:
-            traj[:, 2] = (kz - spec.partitions // 2) / spec.partitions
-        return traj
-
-
-def _noise_scan(spec: PhantomSpec, scan: _Scan) -> Iterator[Acquisition]:
+def _noise_scan(spec: PhantomSpec, scan: Scan) -> Iterator[Acquisition]:
     """``noise_lines`` noise-only lines with the noise scan's own dwell time (and power)."""
     rng = np.random.default_rng([spec.seed, 0xC0FFEE])
-    std = noise_std(spec) * np.sqrt(NOISE_BANDWIDTH * _SAMPLE_TIME_US / spec.noise_dwell_time_us)
+    std = noise_std(spec) * np.sqrt(NOISE_BANDWIDTH * SAMPLE_TIME_US / spec.noise_dwell_time_us)
     for _ in range(spec.noise_lines):
-        data = _colour(spec, _noise(rng, (spec.coils, spec.readout), float(std)))
+        data = coloured_noise(spec, complex_noise(rng, (spec.coils, spec.readout), float(std)))
         acq = scan.acquisition(data, _bit(AcquisitionFlag.IS_NOISE_MEASUREMENT), 0)
         acq.head["position"] = (0.0, 0.0, 0.0)
         acq.head["sample_time_us"] = spec.noise_dwell_time_us
@@ -273,7 +184,7 @@ def _reference_shots(spec: PhantomSpec) -> list[Shot]:
 
 def _slice_heads(
     spec: PhantomSpec,
-    scan: _Scan,
+    scan: Scan,
     slice: int,
     repetition: int,
     stamp: int,
@@ -334,7 +245,7 @@ def _slice_heads(
 
 def _slice_messages(
     spec: PhantomSpec,
-    scan: _Scan,
+    scan: Scan,
     kspace: np.ndarray,
     slice: int,
     repetition: int,
@@ -354,7 +265,7 @@ def _slice_messages(
     done = 0
     for kz in sorted(set(kzs), key=kzs.index):
         count = kzs.count(kz) * per_shot
-        noise = _colour(spec, _noise(rng, (count, spec.coils, spec.readout), std))
+        noise = coloured_noise(spec, complex_noise(rng, (count, spec.coils, spec.readout), std))
         for i in range(count):
             head = heads[done + i]
             idx = head["idx"]
@@ -384,12 +295,12 @@ def acquisition_count(spec: PhantomSpec) -> int:
     return total + (spec.noise_lines if spec.noise_calibration else 0)
 
 
-RepetitionSource = Callable[[PhantomSpec, "_Scan"], Iterator[Iterator[Acquisition]]]
+RepetitionSource = Callable[[PhantomSpec, "Scan"], Iterator[Iterator[Acquisition]]]
 """Yields, per repetition, the repetition's acquisitions in scanner order (flags of slices set,
 repetition and measurement flags not yet)."""
 
 
-def _cartesian_repetitions(spec: PhantomSpec, scan: _Scan) -> Iterator[Iterator[Acquisition]]:
+def _cartesian_repetitions(spec: PhantomSpec, scan: Scan) -> Iterator[Iterator[Acquisition]]:
     maps = (
         coil_sensitivities_3d(spec.matrix, spec.coils, spec.partitions)
         if spec.acceleration_2 > 1
@@ -397,7 +308,7 @@ def _cartesian_repetitions(spec: PhantomSpec, scan: _Scan) -> Iterator[Iterator[
     )
     volume_bytes = spec.contrasts * spec.partitions * spec.matrix * spec.coils * spec.readout * 8
     cache: dict[int, np.ndarray] | None = (
-        {} if volume_bytes * spec.slices <= _CACHE_BYTES and spec.repetitions > 1 else None
+        {} if volume_bytes * spec.slices <= CACHE_BYTES and spec.repetitions > 1 else None
     )
     stamp = scan.ticks_per_shot
     separate = spec.calibration == "separate" and spec.calibration_width > 0
@@ -441,7 +352,7 @@ def _repetition_source(spec: PhantomSpec) -> RepetitionSource:
 
 def _acquisitions(spec: PhantomSpec) -> Iterator[Acquisition]:
     """Imaging acquisitions of the whole scan; repetition and measurement flags set here."""
-    scan = _Scan(spec)
+    scan = Scan(spec)
     if spec.noise_calibration:
         yield from _noise_scan(spec, scan)
     pending: Acquisition | None = None

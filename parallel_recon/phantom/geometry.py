@@ -19,19 +19,19 @@ image), so :func:`voxel_position` is the exact world coordinate of every reconst
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import ConfigurationError
-from .header import FOV_MM, PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM
-
-if TYPE_CHECKING:
-    from .spec import PhantomSpec
 
 __all__ = [
+    "FOV_MM",
     "MARKER_VALUE",
     "ORIENTATIONS",
+    "PARTITION_THICKNESS_MM",
+    "SLICE_THICKNESS_MM",
+    "ScanLayout",
     "Vector",
     "Voxel",
     "directions",
@@ -43,11 +43,39 @@ __all__ = [
     "voxel_position",
 ]
 
+FOV_MM = 300.0
+"""Field of view along read and phase (the recon space; the readout's is ``oversampling`` x)."""
+SLICE_THICKNESS_MM = 6.0
+PARTITION_THICKNESS_MM = 2.0
+
 MARKER_VALUE = 2.0
 """Intensity of the marker voxel: twice the brightest part of the Shepp-Logan object."""
 
 Voxel = tuple[int, int, int, int]
 """``(slice, partition, row, column)`` of one voxel of the scan."""
+
+
+class ScanLayout(Protocol):
+    """What the geometry reads of a scan's parameters (a :class:`.spec.PhantomSpec`).
+
+    A protocol rather than the spec class itself, so that this module sits below the spec,
+    which checks its orientation and marker with the functions here.
+    """
+
+    @property
+    def matrix(self) -> int: ...
+    @property
+    def slices(self) -> int: ...
+    @property
+    def partitions(self) -> int: ...
+    @property
+    def orientation(self) -> str: ...
+    @property
+    def position(self) -> tuple[float, float, float]: ...
+    @property
+    def marker(self) -> tuple[float, float, float] | None: ...
+    @property
+    def is_3d(self) -> bool: ...
 
 
 def _rotation(about_l: float, about_p: float, about_s: float) -> np.ndarray:
@@ -105,7 +133,7 @@ def orientation_problem(orientation: str) -> str | None:
     )
 
 
-def directions(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def directions(spec: ScanLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(read_dir, phase_dir, slice_dir)`` of the scan, float64 unit vectors in LPS."""
     if spec.orientation in ORIENTATIONS:
         read, phase = (np.array(v, dtype=np.float64) for v in ORIENTATIONS[spec.orientation])
@@ -117,23 +145,23 @@ def directions(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return read, phase, np.cross(read, phase)
 
 
-def _slab_thickness(spec: PhantomSpec) -> float:
+def _slab_thickness(spec: ScanLayout) -> float:
     return spec.partitions * PARTITION_THICKNESS_MM if spec.is_3d else SLICE_THICKNESS_MM
 
 
-def _z_step(spec: PhantomSpec) -> float:
+def _z_step(spec: ScanLayout) -> float:
     """Distance between neighbouring planes along slice_dir (partitions or slices)."""
     return PARTITION_THICKNESS_MM if spec.is_3d else SLICE_THICKNESS_MM
 
 
-def slice_centre(spec: PhantomSpec, slice: int) -> np.ndarray:
+def slice_centre(spec: ScanLayout, slice: int) -> np.ndarray:
     """LPS centre of slice (2D) or slab (3D) ``slice``: the acquisitions' ``position``."""
     offset = (slice - (spec.slices - 1) / 2) * _slab_thickness(spec)
     # + 0.0 turns -0.0 into 0.0, so axial scans keep their exact header bytes
     return np.asarray(spec.position, dtype=np.float64) + offset * directions(spec)[2] + 0.0
 
 
-def voxel_position(spec: PhantomSpec, voxel: Voxel) -> np.ndarray:
+def voxel_position(spec: ScanLayout, voxel: Voxel) -> np.ndarray:
     """LPS coordinate (mm, float64) of the centre of ``(slice, partition, row, column)``."""
     slice, partition, row, column = voxel
     read, phase, normal = directions(spec)
@@ -148,7 +176,7 @@ def voxel_position(spec: PhantomSpec, voxel: Voxel) -> np.ndarray:
     )
 
 
-def nearest_voxel(spec: PhantomSpec, point: Vector) -> Voxel:
+def nearest_voxel(spec: ScanLayout, point: Vector) -> Voxel:
     """The voxel whose centre is nearest the LPS ``point``; ConfigurationError if outside."""
     read, phase, normal = directions(spec)
     offset = np.asarray(point, dtype=np.float64) - np.asarray(spec.position, dtype=np.float64)
@@ -167,12 +195,12 @@ def nearest_voxel(spec: PhantomSpec, point: Vector) -> Voxel:
     return (plane // spec.partitions, plane % spec.partitions, row, column)
 
 
-def marker_voxel(spec: PhantomSpec) -> Voxel | None:
+def marker_voxel(spec: ScanLayout) -> Voxel | None:
     """``(slice, partition, row, column)`` of the marker dot, or None without a marker."""
     return None if spec.marker is None else nearest_voxel(spec, spec.marker)
 
 
-def marker_position(spec: PhantomSpec) -> np.ndarray | None:
+def marker_position(spec: ScanLayout) -> np.ndarray | None:
     """Exact LPS coordinate (mm) of the marker voxel's centre, or None without a marker."""
     voxel = marker_voxel(spec)
     return None if voxel is None else voxel_position(spec, voxel)

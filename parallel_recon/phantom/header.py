@@ -10,23 +10,17 @@ import uuid
 
 import ismrmrd.xsd as xsd
 
-from .noncartesian import readout_count
+from .geometry import FOV_MM, PARTITION_THICKNESS_MM, SLICE_THICKNESS_MM
 from .shepp_logan import ECHO_SPACING
-from .spec import NOISE_BANDWIDTH, PhantomSpec, first_line, readout_window
+from .spec import NOISE_BANDWIDTH, PhantomSpec, first_line, readout_count, readout_window
 
 __all__ = [
     "FIELD_STRENGTH_T",
-    "FOV_MM",
-    "PARTITION_THICKNESS_MM",
-    "SLICE_THICKNESS_MM",
     "TE0_MS",
     "header_xml",
     "repetition_time_ms",
 ]
 
-FOV_MM = 300.0
-SLICE_THICKNESS_MM = 6.0
-PARTITION_THICKNESS_MM = 2.0
 FIELD_STRENGTH_T = 1.5
 LARMOR_HZ_PER_T = 42_577_478.5
 TE0_MS = 5.0

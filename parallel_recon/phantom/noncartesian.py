@@ -28,24 +28,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..protocol.layout import AcquisitionFlag
 from ..protocol.messages import Acquisition
 from .analytic import coil_spectrum
-from .spec import PhantomSpec
-
-if TYPE_CHECKING:
-    from .generate import _Scan
+from .scan import (
+    CACHE_BYTES,
+    Scan,
+    coloured_noise,
+    complex_noise,
+    noise_std,
+    slice_depth,
+    slice_order,
+)
+from .spec import PhantomSpec, readout_count
 
 __all__ = [
     "GOLDEN_ANGLE_DEG",
     "covered_radius",
-    "default_readouts",
     "noncartesian_ground_truth",
-    "readout_count",
     "readout_repetitions",
     "readout_samples",
     "readout_trajectories",
@@ -60,18 +63,6 @@ def _spiral_turns(spec: PhantomSpec) -> float:
     """Turns of one interleave: arms of the fully sampled set ``1 / (sqrt(2) FOV)`` apart."""
     full = math.ceil(spec.matrix / 8)
     return math.sqrt(2.0) * spec.matrix / (2 * full)
-
-
-def default_readouts(spec: PhantomSpec) -> int:
-    """Spokes or interleaves of a fully sampled slice."""
-    if spec.trajectory == "spiral":
-        return math.ceil(spec.matrix / 8)
-    return math.ceil(math.pi / 2 * spec.matrix)
-
-
-def readout_count(spec: PhantomSpec) -> int:
-    """Spokes or interleaves per slice (per partition)."""
-    return spec.spokes or default_readouts(spec)
 
 
 def _spiral_arm(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -123,12 +114,10 @@ def _centred_dft_partitions(spectra: np.ndarray) -> np.ndarray:
 
 def _slice_spectra(spec: PhantomSpec, slice: int, contrast: int, traj: np.ndarray) -> np.ndarray:
     """Noise-free samples of one slice, complex64 ``[kz, coils, readouts, samples]``."""
-    from .generate import _depth
-
     kx, ky = traj[..., 0].ravel(), traj[..., 1].ravel()
     spectra = np.stack(
         [
-            coil_spectrum(kx, ky, spec.matrix, spec.coils, _depth(spec, slice, p), contrast)
+            coil_spectrum(kx, ky, spec.matrix, spec.coils, slice_depth(spec, slice, p), contrast)
             for p in range(spec.partitions)
         ]
     )
@@ -141,17 +130,16 @@ def _bit(flag: AcquisitionFlag) -> int:
     return 1 << (int(flag) - 1)
 
 
-def readout_repetitions(spec: PhantomSpec, scan: _Scan) -> Iterator[Iterator[Acquisition]]:
+def readout_repetitions(spec: PhantomSpec, scan: Scan) -> Iterator[Iterator[Acquisition]]:
     """Per repetition, its readouts in scanner order: slices interleaved, partition by
     partition, readout by readout, each ``averages`` times, contrasts back to back."""
-    from .generate import _CACHE_BYTES, _colour, _noise, noise_std, slice_order
     from .geometry import slice_centre
 
     traj = readout_trajectories(spec)
     count, samples = traj.shape[:2]
     stored = _stored_trajectories(spec, traj)
     slice_bytes = spec.contrasts * spec.partitions * spec.coils * traj[..., 0].size * 8
-    keep = spec.repetitions > 1 and slice_bytes * spec.slices <= _CACHE_BYTES
+    keep = spec.repetitions > 1 and slice_bytes * spec.slices <= CACHE_BYTES
     cache: dict[tuple[int, int], np.ndarray] = {}
     stamp = scan.ticks_per_shot
     centre = 0 if spec.trajectory == "spiral" else samples // 2
@@ -170,7 +158,8 @@ def readout_repetitions(spec: PhantomSpec, scan: _Scan) -> Iterator[Iterator[Acq
             kz, rest = divmod(shot, count * spec.averages)
             readout, average = divmod(rest, spec.averages)
             for contrast in range(spec.contrasts):
-                data = _colour(spec, _noise(rng, (spec.coils, samples), noise_std(spec)))
+                white = complex_noise(rng, (spec.coils, samples), noise_std(spec))
+                data = coloured_noise(spec, white)
                 data += spectra[contrast][kz, :, readout]
                 flags = _bit(AcquisitionFlag.FIRST_IN_SLICE) if shot == 0 else 0
                 if shot == shots - 1:
@@ -217,15 +206,13 @@ def noncartesian_ground_truth(spec: PhantomSpec, slice: int = 0, contrast: int =
     -------
     float32 ``[partitions, matrix, matrix]`` (rows y, columns x).
     """
-    from .generate import _depth
-
     n = spec.matrix
     axis = (np.arange(n) - n // 2) / n
     ky, kx = np.meshgrid(axis, axis, indexing="ij")
     outside = np.hypot(kx, ky) > covered_radius(spec)
     out = np.empty((spec.partitions, n, n), np.float32)
     for p in range(spec.partitions):
-        depth = _depth(spec, slice, p)
+        depth = slice_depth(spec, slice, p)
         grid = coil_spectrum(kx.ravel(), ky.ravel(), n, spec.coils, depth, contrast)
         grid = grid.reshape(spec.coils, n, n)
         grid[:, outside] = 0

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigurationError
+from .geometry import marker_voxel, orientation_problem
 
 __all__ = [
     "CALIBRATION_MODES",
@@ -180,8 +181,6 @@ def _partial_fourier(spec: PhantomSpec) -> str | None:
 
 
 def _orientation(spec: PhantomSpec) -> str | None:
-    from .geometry import orientation_problem  # geometry needs this module's PhantomSpec
-
     return orientation_problem(spec.orientation)
 
 
@@ -200,8 +199,6 @@ def _point(name: str) -> Callable[[PhantomSpec], str | None]:
 
 
 def _marker_inside(spec: PhantomSpec) -> str | None:
-    from .geometry import marker_voxel
-
     try:
         marker_voxel(spec)
     except ConfigurationError as exc:
@@ -339,3 +336,15 @@ def partition_lines(
         if both_pattern or both_calibration:
             lines.append((ky, both_pattern, both_calibration))
     return lines
+
+
+def default_readouts(spec: PhantomSpec) -> int:
+    """Spokes or interleaves of a fully sampled slice."""
+    if spec.trajectory == "spiral":
+        return math.ceil(spec.matrix / 8)
+    return math.ceil(math.pi / 2 * spec.matrix)
+
+
+def readout_count(spec: PhantomSpec) -> int:
+    """Spokes or interleaves per slice (per partition)."""
+    return spec.spokes or default_readouts(spec)

@@ -19,13 +19,14 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import BinaryIO, cast
 
-from ..engine.cores import default_workers
-from ..engine.kernels import KERNELS
-from ..engine.pipeline import EXIT_TERMINATED, PipelineOptions, run_pipeline
-from ..engine.plan import OUTPUTS
 from ..errors import ConfigurationError, PipelineError, ReconError
+from ..files.inputs import open_input
 from ..protocol import Close, Message, StreamWriter
+from .cores import default_workers
 from .feed import HDF5Feed
+from .kernels import KERNELS
+from .pipeline import EXIT_TERMINATED, PipelineOptions, run_pipeline
+from .plan import OUTPUTS
 
 __all__ = [
     "AUTO",
@@ -90,8 +91,6 @@ def raw_file_source(path: str, kind: str, group: str | None) -> Iterator[BinaryI
     engine's error it causes, so the message names the cause.
     """
     if kind == "stream":
-        from ..cli.common import open_input
-
         with open_input(path) as handle:
             yield handle
         return

@@ -20,11 +20,11 @@ import signal
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..engine.lifetime import die_with_parent
 from ..errors import InputFileError, ReconError
 from ..hdf5.read import iter_segments, segment_buffers
 from ..protocol.encode import encode_message
 from ..protocol.messages import Close
+from .lifetime import die_with_parent
 
 __all__ = ["HDF5Feed"]
 
