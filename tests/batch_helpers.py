@@ -147,8 +147,12 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 
 class TreeWatch:
-    """Every process seen so far below some roots, with its command line as first seen
-    (a process that has ended can no longer say what it was)."""
+    """Every process seen so far below some roots, with its command line as last seen
+    while it ran (a process that has ended can no longer say what it was).
+
+    The command line is read again at every look: a child seen between its fork and its
+    exec still shows its parent's command line, and keeping that would count the processes
+    it forks later as started by hand."""
 
     def __init__(self) -> None:
         self.seen: dict[int, tuple[psutil.Process, str, int]] = {}
@@ -156,12 +160,16 @@ class TreeWatch:
     def look(self, *roots: int) -> None:
         for root in roots:
             for process in process_tree(root):
-                if process.pid not in self.seen:
-                    try:
-                        command, parent = " ".join(process.cmdline()), process.ppid()
-                    except psutil.Error:
-                        command, parent = "", 0
-                    self.seen[process.pid] = (process, command, parent)
+                try:
+                    command, parent = " ".join(process.cmdline()), process.ppid()
+                except psutil.Error:
+                    if process.pid in self.seen:
+                        continue  # ended since: keep what it said while it ran
+                    command, parent = "", 0
+                known = self.seen.get(process.pid)
+                if known is not None and not command:  # a zombie says nothing any more
+                    continue
+                self.seen[process.pid] = (known[0] if known else process, command, parent)
 
     @property
     def processes(self) -> list[psutil.Process]:
