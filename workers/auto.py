@@ -16,8 +16,8 @@ default), fully sampled data to :mod:`.cartesian` (root-sum-of-squares by defaul
 accelerated data without any calibration is an error that names the missing flags (``--recon
 cartesian`` zero-fills it instead). Calibrated data whose lines form no regular lattice
 (CAIPIRINHA, variable density) goes to :mod:`.sense`, which GRAPPA's lattice cannot
-describe. Every Cartesian kernel recovers partial Fourier data (``partial_fourier=pocs`` by default).
-The choice and its reason go into the unit's notes, which ``--profile`` reports.
+describe. Every Cartesian kernel recovers partial Fourier data (``partial_fourier=pocs`` by
+default). The choice and its reason go into the unit's notes, which ``--profile`` reports.
 """
 
 from __future__ import annotations

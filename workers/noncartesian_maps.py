@@ -182,6 +182,12 @@ def gridded_centre(kspace: np.ndarray, context: ReconContext, region: int) -> Ce
         With the trajectory (cycles per pixel) and ``readout_partitions``.
     region:
         Calibration points per axis (fewer where the matrix is smaller).
+
+    Returns
+    -------
+    The calibration ``[coils, n2, n1, n0]``: ``n2`` is 1 for 2D, the region for 3D radial,
+    and every encoded partition for a stack (kz is Cartesian: the maps are made plane by
+    plane after a transform along kz, see :func:`readout_maps`).
     """
     assert context.trajectory is not None
     trajectory = context.trajectory
@@ -194,14 +200,12 @@ def gridded_centre(kspace: np.ndarray, context: ReconContext, region: int) -> Ce
     if partitions is None or encoded <= 1:
         cal, sparse = _grid_plane(kspace, trajectory, matrix, sizes)
         return CentreCalibration(np.ascontiguousarray(cal[:, np.newaxis], np.complex64), sparse)
-    depth = min(region, encoded)
-    first = encoded // 2 - depth // 2
-    planes = np.zeros((kspace.shape[1], depth, sizes[1], sizes[0]), np.complex64)
+    planes = np.zeros((kspace.shape[1], encoded, sizes[1], sizes[0]), np.complex64)
     sparse = False
-    for offset in range(depth):  # kz is Cartesian: each central partition on its own
-        mine = partitions == first + offset
+    for partition in range(encoded):  # kz is Cartesian: each partition on its own
+        mine = partitions == partition
         if mine.any():
-            planes[:, offset], thin = _grid_plane(kspace[mine], trajectory[mine], matrix, sizes)
+            planes[:, partition], thin = _grid_plane(kspace[mine], trajectory[mine], matrix, sizes)
             sparse = sparse or thin
     return CentreCalibration(planes, sparse)
 
@@ -279,4 +283,25 @@ def readout_maps(
     settings = tuple(values.get(o.name) for o in ESPIRIT_OPTIONS) if method == "espirit" else ()
     key = (digest, centre.kspace.shape, method, grid, periods, settings)
     make = READOUT_MAP_METHODS[method]
-    return _MAPS.get_or_make(key, lambda: make(centre.kspace, grid, periods or grid, values))
+    periods = periods or grid
+    assert context.trajectory is not None
+    if context.trajectory.shape[2] == 3 or centre.kspace.shape[1] == 1:
+        return _MAPS.get_or_make(key, lambda: make(centre.kspace, grid, periods, values))
+    return _MAPS.get_or_make(key, lambda: _by_plane(make, centre.kspace, grid, periods, values))
+
+
+def _by_plane(
+    make: Callable[..., np.ndarray],
+    cal: np.ndarray,
+    grid: tuple[int, int, int],
+    periods: tuple[int, int, int],
+    values: dict[str, Any],
+) -> np.ndarray:
+    """Maps of a stack, plane by plane: the calibration transformed along kz to the grid's
+    planes (as the stack's samples are), then 2D maps of each plane.  A stack has few
+    partitions, too few for a 3D ESPIRiT kernel along kz."""
+    planes = centred_ifft_axis(cal, 1, grid[0])  # [coils, z, n1, n0]
+    maps = np.empty((grid[0], grid[1], cal.shape[0], grid[2]), np.complex64)
+    for z in range(grid[0]):
+        maps[z] = make(planes[:, z : z + 1], (1, *grid[1:]), (1, *periods[1:]), values)[0]
+    return maps
