@@ -78,14 +78,15 @@ def _profile(stream: bytes, *args: str) -> str:
 @pytest.mark.parametrize(
     "trajectory, readouts, expected",
     [
-        ("radial", 101, "1 x nufft: gridding, fully sampled (0.92/FOV between readouts at "
-                        "the edge)"),
-        ("radial", 50, "1 x sense: undersampled radial (1.9/FOV between readouts at the edge), "
-                       "espirit maps"),
-        ("goldenangle", 26, "1 x sense: undersampled goldenangle (3.6/FOV"),
-        ("spiral", 8, "1 x nufft: gridding, fully sampled (0.71/FOV"),
-        ("spiral", 4, "1 x sense: undersampled spiral (1.4/FOV between readouts at the edge), "
-                      "espirit maps (calibration by least squares (centre undersampled))"),
+        ("radial", 101, "1 x nufft: gridding, readouts 0.92/FOV apart at the edge (fully "
+                        "sampled: <= 1.05/FOV)"),
+        ("radial", 50, "1 x sense: radial readouts 1.9/FOV apart at the edge (undersampled: > "
+                       "1.05/FOV), espirit maps"),
+        ("goldenangle", 26, "1 x sense: goldenangle readouts 3.6/FOV apart at the edge (under"),
+        ("spiral", 8, "1 x nufft: gridding, readouts 0.71/FOV apart at the edge (fully"),
+        ("spiral", 4, "1 x sense: spiral readouts 1.4/FOV apart at the edge (undersampled: > "
+                      "1.05/FOV), espirit maps (calibration by least squares: centre "
+                      "undersampled)"),
     ],
 )  # fmt: skip
 def test_auto_picks_sense_for_undersampled_readouts_only(
@@ -101,7 +102,7 @@ def test_auto_picks_sense_for_undersampled_readouts_only(
 def test_options_only_the_nufft_kernel_has_keep_auto_there() -> None:
     stream = phantom_stream(matrix=64, coils=4, trajectory="radial", spokes=26)
     line = _profile(stream, "--recon-option", "method=cg")
-    assert "1 x nufft: cg, undersampled (3.6/FOV between readouts at the edge)" in line
+    assert "1 x nufft: cg, readouts 3.6/FOV apart at the edge (undersampled: > 1.05/FOV)" in line
     (image,), _ = recon(stream, "--recon-option", "coils=channels")
     assert image.data.shape == (4, 1, 64, 64)
 

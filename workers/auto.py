@@ -32,7 +32,7 @@ from parallel_recon.workers import cartesian, grappa, noncartesian, sense
 from parallel_recon.workers.api import ReconContext
 from parallel_recon.workers.options import KernelOption, choice, positive_int
 from parallel_recon.workers.sampling import IrregularSampling, find_lattice
-from parallel_recon.workers.undersampling import NYQUIST_GAP, edge_gap
+from parallel_recon.workers.undersampling import NYQUIST_GAP, describe_gap, edge_gap
 
 __all__ = ["DATA", "OPTIONS", "reconstruct"]
 
@@ -110,8 +110,7 @@ def _readouts(kspace: np.ndarray, context: ReconContext) -> list[Image]:
             kspace, _with_options(context, {k: v for k, v in options.items() if k in known})
         )
     images = noncartesian.reconstruct(kspace, _with_combine(context, "rss"))
-    sampled = "undersampled" if gap > NYQUIST_GAP else "fully sampled"
-    context.notes["why"] += f", {sampled} ({gap:.2g}/FOV between readouts at the edge)"
+    context.notes["why"] += f", {describe_gap(gap)}"
     return images
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "CALIBRATION_MARGIN",
     "CentreCalibration",
     "READOUT_MAP_METHODS",
+    "clear_maps",
     "gridded_centre",
     "readout_maps",
 ]
@@ -251,6 +252,11 @@ READOUT_MAP_METHODS: dict[
 _MAPS = MapCache()
 
 
+def clear_maps() -> None:
+    """Forget the maps this process kept (benchmarks time their making per unit)."""
+    _MAPS.items.clear()
+
+
 def readout_maps(
     kspace: np.ndarray,
     context: ReconContext,
@@ -278,7 +284,7 @@ def readout_maps(
     """
     centre = gridded_centre(kspace, context, int(values["espirit_region"]))
     if centre.least_squares:
-        context.notes["calibration"] = "least squares (centre undersampled)"
+        context.notes["calibration"] = "least squares: centre undersampled"
     digest = hashlib.blake2b(centre.kspace.tobytes(), digest_size=16).hexdigest()
     settings = tuple(values.get(o.name) for o in ESPIRIT_OPTIONS) if method == "espirit" else ()
     key = (digest, centre.kspace.shape, method, grid, periods, settings)

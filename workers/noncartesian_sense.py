@@ -30,7 +30,7 @@ from .noncartesian import refuse_cartesian_only
 from .noncartesian_maps import readout_maps
 from .nufft import nufft_operator
 from .readout_problem import ReadoutProblem, readout_problem
-from .undersampling import NYQUIST_GAP, edge_gap
+from .undersampling import describe_gap, edge_gap
 
 __all__ = ["ReadoutSense", "readout_encoding", "readout_sense"]
 
@@ -99,9 +99,7 @@ def readout_sense(
     assert context.trajectory is not None
     x, y, z = context.space.recon_matrix
     gap = edge_gap(context.trajectory, context.readout_partitions, (x, y, z))
-    state = "undersampled" if gap > NYQUIST_GAP else "fully sampled"
-    why = f"{state} {context.space.trajectory} ({gap:.2g}/FOV between readouts at the edge)"
-    why += f", {values['maps']} maps"
+    why = f"{context.space.trajectory} {describe_gap(gap)}, {values['maps']} maps"
     if "calibration" in context.notes:
         why += f" (calibration by {context.notes.pop('calibration')})"
     return ReadoutSense(

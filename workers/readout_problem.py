@@ -87,9 +87,8 @@ class ReadoutProblem:
     @property
     def grid(self) -> tuple[int, int, int]:
         """``(z, y, x)`` of one coil's image on the NUFFT's grid."""
-        if len(self.shape) == 3:
-            return self.shape  # type: ignore[return-value]
-        return (self.planes, *self.shape)  # type: ignore[return-value]
+        z, y, x = self.shape if len(self.shape) == 3 else (self.planes, *self.shape)
+        return (z, y, x)
 
     @property
     def weights(self) -> np.ndarray:

@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-__all__ = ["NYQUIST_GAP", "edge_gap", "readout_gap", "unique_readouts"]
+__all__ = ["NYQUIST_GAP", "describe_gap", "edge_gap", "readout_gap", "unique_readouts"]
 
 NYQUIST_GAP = 1.05
 """Largest gap between neighbouring readouts (grid units, ``1 / FOV``) still called fully
@@ -97,3 +97,10 @@ def edge_gap(
     if reach <= 0:
         return math.inf
     return readout_gap(readouts, matrix, EDGE_FRACTION * reach, reach * (1 + 1e-6))
+
+
+def describe_gap(gap: float) -> str:
+    """The rule applied, for the profile: ``readouts 3.6/FOV apart at the edge (undersampled:
+    > 1.05/FOV)``."""
+    verdict = "undersampled: >" if gap > NYQUIST_GAP else "fully sampled: <="
+    return f"readouts {gap:.2g}/FOV apart at the edge ({verdict} {NYQUIST_GAP}/FOV)"
