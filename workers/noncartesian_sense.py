@@ -18,8 +18,6 @@ Tikhonov weight means the same as for Cartesian SENSE, and the same as BART's
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,25 +28,10 @@ from .noncartesian import refuse_cartesian_only
 from .noncartesian_maps import readout_maps
 from .nufft import nufft_operator
 from .readout_problem import ReadoutProblem, readout_problem
+from .sense_problem import SenseProblem
 from .undersampling import describe_gap, edge_gap
 
-__all__ = ["ReadoutSense", "readout_encoding", "readout_sense"]
-
-
-@dataclass(frozen=True)
-class ReadoutSense:
-    """What a SENSE solve of a non-Cartesian unit needs."""
-
-    encoding: LinearOperator
-    """Image ``grid`` -> samples ``[coils * planes, points]``."""
-    data: np.ndarray
-    """complex64 ``[coils * planes, points]``."""
-    maps: np.ndarray
-    """complex64 ``[z, y, coils, x]`` on the solve's grid."""
-    finish: Callable[[np.ndarray], np.ndarray]
-    """The solution ``[gz, y, x]`` -> the image ``[depth, y, x]`` on the recon matrix."""
-    why: str
-    """For the profile: how far apart the readouts are and which maps were used."""
+__all__ = ["readout_encoding", "readout_sense"]
 
 
 def readout_encoding(problem: ReadoutProblem, maps: np.ndarray) -> LinearOperator:
@@ -79,7 +62,7 @@ def _periods(problem: ReadoutProblem, context: ReconContext) -> tuple[int, int, 
 
 def readout_sense(
     kspace: np.ndarray, context: ReconContext, values: dict[str, Any]
-) -> ReadoutSense:
+) -> SenseProblem:
     """The SENSE problem of a non-Cartesian unit.
 
     Parameters
@@ -102,7 +85,7 @@ def readout_sense(
     why = f"{context.space.trajectory} {describe_gap(gap)}, {values['maps']} maps"
     if "calibration" in context.notes:
         why += f" (calibration by {context.notes.pop('calibration')})"
-    return ReadoutSense(
+    return SenseProblem(
         readout_encoding(problem, by_coil),
         problem.data,
         maps,

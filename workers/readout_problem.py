@@ -145,25 +145,17 @@ def _with_weights(coords: np.ndarray, shape: tuple[int, ...], key: str) -> Calla
     return lambda: density_weights(coords, shape, key)
 
 
-def _plane(kspace: np.ndarray, context: ReconContext) -> ReadoutProblem:
-    assert context.trajectory is not None
-    x, y, _ = context.space.recon_matrix
-    coords = np.ascontiguousarray(context.trajectory.reshape(-1, 2))
-    key = trajectory_digest(coords, (y, x))
-    return ReadoutProblem(
-        coords, (y, x), _coil_major(kspace), kspace.shape[1], 1, 1, key,
-        _with_weights(coords, (y, x), key), "plane",
-    )  # fmt: skip
-
-
-def _volume(kspace: np.ndarray, context: ReconContext) -> ReadoutProblem:
+def _single(kspace: np.ndarray, context: ReconContext) -> ReadoutProblem:
+    """One NUFFT over every readout: 2D (``plane``) or 3D radial (``volume``)."""
     assert context.trajectory is not None
     x, y, z = context.space.recon_matrix
-    coords = np.ascontiguousarray(context.trajectory.reshape(-1, 3))
-    key = trajectory_digest(coords, (z, y, x))
+    dims = context.trajectory.shape[2]
+    shape = (y, x) if dims == 2 else (z, y, x)
+    coords = np.ascontiguousarray(context.trajectory.reshape(-1, dims))
+    key = trajectory_digest(coords, shape)
     return ReadoutProblem(
-        coords, (z, y, x), _coil_major(kspace), kspace.shape[1], 1, z, key,
-        _with_weights(coords, (z, y, x), key), "volume",
+        coords, shape, _coil_major(kspace), kspace.shape[1], 1, 1 if dims == 2 else z, key,
+        _with_weights(coords, shape, key), "plane" if dims == 2 else "volume",
     )  # fmt: skip
 
 
@@ -213,10 +205,10 @@ def _turning(kspace: np.ndarray, context: ReconContext) -> ReadoutProblem:
 
 
 LAYOUTS: dict[str, Callable[[np.ndarray, ReconContext], ReadoutProblem]] = {
-    "plane": _plane,
+    "plane": _single,
     "stack": _stack,
     "turning": _turning,
-    "volume": _volume,
+    "volume": _single,
 }
 """Layout name -> the builder of its :class:`ReadoutProblem`."""
 

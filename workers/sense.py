@@ -32,8 +32,6 @@ Deterministic: the same unit gives the same bits in any worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,8 +58,9 @@ from .options import (
     positive_int,
 )
 from .partial_fourier import PARTIAL_FOURIER_OPTIONS, describe, detect, recover, recoverable
+from .sense_problem import SenseProblem
 
-__all__ = ["DATA", "OPTIONS", "SenseProblem", "reconstruct", "sense_solve"]
+__all__ = ["DATA", "OPTIONS", "reconstruct", "sense_solve"]
 
 DATA = ("cartesian", "noncartesian")
 """Grid units and readouts with trajectories alike: only the encoding operator differs."""
@@ -126,19 +125,6 @@ def _missing_centre(context: ReconContext) -> str:
     )
 
 
-@dataclass(frozen=True)
-class SenseProblem:
-    """One unit's SENSE problem: the only part that differs between trajectories."""
-
-    encoding: LinearOperator
-    data: np.ndarray
-    maps: np.ndarray
-    """complex64 ``[z, y, coils, x]`` (what ``save_maps=on`` returns)."""
-    finish: Callable[[np.ndarray], np.ndarray]
-    """The solution -> the image ``[z, y, x]`` on the recon matrix."""
-    why: str
-
-
 def _cartesian_problem(
     kspace: np.ndarray, context: ReconContext, values: dict[str, Any]
 ) -> SenseProblem:
@@ -176,14 +162,6 @@ def _cartesian_problem(
     return SenseProblem(encoding, data, maps, finish, why)
 
 
-def _readout_problem(
-    kspace: np.ndarray, context: ReconContext, values: dict[str, Any]
-) -> SenseProblem:
-    """NUFFT with the maps of the gridded k-space centre (:mod:`.noncartesian_sense`)."""
-    found = readout_sense(kspace, context, values)
-    return SenseProblem(found.encoding, found.data, found.maps, found.finish, found.why)
-
-
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
     """One combined image ``[1, z, y, x]`` per unit (and the maps, with ``save_maps=on``).
 
@@ -201,7 +179,7 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
         raise ConfigurationError(
             f"sense recon: expected output {', '.join(OUTPUTS)}, found {context.plan.output!r}"
         )
-    prepare = _cartesian_problem if context.trajectory is None else _readout_problem
+    prepare = _cartesian_problem if context.trajectory is None else readout_sense
     problem = prepare(kspace, context, values)
     result = sense_solve(
         problem.encoding, problem.data, lam=values["lambda"], iterations=values["iterations"]
