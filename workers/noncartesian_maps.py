@@ -88,7 +88,7 @@ class _Selection:
     coords: np.ndarray
     """float32 ``[inside, dims]``: their positions in cycles per pixel of the small grid."""
     weights: np.ndarray
-    """float32 ``[inside]``: their density weights (grid units)."""
+    """float32 ``[inside]``: their density weights (grid units); empty when ``sparse``."""
     key: str
     sparse: bool
     """The readouts are more than Nyquist apart at the region's edge."""
@@ -112,9 +112,11 @@ def _select(trajectory: np.ndarray, matrix: tuple[int, ...], region: tuple[int, 
     grid_units = coords.astype(np.float64) * np.asarray(matrix, np.float64)
     inside = np.all(np.abs(grid_units) < box / 2, axis=1)
     small = np.ascontiguousarray(grid_units[inside] / box, np.float32)
-    weights = density_weights(coords, shape, trajectory_digest(coords, shape))[inside]
     edge = min(r / m for r, m in zip(region, matrix, strict=True)) / 2  # cycles per pixel
     sparse = readout_gap(unique_readouts(trajectory, None), matrix, edge / 2, edge) > NYQUIST_GAP
+    weights = np.empty(0, np.float32)  # a sparse centre is solved for: no weights needed
+    if not sparse:
+        weights = density_weights(coords, shape, trajectory_digest(coords, shape))[inside]
     return _Selection(inside, small, weights, trajectory_digest(small, _box(region)), sparse)
 
 
@@ -249,7 +251,9 @@ READOUT_MAP_METHODS: dict[
 ] = {"adaptive": _adaptive, "espirit": _espirit}
 """``maps=`` -> estimator of complex64 ``[z, y, coils, x]`` maps from a gridded centre."""
 
-_MAPS = MapCache()
+_MAPS = MapCache(limit=32 << 20)
+"""Maps of recent calibrations (a digest of the gridded centre): a unit seen again, e.g. a
+noise-free repetition, reuses them; other units make their own, so the cache stays small."""
 
 
 def clear_maps() -> None:
