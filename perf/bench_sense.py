@@ -338,10 +338,10 @@ def readout_scaling(quick: bool) -> list[str]:
 
 
 def _write_table(name: str, title: str, rows: list[str], quick: bool, repeat: int,
-                 load_before: float) -> None:  # fmt: skip
+                 load_before: float, part: str) -> None:  # fmt: skip
     table = [
         f"## {title} (`perf/bench_sense.py`)\n",
-        f"Made by `python perf/bench_sense.py{' --quick' if quick else ''}` on "
+        f"Made by `python perf/bench_sense.py{' --quick' if quick else ''} --part {part}` on "
         f"{time.strftime('%Y-%m-%d %H:%M')}, measured side by side in one run on the shared "
         f"2-core machine (1-minute load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end), so read the ratios, not the seconds.  Ours: "
@@ -374,7 +374,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             rows = espirit_and_sense(matrix, coils, repeat, Path(folder))
         rows += scaling(args.quick)
-        _write_table("sense", "ESPIRiT and CG-SENSE", rows, args.quick, repeat, load_before)
+        _write_table(
+            "sense", "ESPIRiT and CG-SENSE", rows, args.quick, repeat, load_before, "cartesian"
+        )
     if args.part in ("all", "noncartesian"):
         load_before = os.getloadavg()[0]
         repeat = 2 if args.quick else 3
@@ -382,7 +384,7 @@ def main() -> int:
             rows = readout_sense(matrix, coils, repeat, Path(folder))
         rows += readout_scaling(args.quick)
         _write_table("sense_noncartesian", "Non-Cartesian CG-SENSE", rows, args.quick, repeat,
-                     load_before)  # fmt: skip
+                     load_before, "noncartesian")  # fmt: skip
     return 0
 
 
