@@ -48,7 +48,7 @@ RESULTS = PERF / "results"
 DATA = PERF / "data"
 sys.path.insert(0, str(PERF.parent / "tests"))
 
-from bart_io import bart_trajectory, read_cfl, write_cfl  # noqa: E402
+from bart_tools import bart_trajectory, read_cfl, write_cfl  # noqa: E402
 
 GOALS = {"gridding": 1.3, "cg": 2.5, "workers": 1.7}
 

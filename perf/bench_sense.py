@@ -13,6 +13,16 @@ Writes ``perf/results/sense.md``.  Everything is measured side by side in one ru
 3. ``mrd_stream_recon --recon sense --workers 2`` against ``--workers 1`` on a compute-bound
    SENSE stream (goal: >= 1.7x).
 
+Non-Cartesian (``--part noncartesian``, ``perf/results/sense_noncartesian.md``): a radial unit
+with a quarter of the Nyquist spokes (samples from the phantom's analytic spectrum, noise
+0.05):
+
+4. NUFFT CG-SENSE per unit (``sense.reconstruct``: maps from the gridded centre, 30
+   iterations) with warm trajectory caches, with and without the maps, the first unit of a
+   trajectory (plans, density weights, Toeplitz kernel), and per iteration; against ``bart
+   pics -l2 -r LAMBDA -w 1 -t traj`` with our maps, the same data, lambda and iterations;
+5. ``--workers 2`` against ``--workers 1`` on a compute-bound radial SENSE stream.
+
 In-process timings use one BLAS thread, as a worker does; CPU time (``process_time``, and the
 children's CPU for BART and the pipeline) is reported beside wall time because the machine is
 shared.  ``--quick`` uses smaller sizes, to check the script.
@@ -36,22 +46,30 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from parallel_recon.engine.plan import plan_from_header
 from parallel_recon.phantom import PhantomSpec, write_stream
+from parallel_recon.phantom.analytic import coil_spectrum
 from parallel_recon.phantom.coils import coil_sensitivities
 from parallel_recon.phantom.generate import _clean_kspace
 from parallel_recon.phantom.header import header_xml
+from parallel_recon.phantom.noncartesian import readout_trajectories
 from parallel_recon.phantom.spec import acquired_lines, calibration_range
 from parallel_recon.protocol import new_acquisition_head
-from parallel_recon.workers import sense
+from parallel_recon.workers import nufft, sense
 from parallel_recon.workers.api import Calibration, ReconContext, UnitInfo, UnitKey
 from parallel_recon.workers.espirit import calibration_region, espirit_maps
+from parallel_recon.workers.noncartesian_maps import clear_maps, readout_maps
 
 PERF = Path(__file__).resolve().parent
+sys.path.insert(0, str(PERF.parent / "tests"))
+
+from bart_tools import bart_readouts, bart_trajectory, write_cfl  # noqa: E402
+
 RESULTS = PERF / "results"
 BIN = Path(sys.executable).parent
 LAMBDA = "0.0001"
@@ -85,13 +103,6 @@ def _bart(args: list[str], folder: Path, threads: int, repeat: int) -> tuple[flo
     return wall, cpu
 
 
-def _write_cfl(stem: Path, array: np.ndarray) -> None:
-    """BART's file pair: text header of dimensions, complex64 data in column-major order."""
-    dims = [*array.shape, *([1] * (16 - array.ndim))]
-    stem.with_suffix(".hdr").write_text("# Dimensions\n" + " ".join(map(str, dims)) + "\n")
-    np.asarray(array, np.complex64).ravel(order="F").tofile(stem.with_suffix(".cfl"))
-
-
 def _unit(matrix: int, coils: int) -> tuple[np.ndarray, ReconContext, np.ndarray, np.ndarray]:
     """An R=2 unit (readout 2x oversampled), its context (calibration attached), the recon-grid
     k-space BART gets (imaging lines only) and the full recon-grid k-space."""
@@ -117,14 +128,8 @@ def _unit(matrix: int, coils: int) -> tuple[np.ndarray, ReconContext, np.ndarray
 
 
 def _with_iterations(context: ReconContext, iterations: int) -> ReconContext:
-    plan = context.plan
-    options = {**plan.options, "iterations": str(iterations)}
-    return ReconContext(
-        plan=type(plan)(plan.header_xml, plan.spaces, plan.output, plan.series_index, options),
-        unit=context.unit,
-        calibration=context.calibration,
-        sampled=context.sampled,
-    )
+    options = {**context.plan.options, "iterations": str(iterations)}
+    return replace(context, plan=replace(context.plan, options=options), notes={})
 
 
 def espirit_and_sense(matrix: int, coils: int, repeat: int, folder: Path) -> list[str]:
@@ -140,10 +145,10 @@ def espirit_and_sense(matrix: int, coils: int, repeat: int, folder: Path) -> lis
     maps = ours_espirit()
     espirit = _best(ours_espirit, repeat)
     # BART's own layout [x, y, z, coils]: the fully sampled centre it calibrates from
-    _write_cfl(folder / "full", recon_grid.transpose(3, 1, 0, 2))
+    write_cfl(folder / "full", recon_grid.transpose(3, 1, 0, 2))
     ecalib = {t: _bart(["ecalib", "-m1", "full", "bmaps"], folder, t, repeat) for t in (1, 2)}
-    _write_cfl(folder / "kspace", bart_kspace.transpose(3, 1, 0, 2))
-    _write_cfl(folder / "maps", maps.transpose(3, 1, 0, 2))
+    write_cfl(folder / "kspace", bart_kspace.transpose(3, 1, 0, 2))
+    write_cfl(folder / "maps", maps.transpose(3, 1, 0, 2))
     sense.reconstruct(kspace, context)  # the maps are computed once and cached
     ours = {
         n: _best(lambda n=n: sense.reconstruct(kspace, _with_iterations(context, n)), repeat)
@@ -232,21 +237,111 @@ def scaling(quick: bool) -> list[str]:
     ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
-    args = parser.parse_args()
-    if shutil.which("bart") is None:
-        print("bench_sense: bart is not installed (make deps installs it)", file=sys.stderr)
-        return 1
-    matrix, coils, repeat = (64, 8, 2) if args.quick else (256, 32, 5)
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as folder:
-        rows = espirit_and_sense(matrix, coils, repeat, Path(folder))
-    rows += scaling(args.quick)
+def _radial_unit(matrix: int, coils: int, seed: int = 0) -> tuple[np.ndarray, ReconContext]:
+    """A radial unit with a quarter of the Nyquist spokes: samples ``[readouts, coils,
+    samples]`` of the analytic phantom plus noise, and its context."""
+    spokes = int(np.ceil(np.pi / 2 * matrix / 4))
+    spec = PhantomSpec(matrix=matrix, coils=coils, trajectory="radial", spokes=spokes)
+    trajectory = readout_trajectories(spec)
+    k = trajectory.reshape(-1, 2)
+    samples = coil_spectrum(k[:, 0], k[:, 1], matrix, coils)
+    rng = np.random.default_rng(seed)
+    samples += (
+        0.05
+        / np.sqrt(2 * matrix * matrix)
+        * (rng.standard_normal(samples.shape) + 1j * rng.standard_normal(samples.shape))
+    )
+    kspace = samples.reshape(coils, spokes, -1).transpose(1, 0, 2).astype(np.complex64)
+    plan = plan_from_header(header_xml(spec), options={"lambda": LAMBDA})
+    unit = UnitInfo(UnitKey(0, 0, 0, 0, 0, 0), 0, new_acquisition_head().tobytes(), coils, 0)
+    context = ReconContext(
+        plan=plan, unit=unit, trajectory=trajectory.astype(np.float32),
+        readout_partitions=np.zeros(spokes, np.int32),
+    )  # fmt: skip
+    return kspace, context
+
+
+def readout_sense(matrix: int, coils: int, repeat: int, folder: Path) -> list[str]:
+    """Rows: NUFFT CG-SENSE per unit and per iteration against ``bart pics -t``."""
+    kspace, context = _radial_unit(matrix, coils)
+    nufft.clear_caches()
+    clear_maps()
+    first = _best(lambda: sense.reconstruct(kspace, context), 1)
+
+    def fresh_maps(iterations: int) -> None:
+        clear_maps()  # every unit of a stream makes its own maps
+        sense.reconstruct(kspace, _with_iterations(context, iterations))
+
+    with_maps = _best(lambda: fresh_maps(30), repeat)
+    values = {"maps": "espirit", "espirit_region": 24, "crop": 0.8,
+              "espirit_threshold": 0.001, "espirit_kernel": 6}  # fmt: skip
+    x = context.space.recon_matrix[0]
+    maps_only = _best(lambda: (clear_maps(), readout_maps(kspace, context, "espirit",
+                                                           (1, x, x), values)), repeat)  # fmt: skip
+    maps = readout_maps(kspace, context, "espirit", (1, x, x), values)  # [1, y, coils, x]
+    ours = {
+        n: _best(lambda n=n: sense.reconstruct(kspace, _with_iterations(context, n)), repeat)
+        for n in (10, 30)
+    }  # maps kept: the solve alone
+    assert context.trajectory is not None
+    write_cfl(folder / "traj", bart_trajectory(context.trajectory, x))
+    write_cfl(folder / "ksp", bart_readouts(kspace))
+    write_cfl(folder / "maps", maps[0].transpose(2, 0, 1)[:, :, None, :])
+    pics = {
+        (t, n): _bart(
+            ["pics", "-l2", "-r", LAMBDA, "-i", str(n), "-w", "1", "-t", "traj", "ksp", "maps",
+             "image"], folder, t, repeat,
+        )
+        for t in (1, 2)
+        for n in (10, 30)
+    }  # fmt: skip
+    ours_it = (ours[30][0] - ours[10][0]) / 20
+    bart_it = {t: (pics[(t, 30)][0] - pics[(t, 10)][0]) / 20 for t in (1, 2)}
+    spokes, samples = kspace.shape[0], kspace.shape[2]
+    name = f"radial {coils} coils {matrix}x{matrix}, {spokes} spokes x {samples} (a quarter)"
+    solve, unit = ours[30][0], with_maps[0]
+    return [
+        f"| NUFFT CG-SENSE per iteration, {name}, lambda {LAMBDA} | {ours_it * 1e3:.0f} ms wall "
+        f"| `bart pics -l2 -t`: {bart_it[1] * 1e3:.0f} ms (1 thread), {bart_it[2] * 1e3:.0f} ms "
+        f"(2 threads): ours {bart_it[1] / ours_it:.1f}x / {bart_it[2] / ours_it:.1f}x faster | "
+        f"faster than BART: {'met' if ours_it < bart_it[2] else 'missed'} |",
+        f"| NUFFT CG-SENSE per unit, 30 iterations, maps kept (solve and image) | "
+        f"{solve:.2f} s wall, {ours[30][1]:.2f} s CPU | `bart pics -l2 -i 30 -t` with the same "
+        f"maps (files included): {pics[(1, 30)][0]:.2f} s (1 thread), {pics[(2, 30)][0]:.2f} s "
+        f"(2 threads): ours {pics[(1, 30)][0] / solve:.1f}x / {pics[(2, 30)][0] / solve:.1f}x "
+        f"faster | faster than BART: {'met' if solve < pics[(2, 30)][0] else 'missed'} |",
+        f"| ... per unit with its own maps (gridded centre + ESPIRiT: {maps_only[0]:.2f} s) | "
+        f"{unit:.2f} s wall, {with_maps[1]:.2f} s CPU | BART's pics above excludes its maps: "
+        f"ours {pics[(1, 30)][0] / unit:.1f}x / {pics[(2, 30)][0] / unit:.1f}x | |",
+        f"| ... first unit of a trajectory (plans, density weights, Toeplitz kernel, maps) | "
+        f"{first[0]:.2f} s wall | | |",
+    ]
+
+
+def readout_scaling(quick: bool) -> list[str]:
+    """``--workers 2`` against ``--workers 1`` on a compute-bound radial SENSE stream."""
+    matrix, coils, repetitions = (64, 8, 4) if quick else (256, 32, 8)
+    spec = PhantomSpec(
+        matrix=matrix, coils=coils, trajectory="radial", spokes=int(np.ceil(np.pi / 8 * matrix)),
+        repetitions=repetitions,
+    )  # fmt: skip
+    stream = _stream(spec)
+    one = pipeline(stream, 1)
+    two = pipeline(stream, 2)
+    return [
+        f"| `mrd_stream_recon --recon sense --workers 2`, {repetitions} radial units of {coils} "
+        f"coils {matrix}x{matrix}, a quarter of the spokes (maps per unit, 30 iterations; "
+        f"{len(stream) / 1e6:.0f} MB, start-up included) | {two[0]:.2f} s wall, {two[1]:.2f} s "
+        f"CPU | `--workers 1`: {one[0]:.2f} s wall, {one[1]:.2f} s CPU: {one[0] / two[0]:.2f}x "
+        f"| >= 1.7x: {'met' if one[0] / two[0] >= 1.7 else 'missed'} |"
+    ]
+
+
+def _write_table(name: str, title: str, rows: list[str], quick: bool, repeat: int,
+                 load_before: float, part: str) -> None:  # fmt: skip
     table = [
-        "## ESPIRiT and CG-SENSE (`perf/bench_sense.py`)\n",
-        f"Made by `python perf/bench_sense.py{' --quick' if args.quick else ''}` on "
+        f"## {title} (`perf/bench_sense.py`)\n",
+        f"Made by `python perf/bench_sense.py{' --quick' if quick else ''} --part {part}` on "
         f"{time.strftime('%Y-%m-%d %H:%M')}, measured side by side in one run on the shared "
         f"2-core machine (1-minute load average {load_before:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end), so read the ratios, not the seconds.  Ours: "
@@ -258,8 +353,38 @@ def main() -> int:
         "",
     ]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sense.md").write_text("\n".join(table))
+    (RESULTS / f"{name}.md").write_text("\n".join(table))
     print("\n".join(table))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the script")
+    parser.add_argument(
+        "--part", choices=("all", "cartesian", "noncartesian"), default="all",
+        help="which tables to measure (each writes its own results file)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if shutil.which("bart") is None:
+        print("bench_sense: bart is not installed (make deps installs it)", file=sys.stderr)
+        return 1
+    matrix, coils, repeat = (64, 8, 2) if args.quick else (256, 32, 5)
+    if args.part in ("all", "cartesian"):
+        load_before = os.getloadavg()[0]
+        with tempfile.TemporaryDirectory() as folder:
+            rows = espirit_and_sense(matrix, coils, repeat, Path(folder))
+        rows += scaling(args.quick)
+        _write_table(
+            "sense", "ESPIRiT and CG-SENSE", rows, args.quick, repeat, load_before, "cartesian"
+        )
+    if args.part in ("all", "noncartesian"):
+        load_before = os.getloadavg()[0]
+        repeat = 2 if args.quick else 3
+        with tempfile.TemporaryDirectory() as folder:
+            rows = readout_sense(matrix, coils, repeat, Path(folder))
+        rows += readout_scaling(args.quick)
+        _write_table("sense_noncartesian", "Non-Cartesian CG-SENSE", rows, args.quick, repeat,
+                     load_before, "noncartesian")  # fmt: skip
     return 0
 
 

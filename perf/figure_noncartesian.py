@@ -1,8 +1,9 @@
-"""The README's non-Cartesian picture: radial phantom, ground truth vs gridding vs CG.
+"""The README's non-Cartesian picture: radial phantom, ground truth vs gridding, CG and SENSE.
 
-Two rows (fully sampled radial, and a quarter of the spokes), three columns (the
-non-Cartesian ground truth, ``method=gridding``, ``method=cg``), each recon run through
-``mrd_stream_recon`` as a user would, its NRMSE against the ground truth written under it.
+Two rows (fully sampled radial, and a quarter of the spokes), four columns (the
+non-Cartesian ground truth, ``--recon nufft`` with ``method=gridding`` and ``method=cg``,
+``--recon sense``), each recon run through ``mrd_stream_recon`` as a user would, its NRMSE
+against the ground truth written under it.
 
     python perf/figure_noncartesian.py              # writes docs/noncartesian_radial.png
 """
@@ -21,13 +22,20 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX, COILS = 128, 8
+COLUMNS = (
+    ("gridding", "nufft", ("method=gridding",)),
+    ("cg", "nufft", ("method=cg",)),
+    ("sense", "sense", ()),
+)
+"""Caption, ``--recon`` and ``--recon-option`` values of each recon column."""
 
 
-def _recon(stream: bytes, *options: str) -> np.ndarray:
+def _recon(stream: bytes, kernel: str, *options: str) -> np.ndarray:
     from parallel_recon.protocol import Image as MrdImage
     from parallel_recon.protocol import StreamReader
 
     command = [str(Path(sys.executable).parent / "mrd_stream_recon"), "--workers", "2"]
+    command += ["--recon", kernel]
     for option in options:
         command += ["--recon-option", option]
     out = subprocess.run(command, input=stream, capture_output=True, check=True).stdout
@@ -64,12 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         truth = ground_truth(spec)[0].astype(np.float64)
         top = float(truth.max())
         tiles = [_tile(truth, top, f"ground truth, {spokes} spokes")]
-        for method in ("gridding", "cg"):
-            error, scaled = _nrmse(_recon(sink.getvalue(), f"method={method}"), truth)
-            tiles.append(_tile(scaled, top, f"{method}: NRMSE {error:.3f}"))
+        for label, kernel, options in COLUMNS:
+            error, scaled = _nrmse(_recon(sink.getvalue(), kernel, *options), truth)
+            tiles.append(_tile(scaled, top, f"{label}: NRMSE {error:.3f}"))
         rows.append(tiles)
     width, height = rows[0][0].size
-    sheet = Image.new("L", (3 * width + 8, 2 * height + 4), 0)
+    sheet = Image.new("L", (len(rows[0]) * (width + 4) - 4, 2 * height + 4), 0)
     for r, tiles in enumerate(rows):
         for c, tile in enumerate(tiles):
             sheet.paste(tile, (c * (width + 4), r * (height + 4)))

@@ -22,6 +22,7 @@ ORDER = [
     "recon",
     "grappa",
     "sense",
+    "sense_noncartesian",
     "nufft",
     "latency",
     "memory",

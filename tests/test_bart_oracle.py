@@ -2,7 +2,7 @@
 
 The samples and trajectories BART gets are read from the very stream the recon gets, with
 ismrmrd-python (for the JEMRIS file, its HDF5 reader); BART's trajectory is in grid units
-(``tests/bart_io.py``).  Our coil images come out of ``mrd_stream_recon`` with
+(``tests/bart_tools.py``).  Our coil images come out of ``mrd_stream_recon`` with
 ``coils=channels`` and ``--image-type complex``, so complex coil images are compared, after
 one least-squares scale (BART's and our normalisations differ by a constant).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import ismrmrd
 import numpy as np
 import pytest
-from bart_io import bart_trajectory, run_bart
+from bart_tools import bart_readouts, bart_trajectory, run_bart
 from noncartesian_helpers import nrmse, phantom_stream, recon
 
 from parallel_recon.workers.density import pipe_menon_weights
@@ -45,11 +45,6 @@ def _readouts(stream: bytes) -> tuple[np.ndarray, np.ndarray]:
     return data, traj
 
 
-def _bart_kspace(data: np.ndarray) -> np.ndarray:
-    """``[readouts, coils, samples]`` -> BART's ``[1, samples, readouts, coils]``."""
-    return data.transpose(2, 0, 1)[None]
-
-
 def _ours(image: np.ndarray) -> np.ndarray:
     """Our ``[channels, 1, y, x]`` as ``[coils, y, x]``."""
     return image[:, 0]
@@ -68,7 +63,7 @@ def test_cg_agrees_with_bart_nufft_inverse(trajectory: str, tmp_path: Path) -> N
     data, traj = _readouts(stream)
     bart = run_bart(
         tmp_path, "nufft", "-i", "-d", f"{matrix}:{matrix}:1", "traj", "ksp", "img",
-        inputs={"traj": bart_trajectory(traj, matrix), "ksp": _bart_kspace(data)},
+        inputs={"traj": bart_trajectory(traj, matrix), "ksp": bart_readouts(data)},
         output="img",
     )  # fmt: skip
     error = nrmse(_ours(ours.data), _bart_images(bart, coils, matrix))
@@ -88,7 +83,7 @@ def test_gridding_agrees_with_bart_adjoint_of_the_weighted_samples(
     weighted = data * weights[:, None, :]
     bart = run_bart(
         tmp_path, "nufft", "-a", "-d", f"{matrix}:{matrix}:1", "traj", "ksp", "img",
-        inputs={"traj": bart_trajectory(traj, matrix), "ksp": _bart_kspace(weighted)},
+        inputs={"traj": bart_trajectory(traj, matrix), "ksp": bart_readouts(weighted)},
         output="img",
     )  # fmt: skip
     error = nrmse(_ours(ours.data), _bart_images(bart, coils, matrix))
@@ -113,7 +108,7 @@ def test_jemris_spiral_cg_agrees_with_bart_nufft_inverse(shared_data: Path, tmp_
     traj[:2] = stored[..., :2].transpose(2, 1, 0)
     bart = run_bart(
         tmp_path, "nufft", "-i", "-r", "-d", "220:220:1", "traj", "ksp", "img",
-        inputs={"traj": traj, "ksp": _bart_kspace(data)},
+        inputs={"traj": traj, "ksp": bart_readouts(data)},
         output="img",
     )  # fmt: skip
     from conftest import run_cli

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from accelerated_helpers import phantom_bytes, recon_images
-from bart_cfl import bart, read_cfl, to_bart, write_cfl
+from bart_tools import bart, read_cfl, to_bart, write_cfl
 from sense_helpers import aligned_nrmse, placed_kspace
 
 from parallel_recon.cli import hdf5_to_stream

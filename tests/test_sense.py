@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from accelerated_helpers import nrmse, phantom_bytes, recon_images
-from bart_cfl import bart, read_cfl, to_bart, write_cfl
+from bart_tools import bart, read_cfl, to_bart, write_cfl
 from conftest import run_cli
 from sense_helpers import placed_kspace
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Apply", "LinearOperator", "adjoint_mismatch", "diagonal", "identity"]
+__all__ = ["Apply", "LinearOperator", "adjoint_mismatch", "diagonal", "identity", "reshape"]
 
 Apply = Callable[[np.ndarray], np.ndarray]
 """One application of a linear map to an array of the operator's input (or output) shape."""
@@ -118,6 +118,22 @@ def diagonal(weights: np.ndarray, ishape: tuple[int, ...], name: str = "D") -> L
         return out.sum(axis=extra) if extra else out
 
     return LinearOperator(tuple(ishape), oshape, forward, adjoint, None, name)
+
+
+def reshape(ishape: tuple[int, ...], oshape: tuple[int, ...]) -> LinearOperator:
+    """The same elements seen with another shape (C order): it joins operators whose axes
+    are grouped differently, e.g. coil maps ``[coils, z, y, x]`` in front of a 2D NUFFT that
+    transforms ``coils * z`` planes at once.  Unitary: its adjoint is the reshape back."""
+    if int(np.prod(ishape)) != int(np.prod(oshape)):
+        raise ValueError(f"cannot reshape {ishape} to {oshape}")
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        return np.reshape(x, oshape)
+
+    def adjoint(y: np.ndarray) -> np.ndarray:
+        return np.reshape(y, ishape)
+
+    return LinearOperator(tuple(ishape), tuple(oshape), forward, adjoint, None, "reshape")
 
 
 def adjoint_mismatch(op: LinearOperator, seed: int = 0) -> float:

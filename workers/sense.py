@@ -11,7 +11,9 @@ found by conjugate gradients on the normal equations (:mod:`.cg`, Pruessmann et 
 between trajectories.  Any sampling pattern works (uniform, CAIPIRINHA, variable density): the
 mask is the set of lines the engine saw arrive.
 
-The kernel, per unit:
+The kernel takes Cartesian units and non-Cartesian ones (radial, spiral: ``DATA``); for the
+latter the encoding is the NUFFT (:mod:`.noncartesian_sense`), the maps come from the unit's
+gridded k-space centre, and the rest below is the same.  Per Cartesian unit:
 
 1. coil maps (``maps=espirit`` by default, :mod:`.coil_maps`) on the grid of the solve:
    encoded k1 x k2, recon-space readout; computed once per calibration and reused by later
@@ -45,6 +47,8 @@ from .coil_maps import MapGrid, estimate_maps, maps_image, maps_options
 from .fourier import centred_ifft_axis, readout_images
 from .image_header import make_image
 from .linop import LinearOperator
+from .noncartesian import READOUT_OPTIONS
+from .noncartesian_sense import readout_sense
 from .options import (
     COMMON_OPTIONS,
     KernelOption,
@@ -54,8 +58,12 @@ from .options import (
     positive_int,
 )
 from .partial_fourier import PARTIAL_FOURIER_OPTIONS, describe, detect, recover, recoverable
+from .sense_problem import SenseProblem
 
-__all__ = ["OPTIONS", "reconstruct", "sense_solve"]
+__all__ = ["DATA", "OPTIONS", "reconstruct", "sense_solve"]
+
+DATA = ("cartesian", "noncartesian")
+"""Grid units and readouts with trajectories alike: only the encoding operator differs."""
 
 OPTIONS: tuple[KernelOption, ...] = (
     KernelOption(
@@ -67,8 +75,11 @@ OPTIONS: tuple[KernelOption, ...] = (
     KernelOption("iterations", "30", "conjugate-gradient iterations", positive_int),
     *maps_options("espirit"),
     *PARTIAL_FOURIER_OPTIONS,
+    *READOUT_OPTIONS,
 )
-"""The options of this kernel (``--recon-option``)."""
+"""The options of this kernel (``--recon-option``); ``partial_fourier`` and
+``pocs_iterations`` are refused for non-Cartesian units, ``traj_units`` and ``unit_samples``
+are the engine's for them."""
 
 _TABLE = option_table(COMMON_OPTIONS, OPTIONS)
 
@@ -114,14 +125,10 @@ def _missing_centre(context: ReconContext) -> str:
     )
 
 
-def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
-    """One combined image ``[1, z, y, x]`` per unit (and the maps, with ``save_maps=on``)."""
-    values: dict[str, Any] = parse_options(context.plan.options, _TABLE, "sense")
-    output = OUTPUTS.get(context.plan.output)
-    if output is None:
-        raise ConfigurationError(
-            f"sense recon: expected output {', '.join(OUTPUTS)}, found {context.plan.output!r}"
-        )
+def _cartesian_problem(
+    kspace: np.ndarray, context: ReconContext, values: dict[str, Any]
+) -> SenseProblem:
+    """Sampled FFT, ESPIRiT maps of the calibration, partial Fourier recovery after the solve."""
     space = context.space
     sampled = (
         context.sampled if context.sampled is not None else np.abs(kspace).sum(axis=(2, 3)) > 0
@@ -136,25 +143,53 @@ def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
     by_coil = np.ascontiguousarray(maps.transpose(2, 0, 1, 3))  # [coils, z, y, x]
     data = readout_images(kspace, sampled, grid.shape[2]).transpose(2, 0, 1, 3)
     encoding = sense_operator(by_coil, sampled[:, :, None], _solve_axes(space))
-    result = sense_solve(encoding, data, lam=values["lambda"], iterations=values["iterations"])
-    image = result.x
     extents, warning = recoverable(
         detect(space, context.reference_head, space.kspace_shape, grid.shape)
     )
     if warning:
         context.notes["warning"] = warning
     method = values["partial_fourier"]
-    if extents:
-        image = recover(image[:, :, None], extents, method, values["pocs_iterations"])[:, :, 0]
-    image = _to_recon_matrix(image, space)
-    context.notes["kernel"] = "sense"
+
+    def finish(image: np.ndarray) -> np.ndarray:
+        if extents:
+            image = recover(image[:, :, None], extents, method, values["pocs_iterations"])[:, :, 0]
+        return _to_recon_matrix(image, space)
+
     acquired = int(sampled.sum())
     why = f"{sampled.size / max(acquired, 1):.2g}x undersampled, {values['maps']} maps"
     if extents:
         why += f", partial Fourier {describe(extents)} ({method})"
-    context.notes["why"] = why
-    history = (values["maps"].upper(), "SENSE")
+    return SenseProblem(encoding, data, maps, finish, why)
+
+
+def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:
+    """One combined image ``[1, z, y, x]`` per unit (and the maps, with ``save_maps=on``).
+
+    Parameters
+    ----------
+    kspace:
+        Cartesian units: complex64 ``[k2, k1, coils, k0]``; non-Cartesian units (with
+        ``context.trajectory``): ``[readouts, coils, samples]``.
+    context:
+        Plan, unit, calibration or trajectory.
+    """
+    values: dict[str, Any] = parse_options(context.plan.options, _TABLE, "sense")
+    output = OUTPUTS.get(context.plan.output)
+    if output is None:
+        raise ConfigurationError(
+            f"sense recon: expected output {', '.join(OUTPUTS)}, found {context.plan.output!r}"
+        )
+    prepare = _cartesian_problem if context.trajectory is None else readout_sense
+    problem = prepare(kspace, context, values)
+    result = sense_solve(
+        problem.encoding, problem.data, lam=values["lambda"], iterations=values["iterations"]
+    )
+    image = problem.finish(result.x)
+    context.notes["kernel"] = "sense"
+    context.notes["why"] = problem.why
+    encoding = "SENSE" if context.trajectory is None else "NUFFT SENSE"
+    history = (values["maps"].upper(), *encoding.split())
     images = [make_image(output.convert(image[np.newaxis]), context, output.image_type, history)]
     if values["save_maps"]:
-        images.append(maps_image(maps, context, values["maps"]))
+        images.append(maps_image(problem.maps, context, values["maps"]))
     return images

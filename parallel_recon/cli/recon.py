@@ -187,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME|PATH",
         help="kernel: 'auto' (default: grappa for accelerated data with calibration lines, "
-        "sense when their lines form no regular lattice, else cartesian), 'grappa', 'sense', "
-        "'cartesian', or a path to a .py file defining "
+        "sense when their lines form no regular lattice, else cartesian; radial and spiral "
+        "data: nufft when fully sampled, sense when undersampled), 'grappa', 'sense', "
+        "'nufft', 'cartesian', or a path to a .py file defining "
         "reconstruct(kspace, context) -> list[Image]",
     )
     recon.add_argument(
