@@ -10,9 +10,12 @@ import types
 
 from . import api as _api
 from .api import *  # noqa: F403  (the API's __all__, re-exported as it grows)
-from .version import __version__
 
 __all__ = ["__version__", *_api.__all__]
+
+__version__ = "0.1.0"
+"""The release, as pyproject.toml declares it (a test keeps the two equal).  The rooms below
+the facade read it from the installed distribution's metadata, so nothing imports upwards."""
 
 
 class _ApiPackage(types.ModuleType):

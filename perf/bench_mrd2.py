@@ -66,7 +66,7 @@ def _ready() -> None:
 
 
 def _child_ours() -> tuple[int, int]:
-    from parallel_recon.cli.common import open_input
+    from parallel_recon.files.inputs import open_input
     from parallel_recon.protocol import open_reader
 
     with open_input(None) as source, contextlib.closing(source):
@@ -79,7 +79,7 @@ def _child_ours() -> tuple[int, int]:
 def _child_mrd() -> tuple[int, int]:
     import mrd
 
-    from parallel_recon.cli.common import open_input
+    from parallel_recon.files.inputs import open_input
 
     with open_input(None) as source, contextlib.closing(source):
         _ready()

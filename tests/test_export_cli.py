@@ -7,6 +7,7 @@ ismrmrd-python.  The geometry itself is checked against dcm2niix in test_export_
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import os
 import subprocess
@@ -113,6 +114,7 @@ def test_brain_images_export_to_all_three_formats(shared_data: Path, tmp_path: P
     assert ds.PatientPosition == "HFS" and ds.StudyTime.startswith("115945")
     assert ds.FrameOfReferenceUID == "1.3.12.2.1107.5.2.43.67024.1.20220218115727739.0.0.0"
     assert ds.PatientName == "UNKNOWN^" and ds.PatientID == "UNKNOWN"  # documented placeholders
+    assert ds.SoftwareVersions == f"parallel-recon {importlib.metadata.version('parallel-recon')}"
     np.testing.assert_allclose(dicom_world(ds, 17, 200), mrd_world(image, 200, 17), atol=1e-3)
     nifti = nib.load(tmp_path / "brain.nii.gz")
     assert nifti.get_data_dtype() == np.int16

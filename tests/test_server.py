@@ -197,6 +197,10 @@ def test_choose_kernel_rules() -> None:
     assert choose_kernel("special", config) == "other.py"
     assert choose_kernel(" cartesian ", config) == "cartesian"
     assert choose_kernel("default.xml", config) == "mine.py"
+    assert choose_kernel("default_short", config) == "mine.py"
+    assert choose_kernel("Generic_Cartesian_Grappa.xml", config) == "grappa"
+    assert choose_kernel("Generic_Cartesian_FFT", config) == "cartesian"
+    assert choose_kernel("my_site_recon.xml", config) == "mine.py"
     assert choose_kernel(None, config) == "mine.py"
 
 

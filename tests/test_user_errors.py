@@ -314,8 +314,11 @@ def test_binary_output_to_a_terminal_needs_force(raw: Path, tmp_path: Path) -> N
 
 # ----------------------------------------------------------------- 11. --version
 def test_every_command_has_version() -> None:
+    from importlib.metadata import version
+
     from parallel_recon import __version__
 
+    assert __version__ == version("parallel-recon")  # the facade's and pyproject.toml's
     for name in CONSOLE_SCRIPTS:
         proc = run_cli(name, "--version")
         assert proc.stdout.decode().strip() == f"{name} (parallel-recon) {__version__}"

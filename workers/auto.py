@@ -29,7 +29,7 @@ import numpy as np
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
 from parallel_recon.workers import cartesian, grappa, noncartesian, sense
-from parallel_recon.workers.api import ReconContext
+from parallel_recon.workers.api import ReconContext, ReconPlan
 from parallel_recon.workers.options import KernelOption, choice, positive_int
 from parallel_recon.workers.sampling import IrregularSampling, find_lattice
 from parallel_recon.workers.undersampling import NYQUIST_GAP, describe_gap, edge_gap
@@ -84,9 +84,13 @@ def _with_options(context: ReconContext, options: dict[str, str]) -> ReconContex
 WARM_IMPORTS = grappa.WARM_IMPORTS
 """What GRAPPA imports at its first calibration."""
 
-calibration_cache_bytes = grappa.calibration_cache_bytes
-"""Room for GRAPPA's shared weights and maps (the only kernel this one may choose that
-derives arrays from the calibration)."""
+
+def calibration_cache_bytes(plan: ReconPlan, coils: int) -> int:
+    """Room for the arrays shared per calibration by the kernel this one chooses: GRAPPA's
+    weights and maps, or SENSE's maps (for a lattice GRAPPA cannot fill)."""
+    return max(
+        grappa.calibration_cache_bytes(plan, coils), sense.calibration_cache_bytes(plan, coils)
+    )
 
 
 def _with_combine(context: ReconContext, default: str) -> ReconContext:

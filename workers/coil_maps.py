@@ -27,7 +27,7 @@ import numpy as np
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image, ImageType
 
-from .api import EncodingSpace, ReconContext
+from .api import EncodingSpace, ReconContext, ReconPlan
 from .coils import centre_block, sensitivity_maps
 from .espirit import ESPIRIT_OPTIONS, calibration_region, espirit_maps, espirit_settings
 from .fourier import to_image_space
@@ -45,6 +45,7 @@ __all__ = [
     "maps_image",
     "maps_options",
     "maps_tag",
+    "shared_maps_bytes",
 ]
 
 
@@ -165,6 +166,14 @@ def maps_tag(method: str, grid: MapGrid, values: dict[str, Any], shape: tuple[in
     """Everything besides the calibration that maps depend on, as a cache tag."""
     espirit = tuple(values.get(o.name) for o in ESPIRIT_OPTIONS) if method == "espirit" else ()
     return f"maps method={method} grid={grid.shape}/{grid.periods} espirit={espirit} k={shape}"
+
+
+def shared_maps_bytes(plan: ReconPlan, coils: int, grid: Callable[[EncodingSpace], MapGrid]) -> int:
+    """The largest complex64 maps ``[z, y, coils, x]`` of the plan's encoding spaces on
+    ``grid``: the room a kernel declares (``calibration_cache_bytes``) so that a slice's maps
+    are made by one worker for all, not once per worker."""
+    sizes = (np.prod(grid(space).shape, dtype=np.int64) * coils * 8 for space in plan.spaces)
+    return int(max(sizes, default=0))
 
 
 def compute_maps(

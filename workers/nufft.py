@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.fft
 
 from .linop import LinearOperator
 
@@ -184,6 +183,8 @@ def toeplitz_kernel(
         index: list[int | slice] = [slice(None)] * len(shape)
         index[axis] = 0
         psf[tuple(index)] = 0
+    import scipy.fft  # here: --recon auto imports this module for every stream
+
     circulant = np.fft.ifftshift(psf)  # offset 0 at index 0
     return np.ascontiguousarray(scipy.fft.fftn(circulant, workers=1).real, np.float32)
 
@@ -195,6 +196,8 @@ def _toeplitz_normal(
     the first ``N`` points of each doubled axis and only those are wanted back, so each axis is
     transformed where it holds data (the last axis on ``N`` rows, not ``2 N``): 3/4 of the
     full pair's work in 2D."""
+    import scipy.fft
+
     dims = len(shape)
 
     def normal(x: np.ndarray) -> np.ndarray:

@@ -39,11 +39,11 @@ import numpy as np
 from parallel_recon.errors import ConfigurationError
 from parallel_recon.protocol import Image
 
-from .api import EncodingSpace, ReconContext
+from .api import EncodingSpace, ReconContext, ReconPlan
 from .cartesian import OUTPUTS
 from .cartesian_ops import centred_fft, sense_operator
 from .cg import CGResult, least_squares
-from .coil_maps import MapGrid, estimate_maps, maps_image, maps_options
+from .coil_maps import MapGrid, estimate_maps, maps_image, maps_options, shared_maps_bytes
 from .fourier import centred_ifft_axis, readout_images
 from .image_header import make_image
 from .linop import LinearOperator
@@ -60,7 +60,7 @@ from .options import (
 from .partial_fourier import PARTIAL_FOURIER_OPTIONS, describe, detect, recover, recoverable
 from .sense_problem import SenseProblem
 
-__all__ = ["DATA", "OPTIONS", "reconstruct", "sense_solve"]
+__all__ = ["DATA", "OPTIONS", "calibration_cache_bytes", "reconstruct", "sense_solve"]
 
 DATA = ("cartesian", "noncartesian")
 """Grid units and readouts with trajectories alike: only the encoding operator differs."""
@@ -160,6 +160,12 @@ def _cartesian_problem(
     if extents:
         why += f", partial Fourier {describe(extents)} ({method})"
     return SenseProblem(encoding, data, maps, finish, why)
+
+
+def calibration_cache_bytes(plan: ReconPlan, coils: int) -> int:
+    """Room for a calibration's maps on the encoded grid, shared by the workers (the engine
+    sizes its derived store from this; see :mod:`.api`)."""
+    return shared_maps_bytes(plan, coils, MapGrid.encoded)
 
 
 def reconstruct(kspace: np.ndarray, context: ReconContext) -> list[Image]:

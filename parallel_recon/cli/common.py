@@ -20,7 +20,6 @@ from typing import BinaryIO, NoReturn
 from ..errors import ConfigurationError, InputFileError, ReconError, UsageError
 from ..files import PendingFile, is_disk_full
 from ..files.inputs import is_standard_stream, is_terminal
-from ..version import __version__
 
 __all__ = [
     "EXIT_BROKEN_PIPE",
@@ -174,16 +173,33 @@ def add_force_option(parser: argparse._ActionsContainer) -> None:
     )
 
 
+def package_version() -> str:
+    """The installed distribution's version (read only when asked: it costs an import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parallel-recon")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """``--version`` that looks the version up only when it is given."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        if parser.prog.startswith("parallel-recon"):
+            print(f"{parser.prog} {package_version()}")
+        else:
+            print(f"{parser.prog} (parallel-recon) {package_version()}")
+        parser.exit()
+
+
 def add_version_option(parser: argparse.ArgumentParser) -> None:
     """``--version``: the package version, as every console script prints it."""
-    parser.add_argument(
-        "--version",
-        action="version",
-        version=f"{parser.prog} {__version__}"
-        if parser.prog.startswith("parallel-recon")
-        else f"{parser.prog} (parallel-recon) {__version__}",
-        help="print the version and exit",
-    )
+    parser.add_argument("--version", action=_VersionAction)
 
 
 def port_number(text: str) -> int:

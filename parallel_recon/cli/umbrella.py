@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if args else 2
     if args[0] == "--version":
-        from ..version import __version__
+        from .common import package_version
 
-        print(f"parallel-recon {__version__}")
+        print(f"parallel-recon {package_version()}")
         return 0
     verb, rest = args[0], args[1:]
     if verb not in VERBS:

@@ -19,7 +19,6 @@ from ..protocol import (
     encode_message,
     message_id_bytes,
 )
-from ..protocol.mrd2.writer import header_bytes, message_buffers, prologue_bytes
 
 __all__ = ["OUTPUTS", "MrdV1Output", "MrdV2Output", "Output", "output_for"]
 
@@ -59,6 +58,9 @@ class MrdV2Output(MrdV1Output):
     generation = "mrd2"
 
     def header(self, xml: str) -> bytes:
+        # the v2 codec loads with the first v2 output (a v1 run never pays for its schema)
+        from ..protocol.mrd2.writer import header_bytes, prologue_bytes
+
         return prologue_bytes() + header_bytes(xml, self.notes)
 
     def text(self, encoded: bytes) -> bytes:
@@ -66,6 +68,8 @@ class MrdV2Output(MrdV1Output):
         return b""
 
     def images(self, buffer: memoryview, spans: list[tuple[int, int]]) -> Buffers:
+        from ..protocol.mrd2.writer import message_buffers
+
         out: Buffers = []
         for start, _ in spans:
             out.extend(message_buffers(decode_image(buffer, start), self.notes))

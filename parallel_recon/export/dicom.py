@@ -21,6 +21,7 @@ to TriggerTime; the counters are also listed in ImageComments.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from ..files import pending_folder
-from ..version import __version__
 from .geometry import ImageGeometry, Plane
 from .inputs import TICK_MS, ExportInput, ImageSeries
 from .pixels import Part, Scaling, choose_scaling, image_parts, meta_rescale
@@ -195,7 +195,7 @@ def _study_level(info: StudyInfo, uids: dict[str, str]) -> Dataset:
     ):
         if value:
             setattr(ds, keyword, value[:64])
-    ds.SoftwareVersions = f"parallel-recon {__version__}"
+    ds.SoftwareVersions = f"parallel-recon {_software_version()}"
     _sequence_level(ds, info)
     return ds
 
@@ -421,3 +421,14 @@ def _write_series(
         if progress is not None:
             progress(1)
     return files
+
+
+@functools.cache
+def _software_version() -> str:
+    """The installed distribution's version, for SoftwareVersions (looked up once)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("parallel-recon")
+    except PackageNotFoundError:
+        return "(not installed)"

@@ -246,7 +246,8 @@ def _entry(spec: str) -> Callable[[list[str]], int]:
 def _preload(kernels: list[str]) -> None:
     """Import what a connection's recon imports: the engine's modules and each kernel with
     the modules it imports only when it first needs them."""
-    for name in ("numpy", "numpy.fft"):
+    v2_codec = ("parallel_recon.protocol.mrd2.reader", "parallel_recon.protocol.mrd2.writer")
+    for name in ("numpy", "numpy.fft", *v2_codec):  # v2 clients' first images as fast
         importlib.import_module(name)
     from ..engine import calibration, derived, noise, pipeline, plan, pool, reader, writer  # noqa: F401
     from ..engine.kernels import load_kernel, warm_imports

@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from ..engine.configs import kernel_for_config
 from ..engine.kernels import KERNELS
 from ..errors import MemoryLimitError
 from ..protocol import Text, encode_message
@@ -123,14 +124,20 @@ def choose_kernel(config_name: str | None, config: ServerConfig) -> str:
     """The kernel for a connection, from the first CONFIG_FILE name the client sent.
 
     A name listed in ``config.config_map`` maps to its kernel; a name of the recon's kernel
-    table (e.g. ``cartesian``) selects that kernel; anything else (``default``, Gadgetron's
-    ``default.xml``, no config at all) uses ``config.recon``.
+    table (e.g. ``cartesian``) selects that kernel; one of Gadgetron's named configurations
+    (``Generic_Cartesian_Grappa.xml``) selects the kernel doing that work, as
+    ``mrd_stream_recon -c`` does; anything else (``default``, ``default.xml``, which clients
+    send when they mean "the server's reconstruction", an unknown name, no config at all) uses
+    ``config.recon``: the server's operator chose it.
     """
     name = (config_name or "").strip()
     if name in config.config_map:
         return config.config_map[name]
     if name in KERNELS:
         return name
+    kernel, unknown = kernel_for_config(name)
+    if unknown is None and not name.lower().startswith("default"):
+        return kernel
     return config.recon
 
 

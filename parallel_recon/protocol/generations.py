@@ -13,13 +13,16 @@ both generations from this one module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from .buffer import ReadBuffer
 from .decode import DEFAULT_LIMITS, Limits, StreamReader
 from .encode import StreamWriter
 from .messages import Message
-from .mrd2 import MAGIC, Mrd2StreamReader, Mrd2StreamWriter, Notes
+from .mrd2 import MAGIC
+
+if TYPE_CHECKING:
+    from .mrd2 import Notes
 
 __all__ = [
     "FORMAT_NAMES",
@@ -63,6 +66,8 @@ def open_reader(
     buffer = ReadBuffer(source)
     buffer.fill(2)
     if bytes(buffer.chunk[buffer.pos : buffer.pos + 2]) == MAGIC[:2]:
+        from .mrd2.reader import Mrd2StreamReader
+
         return Mrd2StreamReader(
             source, limits=limits, require_close=require_close, buffer=buffer, notes=notes
         )
@@ -73,9 +78,15 @@ def _v1_writer(sink: BinaryIO, notes: Notes | None) -> MessageWriter:
     return StreamWriter(sink)
 
 
+def _v2_writer(sink: BinaryIO, notes: Notes | None) -> MessageWriter:
+    from .mrd2.writer import Mrd2StreamWriter
+
+    return Mrd2StreamWriter(sink, notes)
+
+
 _WRITERS: dict[str, Callable[[BinaryIO, Notes | None], MessageWriter]] = {
     "ismrmrd": _v1_writer,
-    "mrd2": Mrd2StreamWriter,
+    "mrd2": _v2_writer,
 }
 
 

@@ -19,6 +19,8 @@ from functools import cache
 from importlib import resources
 from typing import Any, Union
 
+from . import MAGIC
+
 __all__ = [
     "FORMAT_VERSION",
     "KNOWN_SCHEMAS",
@@ -41,7 +43,6 @@ __all__ = [
     "stream_item_cases",
 ]
 
-MAGIC = b"yardl"
 """The first five bytes of every MRD v2 binary stream."""
 
 FORMAT_VERSION = 1
