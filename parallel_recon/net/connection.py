@@ -324,6 +324,8 @@ class Connection:
         code = self._wait_child()
         self.report.recon_s = time.monotonic() - started
         pumps[1].join(timeout=_LINGER)  # the child's last stderr line explains a failure
+        if self._reply_gone:  # the socket failed both ways: the input pump's verdict (a reset
+            pumps[0].join(timeout=_LINGER)  # before the CLOSE) is the better reason; await it
         self._conclude(code, closed)
         # Reply complete: tell the client, give the input pump a moment to see its EOF,
         # then unblock it in case the client keeps the connection open.
