@@ -172,6 +172,31 @@ def test_connection_reset_mid_reply(scripted) -> None:
     _one_error_line(proc, f"connection to 127.0.0.1:{server.port} dropped (reset by the server)")
 
 
+def test_an_input_closed_while_the_command_exits_stops_the_sender_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the reply's error the command exits while the sender may still be reading
+    stdin; the interpreter's shutdown closes it under the thread (a traceback once showed up
+    under CPU load after the one-line error)."""
+    from parallel_recon.net.client import SendReport, _Sender
+
+    class ClosedInput:
+        def read1(self, size: int) -> bytes:
+            raise ValueError("read of closed file")
+
+        read = read1
+
+    escaped: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    left, right = socket.socketpair()
+    with left, right:
+        sender = _Sender(ClosedInput(), left, SendReport())  # type: ignore[arg-type]
+        sender.start()
+        sender.join(60)
+    assert not sender.is_alive() and escaped == [] and sender.error is None
+    assert not sender.done.is_set()
+
+
 def test_a_reset_after_a_text_keeps_what_the_server_said(scripted) -> None:
     def script(conn: socket.socket) -> None:
         conn.recv(100)

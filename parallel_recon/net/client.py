@@ -165,6 +165,8 @@ class _Sender(threading.Thread):
             self.done.set()
         except OSError as exc:  # the server closed early; the reply says why
             self.error = exc
+        except ValueError:  # the input was closed under us: the command is exiting already
+            pass
 
     def sent_whole_stream(self) -> bool:
         """Whether what was sent ends as a complete stream of its generation does."""
