@@ -396,6 +396,25 @@ def test_a_refused_client_reads_why(servers: list[ServerProcess], small: bytes) 
     assert messages[0].text == "error: too many connections from your address; try again later"
 
 
+def test_a_refused_client_still_sending_reads_why(
+    servers: list[ServerProcess], small: bytes
+) -> None:
+    """The refusal is sent before the client's data arrives: the server must not close
+    with that data unread (a reset then destroys the TEXT), it lingers until the client ends."""
+    server = _serve(servers, "--max-per-address", "1")
+    with connect(server.port), connect(server.port) as late:
+        server.wait_for(
+            lambda lines: any("refused: too many connections" in x for x in lines),
+            "the second client's refusal",
+        )
+        late.sendall(small)
+        late.shutdown(socket.SHUT_WR)
+        reply = read_to_end(late)
+    messages = list(StreamReader(io.BytesIO(reply), require_close=False))
+    assert [type(m).__name__ for m in messages] == ["Text"], messages
+    assert messages[0].text == "error: too many connections from your address; try again later"
+
+
 def test_header_only_client_reads_why_nothing_came_back(
     servers: list[ServerProcess], small: bytes
 ) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -38,6 +37,7 @@ from ..errors import ProtocolError, ReconError, TruncatedStreamError
 from ..protocol import MessageId, Text, encode_message, open_reader, skip_message
 from .admission import Admission
 from .client import TeeReader
+from .linger import close_lingering
 from .opening import NoHeader, Opening, read_opening
 from .wire import MIN_PROGRESS_BYTES, Stalled, Wire, client_gone
 
@@ -550,19 +550,5 @@ class Connection:
         return True
 
     def _close_socket(self) -> None:
-        """Half-close, then briefly discard unread input so the client reads our last words.
-
-        Closing with unread input makes the kernel send a reset, which can destroy the
-        reply (and the TEXT explaining an error) before the client has read it.
-        """
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + _LINGER
-            poller = select.poll()
-            poller.register(self.sock, select.POLLIN)
-            buffer = bytearray(_CHUNK)
-            while (left := deadline - time.monotonic()) > 0 and poller.poll(left * 1000):
-                if not self.sock.recv_into(buffer):
-                    break
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        """The lingering close: the client reads our last words before any reset."""
+        close_lingering(self.sock, _LINGER)

@@ -54,6 +54,7 @@ from ..protocol import Text, encode_message
 from .admission import Admission
 from .connection import ChildProcess, Connection, ConnectionReport, MemoryRefusal, popen
 from .engines import EnginePool, EnginesGone
+from .linger import LingeringCloser
 from .opening import Opening
 
 __all__ = [
@@ -215,25 +216,6 @@ def dataset_memory(config: ServerConfig, budget: int, opening: Opening, kernel: 
     return sizes.total_bytes
 
 
-_REFUSED_INPUT = 1 << 20
-
-
-def _discard_arrived(sock: socket.socket) -> None:
-    """Read away what a refused client has already sent (at most 1 MiB, without waiting):
-    closing a socket with unread input sends a reset, which can destroy the TEXT telling
-    the client why before it has read it."""
-    buffer = bytearray(64 << 10)
-    taken = 0
-    while taken < _REFUSED_INPUT:
-        try:
-            count = sock.recv_into(buffer)
-        except (BlockingIOError, InterruptedError):
-            return
-        if not count:
-            return
-        taken += count
-
-
 class ReconServer:
     """Listens, serves each connection in a thread, drains on :meth:`request_stop`."""
 
@@ -256,6 +238,7 @@ class ReconServer:
         self._force = threading.Event()
         self._next_id = 0
         self._cold_warned = False
+        self._closer = LingeringCloser()
         self.pool: EnginePool | None = None
         if not config.command and config.ready_engines > 0:
             self.pool = self._start_engines()
@@ -335,6 +318,7 @@ class ReconServer:
         finally:
             self.listener.close()
             self._drain()
+            self._closer.close()
             if previous is not None:
                 signal.set_wakeup_fd(previous)
             if self.pool is not None:
@@ -369,9 +353,7 @@ class ReconServer:
         with contextlib.suppress(OSError):
             sock.setblocking(False)
             sock.send(encode_message(Text(f"error: {tell}; try again later")))
-            sock.shutdown(socket.SHUT_WR)
-            _discard_arrived(sock)
-        sock.close()
+        self._closer.hand_over(sock)
         self.say(ConnectionReport(peer=peer, outcome=f"refused: {why}").line())
 
     def _start(self, sock: socket.socket, host: str, peer: str) -> None:
