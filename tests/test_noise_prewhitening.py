@@ -179,6 +179,42 @@ def test_whitening_lines_and_accumulating_noise() -> None:
     assert np.allclose(kspace[0, 0, :, 0], [1, 2, 3]) and np.allclose(kspace[0, 1], 1)
 
 
+@pytest.mark.parametrize("layout", ["all lines", "scattered lines", "strided view"])
+def test_whitening_mixes_every_sampled_line_in_passes(layout: str) -> None:
+    """More lines than one pass holds (32 coils x 512 samples: 8 lines per 1 MiB pass), in
+    runs and scattered, and a non-contiguous view: each sampled line's coil vector times the
+    matrix (checked line by line with a plain loop), every other line untouched."""
+    rng = np.random.default_rng(7)
+    shape = (3, 40, 32, 512)
+    data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    matrix = (rng.standard_normal((32, 32)) + 1j * rng.standard_normal((32, 32))).astype(
+        np.complex64
+    )
+    sampled = None if layout == "all lines" else rng.random(shape[:2]) < 0.4
+    if layout == "strided view":
+        backing = np.zeros((3, 40, 32, 1024), np.complex64)
+        kspace = backing[..., ::2]
+        kspace[...] = data
+    else:
+        kspace = data.copy()
+    whiten_lines(kspace, matrix, sampled)
+    for k2 in range(shape[0]):
+        for k1 in range(shape[1]):
+            line = data[k2, k1].astype(np.complex128)
+            if sampled is None or sampled[k2, k1]:
+                expected = np.array(
+                    [
+                        [sum(matrix[c, d] * line[d, x] for d in range(32)) for x in (0, 255, 511)]
+                        for c in range(32)
+                    ]
+                )
+                assert np.allclose(
+                    kspace[k2, k1][:, [0, 255, 511]], expected, rtol=1e-4, atol=1e-3
+                ), (k2, k1)
+            else:
+                assert np.array_equal(kspace[k2, k1], data[k2, k1]), (k2, k1)
+
+
 def test_bandwidth_scale_and_channel_order() -> None:
     assert bandwidth_scale(10.0, 5.0, 0.793) == pytest.approx(2 / 0.793)
     assert bandwidth_scale(0.0, 5.0, 0.793) == 1.0  # unknown dwell time: no scaling
