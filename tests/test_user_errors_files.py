@@ -14,12 +14,14 @@ import io
 import json
 import re
 import struct
+import subprocess
 from pathlib import Path
 
 import h5py
+import ismrmrd
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, run_cli, script
 from PIL import Image as PILImage
 
 from parallel_recon.phantom import PhantomSpec, iter_messages
@@ -134,13 +136,34 @@ def test_view_says_when_it_cuts_the_montage_and_writes_jpeg(
 
 
 def test_phantom_without_output_writes_phantom_h5_here(tmp_path: Path) -> None:
-    import subprocess
-
-    from conftest import script
-
     subprocess.run([script("mrd_phantom"), "-m", "16", "-c", "2"], cwd=tmp_path, check=True)
     with h5py.File(tmp_path / "phantom.h5") as handle:
         assert "dataset/data" in handle
+
+
+@pytest.mark.parametrize("flag", ["--stream", "--format=mrd2"])
+def test_phantom_stream_without_output_goes_to_stdout(tmp_path: Path, flag: str) -> None:
+    """``mrd_phantom --stream | mrd_stream_recon`` is the pipe a user writes first: without
+    ``-o`` the stream goes to stdout, never into a stream file named phantom.h5."""
+    proc = subprocess.run(
+        [script("mrd_phantom"), "-m", "16", "-c", "2", flag],
+        cwd=tmp_path,
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # v2 names what its mapping does not carry, one warning per kind; nothing else is said
+    assert all(
+        line.startswith("mrd_phantom: warning: the MRD v2 mapping leaves ")
+        for line in proc.stderr.decode().splitlines()
+    ), proc.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+    if flag == "--stream":
+        messages = list(ismrmrd.ProtocolDeserializer(io.BytesIO(proc.stdout)).deserialize())
+        assert proc.stderr == b""
+        assert [type(m).__name__ for m in messages].count("Acquisition") == 16
+    else:
+        assert proc.stdout[:5] == b"yardl"
 
 
 def test_readme_answers_the_questions_a_new_user_asked() -> None:

@@ -4,7 +4,8 @@ Options follow ``ismrmrd_generate_cartesian_shepp_logan`` (``-m -c -O -r -a -w -
 -k``) plus slices, contrasts, 3D partitions, averages, partial Fourier, a seed, and the scan's
 geometry: orientation, position and a bright marker voxel at a known place.  The output
 is a group of an ISMRMRD HDF5 file (replaced if it exists: unlike the C++ tool, which appends,
-one group never mixes two scans), or an MRD stream with ``-o -`` (stdout) or ``--stream``.
+one group never mixes two scans), or an MRD stream with ``-o -`` or ``--stream`` (stdout
+unless ``-o`` names a file).
 The HDF5 file is rewritten (other groups copied into a new file, renamed into place at the
 end), so re-runs do not grow it and a failure leaves the previous file as it was.
 """
@@ -45,6 +46,8 @@ from .common import (
 __all__ = ["build_parser", "main"]
 
 PROG = "mrd_phantom"
+DEFAULT_HDF5 = "phantom.h5"
+"""Where HDF5 goes without ``-o`` (as the C++ tool writes testdata.h5 in the current folder)."""
 
 
 def _point(text: str) -> tuple[float, float, float]:
@@ -79,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         help="std of the complex noise added to the unnormalised DFT of the object (default 0.05)",
     )
-    add("-o", "--output", default="phantom.h5", help="HDF5 file, or - for a stream on stdout")
+    add(
+        "-o",
+        "--output",
+        default=None,
+        help="HDF5 file (default ./phantom.h5), or - for a stream on stdout (the default "
+        "with --stream or --format)",
+    )
     add(
         "-d",
         "--dataset",
@@ -100,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the readout acquired, above 0.5 to 1 (the first samples skipped)",
     )
     add("--seed", type=int, default=0, help="random seed of the noise (default 0)")
-    add("--stream", action="store_true", help="write an MRD stream to --output, not HDF5")
+    add(
+        "--stream",
+        action="store_true",
+        help="write an MRD stream, not HDF5: to --output, or to stdout without it",
+    )
     add(
         "--format",
         choices=GENERATIONS,
@@ -270,14 +283,15 @@ def _run(args: argparse.Namespace) -> int:
         unit="acquisitions",
     )
     messages = _counted(spec, progress)
-    if args.output == "-" or args.stream or args.format:
+    streaming = args.output == "-" or args.stream or args.format
+    if streaming:  # without -o a stream goes to stdout: a stream named phantom.h5 misleads
         with open_output(args.output, force=args.force) as sink:
             writer = open_writer(sink, args.format or "ismrmrd", Notes(_warn))
             for msg in messages:
                 writer.write(msg)
             writer.close()
     else:
-        _write_hdf5(messages, args.output, args.dataset)
+        _write_hdf5(messages, args.output or DEFAULT_HDF5, args.dataset)
     progress.finish()
     return EXIT_OK
 
