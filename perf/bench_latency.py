@@ -178,6 +178,17 @@ def _maybe_baseline(ref: str | None) -> Iterator[Path | None]:
         yield folder
 
 
+def compile_bytecode(root: Path) -> None:
+    """Byte-compile a checkout's package sources, as installing a wheel does.
+
+    An editable install run where ``PYTHONDONTWRITEBYTECODE`` is set (as on CI machines)
+    recompiles every module it imports whose cached bytecode is missing or older than its
+    source, on every start: that is not the start-up a user's installed package has.
+    """
+    folders = [str(root / name) for name in ("parallel_recon", "workers") if (root / name).is_dir()]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *folders], check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds, nothing written")
@@ -190,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     data = tiny_stream()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder, _maybe_baseline(args.baseline) as base:
+        for checkout in (REPO, base):
+            if checkout is not None:
+                compile_bytecode(checkout)
         stream = Path(folder) / "tiny.stream"
         stream.write_bytes(data)
         env = dict(os.environ)
@@ -252,7 +266,10 @@ def _table(
         f"{len(data) / 1e3:.0f} kB, one image); {rounds} interleaved rounds, median (best) "
         "in milliseconds.  Through `serve`: from the stream's CLOSE having been sent "
         "(`--workers 1` per connection); as a command: from starting the process (default "
-        "`--workers`).\n",
+        "`--workers`).  The package's bytecode is compiled first, as installing a wheel "
+        "does (an editable install under `PYTHONDONTWRITEBYTECODE` would recompile changed "
+        "modules on every start); the editable install's path finder (~10 ms of `site`) "
+        "stays in the command's time.\n",
         "| run | first image ms | end ms |",
         "|---|---|---|",
     ]
