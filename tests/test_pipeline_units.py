@@ -141,10 +141,29 @@ def test_image_indices_run_per_series_in_output_order() -> None:
     assert struct.unpack_from("<H", buffer, 0)[0] == 1022
 
 
-def test_ring_is_unlinked_at_once_and_still_shared_with_forked_children() -> None:
+def _shm_names() -> set[str]:
+    return {path.name for path in Path("/dev/shm").iterdir()}
+
+
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["O_TMPFILE", "named then unlinked"])
+def test_ring_has_no_name_and_is_still_shared_with_forked_children(
+    tmpfile: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of the ring is in /dev/shm while it lives (so nothing can be left there by
+    a kill), yet its pages count against /dev/shm (the budget reads that) and a forked child
+    writes through its inherited mapping; also on a kernel without O_TMPFILE."""
+    if not tmpfile:
+        monkeypatch.delattr(os, "O_TMPFILE")
+    before, free = _shm_names(), os.statvfs("/dev/shm")
+    ring = SharedRing("k", 5000, 3 << 10)  # 24 MiB
+    ring.slot(0)[:] = b"\x01" * ring.slot_bytes  # touch pages: tmpfs allocates on write
+    ring.slot(ring.count - 1)[:] = b"\x01" * ring.slot_bytes
+    assert ring.name.startswith(f"pr_{os.getpid()}_k_")
+    assert _shm_names() == before  # nothing to leak, ever
+    used = (free.f_bfree - os.statvfs("/dev/shm").f_bfree) * free.f_frsize
+    assert used >= 2 * 8192, used
+    ring.close()
     ring = SharedRing("k", 5000, 3)
-    assert ring.name.startswith("pr_")
-    assert not (Path("/dev/shm") / ring.name).exists()  # nothing to leak, ever
     assert ring.slot_bytes == 8192 and ring.nbytes == 3 * 8192
     pid = os.fork()
     if pid == 0:  # child: write through its inherited mapping

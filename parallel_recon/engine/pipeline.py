@@ -2,8 +2,8 @@
 
 Start-up happens in the supervisor so that every child inherits what it needs by ``fork``:
 it reads the stream up to the first acquisition's header (the XML header and the coil count
-size the slots), loads the kernel, creates the shared-memory rings (unlinking their names at
-once, so nothing can stay in /dev/shm whatever happens next) and starts the children.
+size the slots), loads the kernel, creates the shared-memory rings (in /dev/shm without a
+name, so nothing can stay there whatever happens next) and starts the children.
 
 Then it waits on the children's sentinels and a status pipe.  Any failure (bad input, a
 kernel error, a child killed by a signal, a closed downstream pipe, SIGINT, SIGTERM) kills

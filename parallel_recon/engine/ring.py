@@ -1,11 +1,13 @@
 """Shared-memory slots: one segment per ring, fixed-size slots, allocated once.
 
-A ring is a single ``multiprocessing.shared_memory`` segment cut into page-aligned slots.
-The supervisor creates it before forking and unlinks its name at once: the mapping stays
-valid and every forked child inherits it, so nothing can be left in ``/dev/shm`` even if
-the supervisor is killed a microsecond later.  Python 3.11's resource tracker is kept out
-of it (it would start a helper process and warn about "leaked" segments that are already
-gone), because ownership here is explicit.
+A ring is a single shared-memory segment cut into page-aligned slots: a tmpfs file in
+``/dev/shm`` made without a name (``O_TMPFILE``), mapped by the supervisor before forking,
+inherited by every forked child.  Having no name, it can never be left in ``/dev/shm``,
+however the processes end; it is freed when the last mapping goes.
+``multiprocessing.shared_memory`` is not used: it names every segment, and its Python code
+runs between creating the name and any unlink (long enough, in a busy process, for a kill to
+land there, which left segments behind); Python 3.11's resource tracker would also start a
+helper process and warn about "leaked" segments that are already gone.
 
 Sizing lives here too: how many k-space slots a header needs, how many a memory budget
 allows, and the clear error when even the minimum does not fit.
@@ -14,12 +16,13 @@ allows, and the clear error when even the minimum does not fit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
+import mmap
 import os
 import re
-from collections.abc import Iterator
+import signal
 from dataclasses import dataclass
-from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
 import numpy as np
@@ -49,21 +52,60 @@ def round_to_page(nbytes: int, to: int = PAGE) -> int:
     return max(to, -(-nbytes // to) * to)
 
 
-@contextlib.contextmanager
-def _untracked() -> Iterator[None]:
-    """Keep ``resource_tracker`` from registering segments whose lifetime we own."""
-    register, unregister = resource_tracker.register, resource_tracker.unregister
+_SHM_FOLDER = "/dev/shm"
+_HELD_BACK = {
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGPIPE,
+    signal.SIGCHLD,
+}
+"""Signals whose handlers could raise between naming a segment and removing the name."""
 
-    def _noop(name: object, rtype: str) -> None:
-        return None
 
-    resource_tracker.register = _noop
-    resource_tracker.unregister = _noop
+def _segment_file(prefix: str) -> tuple[int, str]:
+    """An open tmpfs file in ``/dev/shm`` with no name, and how to call it in messages.
+
+    ``O_TMPFILE`` makes the file without ever giving it a name, so nothing can be left in
+    ``/dev/shm`` whenever the process is killed, and it still counts against ``/dev/shm``'s
+    size (which the memory budget reads).  Where the kernel lacks ``O_TMPFILE`` the file is
+    named, and the name removed in the next call with the catchable signals held back.
+    """
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            return os.open(_SHM_FOLDER, tmpfile | os.O_RDWR, 0o600), f"{prefix}(unnamed)"
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_BACK)
     try:
-        yield
+        for _ in range(8):
+            name = f"{prefix}{os.urandom(4).hex()}"
+            path = os.path.join(_SHM_FOLDER, name)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                continue
+            os.unlink(path)
+            return fd, name
+        raise OSError(f"no free shared-memory name under {_SHM_FOLDER}")
     finally:
-        resource_tracker.register = register
-        resource_tracker.unregister = unregister
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _anonymous_segment(prefix: str, size: int) -> tuple[mmap.mmap, str]:
+    """A shared mapping of ``size`` bytes with no name in ``/dev/shm``, and its label."""
+    fd, label = _segment_file(prefix)
+    try:
+        os.ftruncate(fd, size)
+        return mmap.mmap(fd, size), label
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -94,8 +136,9 @@ class SharedRing:
     Parameters
     ----------
     tag:
-        Short name part (``"k"`` for k-space, ``"img"`` for images); the segment is named
-        ``pr_<pid>_<random>_<tag>``.
+        Short name part (``"k"`` for k-space, ``"img"`` for images); ``name`` is
+        ``pr_<pid>_<tag>_(unnamed)`` (or, without ``O_TMPFILE``, the name the segment had
+        for one system call).
     slot_bytes:
         Size of one slot (rounded up to a page).
     count:
@@ -105,14 +148,9 @@ class SharedRing:
     def __init__(self, tag: str, slot_bytes: int, count: int):
         self.slot_bytes = round_to_page(slot_bytes)
         self.count = count
-        name = f"{SEGMENT_PREFIX}{os.getpid()}_{os.urandom(4).hex()}_{tag}"
-        with _untracked():
-            self._shm = shared_memory.SharedMemory(
-                name=name, create=True, size=self.slot_bytes * count
-            )
-        self.name = name
-        self._unlinked = False
-        self.unlink()  # children inherit the mapping by fork; nobody needs the name
+        prefix = f"{SEGMENT_PREFIX}{os.getpid()}_{tag}_"
+        self._map, self.name = _anonymous_segment(prefix, self.nbytes)
+        self._buffer = memoryview(self._map)
 
     @property
     def nbytes(self) -> int:
@@ -121,9 +159,7 @@ class SharedRing:
     def slot(self, index: int) -> memoryview:
         """Writable bytes of slot ``index``."""
         start = index * self.slot_bytes
-        buf = self._shm.buf
-        assert buf is not None
-        return buf[start : start + self.slot_bytes]
+        return self._buffer[start : start + self.slot_bytes]
 
     def kspace(self, index: int, shape: tuple[int, int, int, int]) -> np.ndarray:
         """complex64 ``[k2, k1, coils, k0]`` view at the start of slot ``index``."""
@@ -146,15 +182,12 @@ class SharedRing:
         be closed under them); the pipeline's supervisor holds none.
         """
         with contextlib.suppress(BufferError):
-            self._shm.close()
+            self._buffer.release()
+            self._map.close()
 
     def unlink(self) -> None:
-        """Remove the name from /dev/shm; mappings stay valid until the processes exit."""
-        if self._unlinked:
-            return
-        self._unlinked = True
-        with _untracked(), contextlib.suppress(FileNotFoundError):
-            self._shm.unlink()
+        """Nothing to do: the segment has had no name in ``/dev/shm`` since it was made
+        (kept so that every owner of rings can release them the same way)."""
 
 
 def parse_memory_size(text: str, total: int | None = None) -> int:
