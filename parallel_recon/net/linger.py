@@ -4,13 +4,15 @@ Closing a socket whose input has not all been read makes the kernel send a reset
 reset can reach the client before it has read our reply (or the TEXT saying why it was
 refused): the client then sees "connection reset" instead of the reason.  So every close
 lingers: half-close, read and discard what the client still sends until it closes its
-side, for at most :data:`LINGER_S`, then close.
+side, for a bounded time, then close.
 
-A connection's own thread can afford to wait that second (:func:`close_lingering`).  The
-accept loop cannot, so refused sockets go to one :class:`LingeringCloser` thread, which
-holds at most :data:`MOST_LINGERING` of them and discards at most :data:`DISCARD_LIMIT`
-bytes from each: a flood of refused clients costs a bounded number of descriptors, never a
-thread each.
+A connection's own thread can afford to wait :data:`LINGER_S` (:func:`close_lingering`).
+The accept loop cannot, so refused sockets go to one :class:`LingeringCloser` thread, which
+holds at most :data:`MOST_LINGERING` of them for :data:`REFUSED_LINGER_S` each and discards
+at most :data:`DISCARD_LIMIT` bytes from each: a flood of refused clients costs a bounded
+number of descriptors, never a thread each.  A refused client may only start sending after
+the refusal is written (it connected, then prepared its data), so it gets longer than a
+connection that has just had its reply.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from collections import OrderedDict
 
 LINGER_S = 1.0
+REFUSED_LINGER_S = 5.0
 DISCARD_LIMIT = 1 << 20
 MOST_LINGERING = 64
 _CHUNK = 64 << 10
@@ -50,7 +53,7 @@ def close_lingering(sock: socket.socket, linger_s: float = LINGER_S) -> None:
 class LingeringCloser:
     """One thread that closes refused sockets the lingering way, many at a time."""
 
-    def __init__(self, linger_s: float = LINGER_S, most: int = MOST_LINGERING):
+    def __init__(self, linger_s: float = REFUSED_LINGER_S, most: int = MOST_LINGERING):
         self.linger_s = linger_s
         self.most = most
         # fd -> (socket, deadline, bytes discarded); oldest first
