@@ -176,7 +176,6 @@ def test_ring_has_no_name_and_is_still_shared_with_forked_children(
     assert np.all(view == np.complex64(1 + 2j))
     assert bytes(ring.slot(2)[:8]) == np.complex64(1 + 2j).tobytes()
     del view
-    ring.unlink()  # idempotent
 
 
 def test_ring_leaves_no_tracker_warning_at_exit() -> None:
@@ -185,7 +184,7 @@ def test_ring_leaves_no_tracker_warning_at_exit() -> None:
         "from parallel_recon.engine.ring import SharedRing\n"
         "from multiprocessing import resource_tracker\n"
         "r = SharedRing('k', 4096, 2)\n"
-        "r.unlink()\n"
+        "r.close()\n"
         "assert resource_tracker._resource_tracker._pid is None\n"
     )
     proc = subprocess.run(

@@ -125,9 +125,6 @@ class CalibrationStore:
         )
         return data.reshape(lines, _INDEX_FIELDS)
 
-    def unlink(self) -> None:
-        self.ring.unlink()
-
 
 def read_calibration(store: CalibrationStore, ref: CalibrationRef, coils: int) -> Calibration:
     """A dense copy of a published buffer: the block spanned by its lines, averaged.

@@ -78,9 +78,6 @@ class DerivedStore:
         self.state = ctx.RawArray("q", layout.entries * _FIELDS)
         self.changed = ctx.Condition()
 
-    def unlink(self) -> None:
-        self.ring.unlink()
-
     # ------------------------------------------------------------ entries
     def _field(self, entry: int, index: int) -> int:
         return int(self.state[entry * _FIELDS + index])

@@ -296,7 +296,6 @@ class _Supervisor:
                 self.procs[role] = proc
         finally:
             gc.unfreeze()
-            self.unlink()
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         source.close()
         sink.close()
@@ -307,17 +306,12 @@ class _Supervisor:
         """A recorder for one child (it starts its own track after the fork)."""
         return make_trace(self.trace.enabled, self.origin)
 
-    def unlink(self) -> None:
-        for ring in self.rings:
-            ring.unlink()
-
     def release(self) -> None:
         """Unmap every ring in this process now that the children are gone.
 
         A long-lived caller (the batch runners, the Python API) must not keep a finished
         run's shared memory until its objects happen to be collected.
         """
-        self.unlink()
         for ring in self.rings:
             ring.close()
         self.rings.clear()
@@ -396,7 +390,6 @@ class _Supervisor:
         deadline = time.monotonic() + _STOP_GRACE_S
         for proc in self.procs.values():
             proc.join(max(0.0, deadline - time.monotonic()))
-        self.unlink()
 
 
 def _recon_from_config(opts: PipelineOptions, prelude: Prelude) -> PipelineOptions:

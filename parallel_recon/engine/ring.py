@@ -185,10 +185,6 @@ class SharedRing:
             self._buffer.release()
             self._map.close()
 
-    def unlink(self) -> None:
-        """Nothing to do: the segment has had no name in ``/dev/shm`` since it was made
-        (kept so that every owner of rings can release them the same way)."""
-
 
 def parse_memory_size(text: str, total: int | None = None) -> int:
     """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"``, ``"1000000"`` or ``"25%"`` (of ``total``)."""
